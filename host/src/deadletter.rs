@@ -1,0 +1,59 @@
+//! The dead-letter output: every record a stage could not process, with the stage and the reason, so
+//! nothing is lost silently and a fixed record can be replayed.
+
+use crate::record::Batch;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A shared, append-only JSON Lines file. Cloning shares the file.
+#[derive(Clone)]
+pub struct DeadLetters {
+    path: PathBuf,
+    out: Arc<Mutex<BufWriter<File>>>,
+}
+
+impl DeadLetters {
+    /// Creates (truncates) the file, so it holds exactly this run's dead letters.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = File::create(path)?;
+        Ok(DeadLetters { path: path.to_path_buf(), out: Arc::new(Mutex::new(BufWriter::new(file))) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A decoded record: written with its fields, partition and offset.
+    pub fn record(&self, stage: &str, reason: &str, batch: &Batch, row: usize) {
+        let origin = batch.origin[row];
+        self.write(serde_json::json!({
+            "stage": stage,
+            "reason": reason,
+            "partition": origin.partition,
+            "offset": origin.offset,
+            "timestamp": batch.time[row],
+            "record": batch.row_json(row),
+        }));
+    }
+
+    /// An input line that could not be decoded: written as it was read.
+    pub fn line(&self, stage: &str, reason: &str, line: &str, location: serde_json::Value) {
+        self.write(serde_json::json!({ "stage": stage, "reason": reason, "at": location, "line": line }));
+    }
+
+    fn write(&self, entry: serde_json::Value) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // A failed write surfaces at `flush`, which the run checks before it reports success.
+        let _ = serde_json::to_writer(&mut *out, &entry);
+        let _ = out.write_all(b"\n");
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}

@@ -1,0 +1,586 @@
+//! `type = "window"`: groups records by key and event-time window and aggregates each group with a
+//! window-aggregate plugin. The host owns windows, keys, watermarks and where state lives; the plugin
+//! only folds rows into accumulator slots and reads results out.
+//!
+//! Event time is the record timestamp or a named field. The watermark is the largest event time seen
+//! minus `max_delay`. A window is emitted once the watermark reaches its end and kept for
+//! `allowed_lateness` more, during which a record for it updates it and it is emitted again. A record
+//! behind the watermark by more than `allowed_lateness` is late: it goes to the dead-letter output with
+//! reason `late`. The end of input closes every window.
+
+mod global;
+mod hopping;
+mod session;
+mod tumbling;
+
+use crate::config::{Duration, PluginConfig};
+use crate::plugin::{to_wit, wit, AggregateInstance, FieldSpec, PluginError};
+use crate::record::{Batch, Column, Key, Value};
+use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use toml::Spanned;
+
+/// Aggregates records per key and window with a window-aggregate plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// A bundled aggregate (`average`, `sum`, `max`) or the path to a `.wasm` file.
+    pub plugin: Spanned<String>,
+    /// The plugin's own settings, e.g. `config = { field = "streams" }`.
+    #[serde(default)]
+    pub config: PluginConfig,
+    /// The field to group by; results carry it under the same name. Omit it to aggregate all records
+    /// of a window together.
+    pub key: Option<String>,
+    /// The window: `{ kind = "tumbling", size = "1m" }`, `{ kind = "hopping", size = "1m", slide = "10s" }`,
+    /// `{ kind = "session", gap = "30s" }` or `{ kind = "global" }` (one window, emitted at end of input).
+    pub window: Spanned<WindowTable>,
+    /// A field holding the event time in milliseconds since the epoch; default: the record timestamp.
+    pub event_time: Option<String>,
+    /// How far behind the newest event time the watermark trails, to wait for out-of-order records.
+    /// Default `0s`.
+    #[serde(default)]
+    pub max_delay: Duration,
+    /// How long after the watermark passes a window's end the window still accepts records (and is
+    /// emitted again with them). Records behind the watermark by more than this are dead-lettered as
+    /// `late`. Default `0s`.
+    #[serde(default)]
+    pub allowed_lateness: Duration,
+}
+
+/// The `window` table of a window stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowTable {
+    /// `tumbling`, `hopping`, `session` or `global`.
+    pub kind: Spanned<String>,
+    /// Window length (tumbling, hopping), like `1m`.
+    pub size: Option<Duration>,
+    /// Distance between window starts (hopping), like `10s`.
+    pub slide: Option<Duration>,
+    /// Inactivity that closes a session (session), like `30s`.
+    pub gap: Option<Duration>,
+}
+
+/// A window shape, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumbling { size: i64 },
+    Hopping { size: i64, slide: i64 },
+    Session { gap: i64 },
+    Global,
+}
+
+impl WindowTable {
+    fn kind(&self, span: std::ops::Range<usize>) -> Result<WindowKind, BuildError> {
+        let err = |m: String| BuildError::new(Some(span.clone()), m);
+        let positive = |name: &str, d: Option<Duration>, example: &str| match d {
+            Some(d) if d.millis() > 0 => Ok(d.millis()),
+            Some(_) => Err(err(format!("window `{name}` must be longer than 0"))),
+            None => Err(err(format!(
+                "a {} window needs `{name}`; add it, like `{name} = \"{example}\"`",
+                self.kind.get_ref()
+            ))),
+        };
+        let unused = |name: &str, d: Option<Duration>| match d {
+            Some(_) => Err(err(format!("a {} window takes no `{name}`; remove it", self.kind.get_ref()))),
+            None => Ok(()),
+        };
+        match self.kind.get_ref().as_str() {
+            "tumbling" => {
+                unused("slide", self.slide)?;
+                unused("gap", self.gap)?;
+                Ok(WindowKind::Tumbling { size: positive("size", self.size, "1m")? })
+            }
+            "hopping" => {
+                unused("gap", self.gap)?;
+                let size = positive("size", self.size, "1m")?;
+                let slide = positive("slide", self.slide, "10s")?;
+                if slide > size {
+                    return Err(err("a hopping window's `slide` must not exceed its `size`".into()));
+                }
+                Ok(WindowKind::Hopping { size, slide })
+            }
+            "session" => {
+                unused("size", self.size)?;
+                unused("slide", self.slide)?;
+                Ok(WindowKind::Session { gap: positive("gap", self.gap, "30s")? })
+            }
+            "global" => {
+                unused("size", self.size)?;
+                unused("slide", self.slide)?;
+                unused("gap", self.gap)?;
+                Ok(WindowKind::Global)
+            }
+            other => Err(BuildError::new(
+                Some(self.kind.span()),
+                format!("unknown window kind `{other}`; use `tumbling`, `hopping`, `session` or `global`"),
+            )),
+        }
+    }
+}
+
+impl StageConfig for WindowConfig {
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+        let kind = self.window.get_ref().kind(self.window.span())?;
+        let plugin = ctx
+            .plugins
+            .load(self.plugin.get_ref(), &ctx.pipeline.base_dir)
+            .map_err(|e| BuildError::new(Some(self.plugin.span()), e.to_string()))?;
+        let config_span = self.config.span().or(Some(self.plugin.span()));
+        let entries = self.config.entries().map_err(|e| BuildError::new(config_span.clone(), e))?;
+        let instance = ctx.plugins.aggregate(&plugin, &entries).map_err(|e| {
+            let span = if matches!(e, PluginError::Init { .. }) { config_span } else { Some(self.plugin.span()) };
+            BuildError::new(span, e.to_string())
+        })?;
+        let settings = Settings {
+            kind,
+            key: self.key.as_deref().map(Arc::from),
+            event_time: self.event_time.as_deref().map(Arc::from),
+            max_delay: self.max_delay.millis(),
+            allowed_lateness: self.allowed_lateness.millis(),
+        };
+        Ok(Built::Operator(Box::new(WindowOperator { windows: Windows::new(settings, instance) })))
+    }
+}
+
+/// The accumulator calls the window logic needs; the plugin instance provides them, tests fake them.
+pub trait Accumulators: Send {
+    fn inputs(&self) -> &[FieldSpec];
+    fn outputs(&self) -> &[FieldSpec];
+    fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError>;
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError>;
+    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError>;
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
+}
+
+impl Accumulators for AggregateInstance {
+    fn inputs(&self) -> &[FieldSpec] {
+        &self.spec.inputs
+    }
+    fn outputs(&self) -> &[FieldSpec] {
+        &self.spec.outputs
+    }
+    fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError> {
+        AggregateInstance::add(self, slots, input)
+    }
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
+        AggregateInstance::merge(self, dst, src)
+    }
+    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
+        AggregateInstance::finish(self, slots)
+    }
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
+        AggregateInstance::free(self, slots)
+    }
+}
+
+/// Checked window settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub kind: WindowKind,
+    pub key: Option<Arc<str>>,
+    pub event_time: Option<Arc<str>>,
+    pub max_delay: i64,
+    pub allowed_lateness: i64,
+}
+
+/// One (window, key) group and its accumulator slot.
+#[derive(Debug)]
+struct Pane {
+    end: i64,
+    slot: u32,
+    /// Emitted at least once; a later record makes it due again.
+    fired: bool,
+}
+
+/// Rows a step set aside: (row, reason, is it late).
+pub type Rejected = Vec<(usize, String, bool)>;
+
+/// Window state and logic, independent of the pipeline plumbing so it can be tested directly.
+pub struct Windows<A> {
+    settings: Settings,
+    acc: A,
+    watermark: i64,
+    panes: HashMap<(i64, Key), Pane>,
+    /// Session starts per key, to find the sessions a record touches.
+    sessions: HashMap<Key, Vec<i64>>,
+    /// Panes to emit once the watermark reaches their end: (end, start, key).
+    due: BTreeSet<(i64, i64, Key)>,
+    /// Panes to drop once the watermark reaches end + allowed lateness.
+    expiry: BTreeSet<(i64, i64, Key)>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    /// Largest event time seen, the event time of global results.
+    max_time: i64,
+}
+
+impl<A: Accumulators> Windows<A> {
+    pub fn new(settings: Settings, acc: A) -> Self {
+        Windows {
+            settings,
+            acc,
+            watermark: i64::MIN,
+            panes: HashMap::new(),
+            sessions: HashMap::new(),
+            due: BTreeSet::new(),
+            expiry: BTreeSet::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            max_time: i64::MIN,
+        }
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    fn alloc(&mut self) -> u32 {
+        self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        })
+    }
+
+    /// Folds a batch in; returns the results that became due and the rows set aside.
+    pub fn process(&mut self, batch: &Batch) -> Result<(Option<Batch>, Rejected), PluginError> {
+        let mut rejected: Rejected = Vec::new();
+        let lateness = self.settings.allowed_lateness;
+        let time_col = self.settings.event_time.as_ref().and_then(|f| batch.column(f));
+        let key_col = self.settings.key.as_ref().and_then(|f| batch.column(f));
+
+        // Event time, key and lateness, row by row in arrival order: the watermark moves per record, so
+        // what counts as late does not depend on how records were batched.
+        let mut valid = Vec::with_capacity(batch.len);
+        let mut meta = Vec::with_capacity(batch.len);
+        for row in 0..batch.len {
+            let ts = match (&self.settings.event_time, time_col) {
+                (None, _) => batch.time[row],
+                (Some(name), col) => match col.map(|c| &c.values[row]) {
+                    Some(Value::Int(t) | Value::Time(t)) => *t,
+                    Some(Value::Float(t)) if t.is_finite() => *t as i64,
+                    Some(Value::Null) | None => {
+                        rejected.push((row, format!("missing event time field `{name}`"), false));
+                        continue;
+                    }
+                    Some(v) => {
+                        rejected.push((row, format!("event time field `{name}` must be milliseconds since the epoch, found {}", v.type_name()), false));
+                        continue;
+                    }
+                },
+            };
+            let key = match (&self.settings.key, key_col) {
+                (None, _) => Key(Value::Null),
+                (Some(name), col) => match col.map(|c| &c.values[row]) {
+                    Some(Value::Null) | None => {
+                        rejected.push((row, format!("missing key field `{name}`"), false));
+                        continue;
+                    }
+                    Some(v) => Key(v.clone()),
+                },
+            };
+            if ts < self.watermark.saturating_sub(lateness) {
+                let behind = self.watermark - ts;
+                rejected.push((row, format!("late: event time is {behind} ms behind the watermark (allowed lateness {lateness} ms)"), true));
+                continue;
+            }
+            self.watermark = self.watermark.max(ts.saturating_sub(self.settings.max_delay));
+            self.max_time = self.max_time.max(ts);
+            valid.push(row as u32);
+            meta.push((ts, key));
+        }
+
+        // The plugin's declared fields must fit its declared types.
+        let converted = to_wit(batch, self.acc.inputs(), Some(&valid));
+        for (row, reason) in converted.rejected {
+            rejected.push((row, reason, false));
+        }
+        let meta: Vec<(i64, Key)> = {
+            let mut it = valid.iter().zip(meta);
+            converted
+                .kept
+                .iter()
+                .map(|k| it.by_ref().find(|(v, _)| *v == k).map(|(_, m)| m).expect("kept rows are valid rows"))
+                .collect()
+        };
+
+        // Assign windows; a hopping record goes to several, so the batch sent to the plugin repeats it.
+        let mut pick: Vec<u32> = Vec::with_capacity(meta.len());
+        let mut slots: Vec<u32> = Vec::with_capacity(meta.len());
+        for (i, (ts, key)) in meta.into_iter().enumerate() {
+            match self.settings.kind {
+                WindowKind::Tumbling { size } => {
+                    let slot = self.pane(tumbling::assign(ts, size), &key);
+                    pick.push(i as u32);
+                    slots.push(slot);
+                }
+                WindowKind::Hopping { size, slide } => {
+                    for bounds in hopping::assign(ts, size, slide) {
+                        if bounds.1 + lateness <= self.watermark {
+                            continue; // that window has closed for good; the record still counts in the others
+                        }
+                        let slot = self.pane(bounds, &key);
+                        pick.push(i as u32);
+                        slots.push(slot);
+                    }
+                }
+                WindowKind::Global => {
+                    let slot = self.pane(global::BOUNDS, &key);
+                    pick.push(i as u32);
+                    slots.push(slot);
+                }
+                WindowKind::Session { gap } => {
+                    // Merging moves accumulators, so rows already assigned must be folded in first.
+                    let slot = self.session(ts, gap, &key, &converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+                    pick.push(i as u32);
+                    slots.push(slot);
+                }
+            }
+        }
+        self.add(&converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+        let emitted = self.fire(self.watermark)?;
+        Ok((emitted, rejected))
+    }
+
+    /// Folds the pending (row, slot) pairs into the plugin and clears them.
+    fn add(
+        &mut self,
+        input: &wit::Batch,
+        pick: &mut Vec<u32>,
+        slots: &mut Vec<u32>,
+        kept: &[u32],
+        rejected: &mut Rejected,
+    ) -> Result<(), PluginError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let identity = pick.len() == input.rows as usize && pick.iter().enumerate().all(|(i, &p)| i as u32 == p);
+        let gathered;
+        let input = if identity {
+            input
+        } else {
+            gathered = gather(input, pick);
+            &gathered
+        };
+        for e in self.acc.add(slots, input)? {
+            let Some(&p) = pick.get(e.row as usize) else { continue };
+            rejected.push((kept[p as usize] as usize, e.reason, false));
+        }
+        pick.clear();
+        slots.clear();
+        Ok(())
+    }
+
+    /// The slot of a fixed window's pane, created when new; a fired pane that gets a record is due again.
+    fn pane(&mut self, (start, end): (i64, i64), key: &Key) -> u32 {
+        let lateness = self.settings.allowed_lateness;
+        if let Some(p) = self.panes.get_mut(&(start, key.clone())) {
+            if p.fired {
+                p.fired = false;
+                self.due.insert((end, start, key.clone()));
+            }
+            return p.slot;
+        }
+        let slot = self.alloc();
+        self.panes.insert((start, key.clone()), Pane { end, slot, fired: false });
+        self.due.insert((end, start, key.clone()));
+        self.expiry.insert((end.saturating_add(lateness), start, key.clone()));
+        slot
+    }
+
+    /// The slot of the session a record at `ts` belongs to, merging the sessions it bridges.
+    #[allow(clippy::too_many_arguments)]
+    fn session(
+        &mut self,
+        ts: i64,
+        gap: i64,
+        key: &Key,
+        input: &wit::Batch,
+        pick: &mut Vec<u32>,
+        slots: &mut Vec<u32>,
+        kept: &[u32],
+        rejected: &mut Rejected,
+    ) -> Result<u32, PluginError> {
+        let lateness = self.settings.allowed_lateness;
+        let mut bounds = session::assign(ts, gap);
+        let starts = self.sessions.entry(key.clone()).or_default();
+        let touching: Vec<i64> = starts
+            .iter()
+            .copied()
+            .filter(|s| {
+                let p = &self.panes[&(*s, key.clone())];
+                session::overlaps((*s, p.end), bounds)
+            })
+            .collect();
+        if touching.len() == 1 {
+            let start = touching[0];
+            let p = &self.panes[&(start, key.clone())];
+            if start <= bounds.0 && p.end >= bounds.1 && !p.fired {
+                return Ok(p.slot);
+            }
+        }
+        if touching.len() > 1 {
+            self.add(input, pick, slots, kept, rejected)?;
+        }
+        // Take the touching panes out, fold them into one, and put the grown session back.
+        let mut target: Option<u32> = None;
+        for start in &touching {
+            let p = self.panes.remove(&(*start, key.clone())).expect("listed session exists");
+            self.due.remove(&(p.end, *start, key.clone()));
+            self.expiry.remove(&(p.end.saturating_add(lateness), *start, key.clone()));
+            bounds = (bounds.0.min(*start), bounds.1.max(p.end));
+            match target {
+                None => target = Some(p.slot),
+                Some(t) => {
+                    self.acc.merge(t, p.slot)?;
+                    self.free_slots.push(p.slot);
+                }
+            }
+        }
+        let starts = self.sessions.get_mut(key).expect("entry made above");
+        starts.retain(|s| !touching.contains(s));
+        starts.push(bounds.0);
+        let slot = target.unwrap_or_else(|| self.alloc());
+        self.panes.insert((bounds.0, key.clone()), Pane { end: bounds.1, slot, fired: false });
+        self.due.insert((bounds.1, bounds.0, key.clone()));
+        self.expiry.insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
+        Ok(slot)
+    }
+
+    /// Emits every pane due at `watermark`, then drops the panes past their lateness.
+    fn fire(&mut self, watermark: i64) -> Result<Option<Batch>, PluginError> {
+        let mut ready = Vec::new();
+        while let Some(first) = self.due.first() {
+            if first.0 > watermark {
+                break;
+            }
+            ready.push(self.due.pop_first().unwrap());
+        }
+        // Deterministic order: by window, then key.
+        ready.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        let out = if ready.is_empty() {
+            None
+        } else {
+            let slots: Vec<u32> = ready.iter().map(|(_, s, k)| self.panes[&(*s, k.clone())].slot).collect();
+            let results = self.acc.finish(&slots)?;
+            for (_, s, k) in &ready {
+                self.panes.get_mut(&(*s, k.clone())).unwrap().fired = true;
+            }
+            Some(self.results(&ready, results)?)
+        };
+        let mut expired = Vec::new();
+        while let Some(first) = self.expiry.first() {
+            if first.0 > watermark {
+                break;
+            }
+            let (_, start, key) = self.expiry.pop_first().unwrap();
+            if let Some(p) = self.panes.remove(&(start, key.clone())) {
+                expired.push(p.slot);
+                self.due.remove(&(p.end, start, key.clone()));
+                if let Some(starts) = self.sessions.get_mut(&key) {
+                    starts.retain(|s| *s != start);
+                    if starts.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                }
+            }
+        }
+        if !expired.is_empty() {
+            self.acc.free(&expired)?;
+            self.free_slots.extend(expired);
+        }
+        Ok(out)
+    }
+
+    /// Result rows: `window_start`, `window_end`, the key, then the plugin's fields.
+    fn results(&self, ready: &[(i64, i64, Key)], results: wit::Batch) -> Result<Batch, PluginError> {
+        let n = ready.len();
+        let bad = |message: String| PluginError::Trap { what: "aggregate".into(), message };
+        if results.rows as usize != n || results.columns.len() != self.acc.outputs().len() {
+            return Err(bad(format!("`finish` returned {} rows and {} columns for {n} slots", results.rows, results.columns.len())));
+        }
+        let global = |end: i64, start: i64| global::is_global((start, end));
+        let time = |v: i64, end: i64, start: i64| if global(end, start) { Value::Null } else { Value::Time(v) };
+        let mut columns = vec![
+            Column { name: "window_start".into(), values: ready.iter().map(|(e, s, _)| time(*s, *e, *s)).collect() },
+            Column { name: "window_end".into(), values: ready.iter().map(|(e, s, _)| time(*e, *e, *s)).collect() },
+        ];
+        if let Some(key) = &self.settings.key {
+            columns.push(Column { name: key.clone(), values: ready.iter().map(|(_, _, k)| k.0.clone()).collect() });
+        }
+        for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
+            let values = crate::plugin::from_wit(col, n, field).map_err(bad)?;
+            columns.push(Column { name: field.name.clone(), values });
+        }
+        Ok(Batch {
+            len: n,
+            // A result's event time is the last instant of its window (the newest record, for global).
+            time: ready.iter().map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 }).collect(),
+            origin: vec![Default::default(); n],
+            columns,
+        })
+    }
+
+    /// End of input: the watermark jumps to the end of time and every window is emitted.
+    pub fn finish(&mut self) -> Result<Option<Batch>, PluginError> {
+        self.watermark = i64::MAX;
+        self.fire(i64::MAX)
+    }
+}
+
+/// The rows of an ABI batch listed in `rows`, in that order.
+fn gather(input: &wit::Batch, rows: &[u32]) -> wit::Batch {
+    let columns = input
+        .columns
+        .iter()
+        .map(|c| match c {
+            wit::Column::Float(v) => wit::Column::Float(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Int(v) => wit::Column::Int(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Boolean(v) => wit::Column::Boolean(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Str(d) => wit::Column::Str(wit::DictColumn {
+                dict: d.dict.clone(),
+                codes: rows.iter().map(|&r| d.codes[r as usize]).collect(),
+            }),
+        })
+        .collect();
+    wit::Batch { rows: rows.len() as u32, columns }
+}
+
+pub struct WindowOperator {
+    windows: Windows<AggregateInstance>,
+}
+
+impl WindowOperator {
+    fn handle(&self, out: &mut Output, batch: &Batch, step: (Option<Batch>, Rejected)) {
+        let (emitted, rejected) = step;
+        for (row, reason, late) in rejected {
+            if late {
+                out.late_row(batch, row, &reason);
+            } else {
+                out.dead_row(batch, row, &reason);
+            }
+        }
+        if let Some(b) = emitted {
+            out.emit(b);
+        }
+    }
+}
+
+impl Operator for WindowOperator {
+    fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
+        let step = self.windows.process(&batch).map_err(|e| StageError::with("plugin call failed", e))?;
+        self.handle(out, &batch, step);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
+        let emitted = self.windows.finish().map_err(|e| StageError::with("plugin call failed", e))?;
+        self.handle(out, &Batch::default(), (emitted, Vec::new()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! `type = "file"`: writes records as JSON Lines.
+
+use crate::record::Batch;
+use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
+use serde::Deserialize;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// Writes each record as one JSON object a line; window bounds are written as RFC 3339 text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The output file, relative to the pipeline file; its directory is created. Truncated at start.
+    pub path: Spanned<PathBuf>,
+}
+
+impl StageConfig for FileConfig {
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+        if self.path.get_ref().as_os_str().is_empty() {
+            return Err(BuildError::new(Some(self.path.span()), "`path` is empty; name the output file"));
+        }
+        Ok(Built::Sink(Box::new(FileSink { path: ctx.path(self.path.get_ref()), out: None })))
+    }
+}
+
+pub struct FileSink {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl FileSink {
+    fn io(&self, e: std::io::Error) -> StageError {
+        StageError::with(format!("cannot write `{}`", self.path.display()), e)
+    }
+}
+
+impl Sink for FileSink {
+    fn open(&mut self) -> Result<(), StageError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        }
+        self.out = Some(BufWriter::new(File::create(&self.path).map_err(|e| self.io(e))?));
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &Batch, _: &mut Output) -> Result<(), StageError> {
+        let out = self.out.as_mut().expect("opened");
+        let mut line = Vec::with_capacity(256);
+        let mut result = Ok(());
+        for row in 0..batch.len {
+            line.clear();
+            let object: serde_json::Map<String, serde_json::Value> =
+                batch.columns.iter().map(|c| (c.name.to_string(), c.values[row].to_json())).collect();
+            serde_json::to_writer(&mut line, &object).expect("JSON values serialise");
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
+                result = Err(e);
+                break;
+            }
+        }
+        result.map_err(|e| self.io(e))
+    }
+
+    fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
+        let r = self.out.as_mut().map_or(Ok(()), |o| o.flush());
+        r.map_err(|e| self.io(e))
+    }
+}

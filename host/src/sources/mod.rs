@@ -1,0 +1,4 @@
+//! Sources: where records enter a pipeline. One file per `type`; the list is in `topology::registry`.
+
+pub mod capture;
+pub mod replay;

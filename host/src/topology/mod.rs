@@ -1,0 +1,334 @@
+//! Builds the DAG from a validated pipeline and runs it: one thread per stage, bounded channels of
+//! batches between them, end of input propagated by closing channels.
+
+pub mod registry;
+
+use crate::config::{Diagnostic, Diagnostics, Pipeline};
+use crate::deadletter::DeadLetters;
+use crate::plugin::PluginHost;
+use crate::record::Batch;
+use registry::Role;
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+/// A stage's typed config, as parsed from its `[stages.NAME]` table.
+pub trait StageConfig: fmt::Debug + Send + Sync {
+    /// Checks the config against the world (files, plugins) and makes the runnable stage. Nothing is
+    /// written here, so `tributary validate` can call it.
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError>;
+}
+
+/// A runnable stage.
+pub enum Built {
+    Source(Box<dyn Source>),
+    Operator(Box<dyn Operator>),
+    Sink(Box<dyn Sink>),
+}
+
+/// Produces batches until its input ends.
+pub trait Source: Send {
+    fn run(&mut self, out: &mut Output) -> Result<(), StageError>;
+}
+
+/// Turns batches into batches; `finish` runs once every input has ended (flush windows here).
+pub trait Operator: Send {
+    fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError>;
+    fn finish(&mut self, out: &mut Output) -> Result<(), StageError>;
+}
+
+/// Writes batches somewhere; `open` runs before the first batch, `finish` after the last.
+pub trait Sink: Send {
+    fn open(&mut self) -> Result<(), StageError> {
+        Ok(())
+    }
+    fn write(&mut self, batch: &Batch, ctx: &mut Output) -> Result<(), StageError>;
+    fn finish(&mut self, ctx: &mut Output) -> Result<(), StageError>;
+}
+
+/// What a stage needs to build itself.
+pub struct BuildContext<'a> {
+    pub pipeline: &'a Pipeline,
+    pub stage: &'a str,
+    pub plugins: &'a PluginHost,
+}
+
+impl BuildContext<'_> {
+    /// A path from the config, relative to the pipeline file's directory.
+    pub fn path(&self, p: &std::path::Path) -> PathBuf {
+        self.pipeline.resolve(p)
+    }
+}
+
+/// A config that does not fit the world, pointing at the value at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+impl BuildError {
+    pub fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        BuildError { span, message: message.into() }
+    }
+}
+
+/// A stage failed while running.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StageError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StageError {
+    pub fn msg(message: impl Into<String>) -> Self {
+        StageError { message: message.into(), source: None }
+    }
+    pub fn with(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StageError { message: message.into(), source: Some(Box::new(source)) }
+    }
+}
+
+/// Counters of one stage, shown in the run summary.
+#[derive(Debug, Default)]
+pub struct StageStats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead: AtomicU64,
+    pub late: AtomicU64,
+}
+
+/// A stage's connection to the rest of the pipeline: downstream channels, counters, dead letters.
+pub struct Output {
+    stage: Arc<str>,
+    senders: Vec<SyncSender<Arc<Batch>>>,
+    pub stats: Arc<StageStats>,
+    dead: DeadLetters,
+}
+
+impl Output {
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    /// Sends a batch to every downstream stage. `false` means none is listening any more.
+    pub fn emit(&mut self, batch: Batch) -> bool {
+        if batch.len == 0 {
+            return !self.senders.is_empty();
+        }
+        self.stats.records_out.fetch_add(batch.len as u64, Ordering::Relaxed);
+        let batch = Arc::new(batch);
+        self.senders.retain(|s| s.send(batch.clone()).is_ok());
+        !self.senders.is_empty()
+    }
+
+    /// Dead-letters a decoded record.
+    pub fn dead_row(&self, batch: &Batch, row: usize, reason: &str) {
+        self.stats.dead.fetch_add(1, Ordering::Relaxed);
+        self.dead.record(&self.stage, reason, batch, row);
+    }
+
+    /// Dead-letters a record that is late for its windows.
+    pub fn late_row(&self, batch: &Batch, row: usize, reason: &str) {
+        self.stats.late.fetch_add(1, Ordering::Relaxed);
+        self.dead.record(&self.stage, reason, batch, row);
+    }
+
+    /// Dead-letters an input line that could not be decoded.
+    pub fn dead_line(&self, line: &str, location: serde_json::Value, reason: &str) {
+        self.stats.dead.fetch_add(1, Ordering::Relaxed);
+        self.dead.line(&self.stage, reason, line, location);
+    }
+}
+
+/// A built stage with its wiring.
+struct Node {
+    name: String,
+    type_name: String,
+    stage: Built,
+    inbox: Option<Receiver<Arc<Batch>>>,
+    output: Output,
+}
+
+/// One line of the run summary.
+#[derive(Debug)]
+pub struct StageReport {
+    pub name: String,
+    pub type_name: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead: u64,
+    pub late: u64,
+}
+
+/// What a run did, stage by stage.
+#[derive(Debug)]
+pub struct RunReport {
+    pub stages: Vec<StageReport>,
+    pub dead_letter_path: PathBuf,
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self.stages.iter().map(|s| s.name.len() + s.type_name.len() + 3).max().unwrap_or(0);
+        for s in &self.stages {
+            let label = format!("{} ({})", s.name, s.type_name);
+            writeln!(
+                f,
+                "  {label:<w$}  in {:>8}  out {:>8}  dead-lettered {:>6}  late {:>6}",
+                s.records_in, s.records_out, s.dead, s.late
+            )?;
+        }
+        let dead: u64 = self.stages.iter().map(|s| s.dead + s.late).sum();
+        if dead > 0 {
+            write!(f, "  {dead} record(s) dead-lettered to {}", self.dead_letter_path.display())?;
+        } else {
+            write!(f, "  no record dead-lettered")?;
+        }
+        Ok(())
+    }
+}
+
+/// A stage that failed while running.
+#[derive(Debug, thiserror::Error)]
+#[error("stage `{stage}` failed: {error}")]
+pub struct RunError {
+    pub stage: String,
+    #[source]
+    pub error: StageError,
+}
+
+/// Builds every stage, reporting every problem at once with file, line and column.
+pub fn build(pipeline: &Pipeline, plugins: &PluginHost) -> Result<Vec<(usize, Built)>, Diagnostics> {
+    let mut built = Vec::new();
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        let ctx = BuildContext { pipeline, stage: &stage.name, plugins };
+        match stage.config.build(&ctx) {
+            Ok(b) => built.push((i, b)),
+            Err(e) => problems.push(pipeline.diagnostic(
+                e.span.or(Some(stage.name_span.clone())),
+                format!("stage `{}`: {}", stage.name, e.message),
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(built)
+    } else {
+        Err(Diagnostics(problems))
+    }
+}
+
+/// Runs a built pipeline to the end of its input.
+pub fn run(pipeline: &Pipeline, built: Vec<(usize, Built)>, dead: DeadLetters) -> Result<RunReport, Vec<RunError>> {
+    let stages = &pipeline.stages;
+    // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
+    let mut inboxes: Vec<Option<(SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>)>> = stages
+        .iter()
+        .map(|s| if s.role == Role::Source { None } else { Some(sync_channel(8)) })
+        .collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, stage) in built {
+        let senders = stages
+            .iter()
+            .enumerate()
+            .filter(|(_, down)| down.inputs.iter().any(|inp| inp.get_ref() == &stages[i].name))
+            .filter_map(|(j, _)| inboxes[j].as_ref().map(|(tx, _)| tx.clone()))
+            .collect();
+        nodes.push(Node {
+            name: stages[i].name.clone(),
+            type_name: stages[i].type_name.clone(),
+            stage,
+            inbox: None,
+            output: Output {
+                stage: stages[i].name.as_str().into(),
+                senders,
+                stats: Arc::default(),
+                dead: dead.clone(),
+            },
+        });
+    }
+    // Each stage's receiver goes to its node; dropping our senders lets end of input propagate.
+    for (node, slot) in nodes.iter_mut().zip(inboxes.iter_mut()) {
+        node.inbox = slot.take().map(|(_, rx)| rx);
+    }
+    drop(inboxes);
+
+    let stats: Vec<(String, String, Arc<StageStats>)> =
+        nodes.iter().map(|n| (n.name.clone(), n.type_name.clone(), n.output.stats.clone())).collect();
+    let handles: Vec<_> = nodes
+        .into_iter()
+        .map(|node| {
+            let name = node.name.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("stage-{name}"))
+                .spawn(move || run_node(node))
+                .expect("spawn stage thread");
+            (name, handle)
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for (stage, handle) in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => errors.push(RunError { stage, error }),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                errors.push(RunError { stage, error: StageError::msg(format!("internal error (panic): {msg}")) });
+            }
+        }
+    }
+    if let Err(e) = dead.flush() {
+        errors.push(RunError { stage: "dead_letter".into(), error: StageError::with("cannot write the dead-letter file", e) });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Ok(RunReport {
+        stages: stats
+            .into_iter()
+            .map(|(name, type_name, s)| StageReport {
+                name,
+                type_name,
+                records_in: load(&s.records_in),
+                records_out: load(&s.records_out),
+                dead: load(&s.dead),
+                late: load(&s.late),
+            })
+            .collect(),
+        dead_letter_path: dead.path().to_path_buf(),
+    })
+}
+
+fn run_node(node: Node) -> Result<(), StageError> {
+    let Node { stage, inbox, mut output, .. } = node;
+    match stage {
+        Built::Source(mut s) => s.run(&mut output),
+        Built::Operator(mut op) => {
+            for batch in inbox.expect("operators have an inbox") {
+                output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
+                op.process(batch, &mut output)?;
+            }
+            op.finish(&mut output)
+        }
+        Built::Sink(mut sink) => {
+            sink.open()?;
+            for batch in inbox.expect("sinks have an inbox") {
+                output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
+                sink.write(&batch, &mut output)?;
+            }
+            sink.finish(&mut output)
+        }
+    }
+}

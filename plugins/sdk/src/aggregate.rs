@@ -1,0 +1,176 @@
+//! Window-aggregate plugins: the accumulator logic only; the host owns windows, keys and state placement.
+
+use crate::{Batch, Config, Row, RowWriter, Spec, State};
+
+/// An aggregation in the shape of Flink's `AggregateFunction`: create, add, merge, finish.
+pub trait Aggregate: Sized + 'static {
+    /// The per-(window, key) accumulator; `Default` is the empty accumulator.
+    type Acc: Default + State;
+    /// Reads the stage's config table.
+    fn init(config: &Config) -> Result<Self, String>;
+    /// The fields read (passed as columns in this order) and the result fields written by `finish`.
+    fn spec(&self) -> Spec;
+    /// Folds one row into an accumulator; an error dead-letters the row and leaves `acc` as it was.
+    fn add(&self, acc: &mut Self::Acc, row: Row<'_>) -> Result<(), String>;
+    /// Folds `other` into `acc` (session windows merge this way).
+    fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc);
+    /// Writes one result row: one `out` call per declared output, in order.
+    fn finish(&self, acc: &Self::Acc, out: &mut RowWriter);
+}
+
+/// The plugin value and its accumulator slots.
+#[doc(hidden)]
+pub struct Instance<T: Aggregate> {
+    plugin: T,
+    outputs: Vec<crate::Field>,
+    slots: Vec<T::Acc>,
+}
+
+impl<T: Aggregate> Instance<T> {
+    pub fn new(plugin: T) -> Self {
+        let outputs = plugin.spec().outputs;
+        Instance { plugin, outputs, slots: Vec::new() }
+    }
+
+    fn slot(&mut self, slot: u32) -> &mut T::Acc {
+        let i = slot as usize;
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, T::Acc::default);
+        }
+        &mut self.slots[i]
+    }
+
+    /// Folds row i into `slots[i]`; returns the rows the plugin refused.
+    pub fn add(&mut self, slots: &[u32], input: &Batch) -> Vec<(usize, String)> {
+        let mut errors = Vec::new();
+        if let Some(&max) = slots.iter().max() {
+            self.slot(max);
+        }
+        for (i, &s) in slots.iter().enumerate() {
+            let acc = &mut self.slots[s as usize];
+            if let Err(reason) = self.plugin.add(acc, input.row(i)) {
+                errors.push((i, reason));
+            }
+        }
+        errors
+    }
+
+    pub fn merge(&mut self, dst: u32, src: u32) {
+        self.slot(dst.max(src));
+        let other = std::mem::take(&mut self.slots[src as usize]);
+        self.plugin.merge(&mut self.slots[dst as usize], &other);
+    }
+
+    pub fn finish(&mut self, slots: &[u32]) -> Batch {
+        if let Some(&max) = slots.iter().max() {
+            self.slot(max);
+        }
+        let mut out = RowWriter::new(&self.outputs);
+        for &s in slots {
+            self.plugin.finish(&self.slots[s as usize], &mut out);
+        }
+        Batch { rows: slots.len(), columns: out.finish() }
+    }
+
+    pub fn save(&mut self, slot: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.slot(slot).save(&mut out);
+        out
+    }
+
+    pub fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), String> {
+        let acc = crate::state::decode::<T::Acc>(state)?;
+        *self.slot(slot) = acc;
+        Ok(())
+    }
+
+    pub fn free(&mut self, slots: &[u32]) {
+        for &s in slots {
+            if let Some(acc) = self.slots.get_mut(s as usize) {
+                *acc = T::Acc::default();
+            }
+        }
+    }
+}
+
+#[doc(hidden)]
+pub mod glue {
+    use super::*;
+    use crate::bindings::types as wit;
+    use crate::convert;
+    use std::cell::RefCell;
+
+    type Slot<T> = &'static std::thread::LocalKey<RefCell<Option<Instance<T>>>>;
+
+    fn with<T: Aggregate, R>(slot: Slot<T>, f: impl FnOnce(&mut Instance<T>) -> R) -> R {
+        slot.with(|s| f(s.borrow_mut().as_mut().expect("the host calls `init` first")))
+    }
+
+    pub fn init<T: Aggregate>(slot: Slot<T>, config: Vec<(String, wit::ConfigValue)>) -> Result<wit::Spec, String> {
+        let plugin = T::init(&convert::config(config))?;
+        let spec = convert::spec(plugin.spec());
+        slot.with(|s| *s.borrow_mut() = Some(Instance::new(plugin)));
+        Ok(spec)
+    }
+    pub fn add<T: Aggregate>(slot: Slot<T>, slots: Vec<u32>, input: wit::Batch) -> Vec<wit::RowError> {
+        let input = convert::batch_in(input);
+        convert::errors_out(with(slot, |i| i.add(&slots, &input)))
+    }
+    pub fn merge<T: Aggregate>(slot: Slot<T>, dst: u32, src: u32) {
+        with(slot, |i| i.merge(dst, src))
+    }
+    pub fn finish<T: Aggregate>(slot: Slot<T>, slots: Vec<u32>) -> wit::Batch {
+        let b = with(slot, |i| i.finish(&slots));
+        wit::Batch { rows: b.rows as u32, columns: b.columns.into_iter().map(convert::column_out).collect() }
+    }
+    pub fn save<T: Aggregate>(slot: Slot<T>, s: u32) -> Vec<u8> {
+        with(slot, |i| i.save(s))
+    }
+    pub fn load<T: Aggregate>(slot: Slot<T>, s: u32, state: Vec<u8>) -> Result<(), String> {
+        with(slot, |i| i.load(s, &state))
+    }
+    pub fn free<T: Aggregate>(slot: Slot<T>, slots: Vec<u32>) {
+        with(slot, |i| i.free(&slots))
+    }
+}
+
+/// Exports an [`Aggregate`] implementation as the plugin's component interface.
+#[macro_export]
+macro_rules! export_aggregate {
+    ($plugin:ty) => {
+        thread_local! {
+            static __TRIBUTARY_PLUGIN: ::std::cell::RefCell<Option<$crate::aggregate::Instance<$plugin>>> =
+                const { ::std::cell::RefCell::new(None) };
+        }
+        struct __TributaryAggregate;
+        impl $crate::bindings::iface::Guest for __TributaryAggregate {
+            fn init(
+                config: Vec<(String, $crate::bindings::types::ConfigValue)>,
+            ) -> Result<$crate::bindings::types::Spec, String> {
+                $crate::aggregate::glue::init::<$plugin>(&__TRIBUTARY_PLUGIN, config)
+            }
+            fn add(
+                slots: Vec<u32>,
+                input: $crate::bindings::types::Batch,
+            ) -> Vec<$crate::bindings::types::RowError> {
+                $crate::aggregate::glue::add::<$plugin>(&__TRIBUTARY_PLUGIN, slots, input)
+            }
+            fn merge(dst: u32, src: u32) {
+                $crate::aggregate::glue::merge::<$plugin>(&__TRIBUTARY_PLUGIN, dst, src)
+            }
+            fn finish(slots: Vec<u32>) -> $crate::bindings::types::Batch {
+                $crate::aggregate::glue::finish::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
+            }
+            fn save(slot: u32) -> Vec<u8> {
+                $crate::aggregate::glue::save::<$plugin>(&__TRIBUTARY_PLUGIN, slot)
+            }
+            fn load(slot: u32, state: Vec<u8>) -> Result<(), String> {
+                $crate::aggregate::glue::load::<$plugin>(&__TRIBUTARY_PLUGIN, slot, state)
+            }
+            fn free(slots: Vec<u32>) {
+                $crate::aggregate::glue::free::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
+            }
+        }
+        $crate::bindings::__export_aggregate_bindings!(__TributaryAggregate with_types_in $crate::bindings);
+    };
+}

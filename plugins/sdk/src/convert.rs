@@ -1,0 +1,64 @@
+//! Moves data between the generated bindings and the SDK's own types; vectors move, nothing is copied.
+
+use crate::bindings::types as wit;
+use crate::{Batch, Column, Config, ConfigValue, DictColumn, Field, FieldType, Spec};
+
+pub fn config(entries: Vec<(String, wit::ConfigValue)>) -> Config {
+    Config::new(
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    wit::ConfigValue::Boolean(b) => ConfigValue::Boolean(b),
+                    wit::ConfigValue::Integer(i) => ConfigValue::Integer(i),
+                    wit::ConfigValue::Float(f) => ConfigValue::Float(f),
+                    wit::ConfigValue::Text(s) => ConfigValue::Text(s),
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
+fn field(f: Field) -> wit::Field {
+    let ty = match f.ty {
+        FieldType::Float => wit::FieldType::Float,
+        FieldType::Int => wit::FieldType::Int,
+        FieldType::Str => wit::FieldType::Str,
+        FieldType::Boolean => wit::FieldType::Boolean,
+    };
+    wit::Field { name: f.name, ty }
+}
+
+pub fn spec(s: Spec) -> wit::Spec {
+    wit::Spec {
+        inputs: s.inputs.into_iter().map(field).collect(),
+        outputs: s.outputs.into_iter().map(field).collect(),
+    }
+}
+
+pub fn batch_in(b: wit::Batch) -> Batch {
+    Batch { rows: b.rows as usize, columns: b.columns.into_iter().map(column_in).collect() }
+}
+
+pub fn column_in(c: wit::Column) -> Column {
+    match c {
+        wit::Column::Float(v) => Column::Float(v),
+        wit::Column::Int(v) => Column::Int(v),
+        wit::Column::Str(d) => Column::Str(DictColumn { dict: d.dict, codes: d.codes }),
+        wit::Column::Boolean(v) => Column::Boolean(v),
+    }
+}
+
+pub fn column_out(c: Column) -> wit::Column {
+    match c {
+        Column::Float(v) => wit::Column::Float(v),
+        Column::Int(v) => wit::Column::Int(v),
+        Column::Str(d) => wit::Column::Str(wit::DictColumn { dict: d.dict, codes: d.codes }),
+        Column::Boolean(v) => wit::Column::Boolean(v),
+    }
+}
+
+pub fn errors_out(errors: Vec<(usize, String)>) -> Vec<wit::RowError> {
+    errors.into_iter().map(|(row, reason)| wit::RowError { row: row as u32, reason }).collect()
+}

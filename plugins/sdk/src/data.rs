@@ -1,0 +1,282 @@
+//! The SDK's view of the ABI's data: plain Rust types that mirror `tributary.wit`, so plugin code and its
+//! native unit tests never touch generated bindings.
+
+/// The type a plugin wants a field in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    Float,
+    Int,
+    Str,
+    Boolean,
+}
+
+/// A field a plugin reads or writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub ty: FieldType,
+}
+
+impl Field {
+    pub fn new(name: impl Into<String>, ty: FieldType) -> Self {
+        Field { name: name.into(), ty }
+    }
+    pub fn float(name: impl Into<String>) -> Self {
+        Self::new(name, FieldType::Float)
+    }
+    pub fn int(name: impl Into<String>) -> Self {
+        Self::new(name, FieldType::Int)
+    }
+    pub fn str(name: impl Into<String>) -> Self {
+        Self::new(name, FieldType::Str)
+    }
+    pub fn boolean(name: impl Into<String>) -> Self {
+        Self::new(name, FieldType::Boolean)
+    }
+}
+
+/// What a plugin reads (`inputs`, passed as columns in this order) and writes (`outputs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Spec {
+    pub inputs: Vec<Field>,
+    pub outputs: Vec<Field>,
+}
+
+impl Spec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn input(mut self, field: Field) -> Self {
+        self.inputs.push(field);
+        self
+    }
+    pub fn output(mut self, field: Field) -> Self {
+        self.outputs.push(field);
+        self
+    }
+}
+
+/// Strings as a dictionary plus one code per row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DictColumn {
+    pub dict: Vec<String>,
+    pub codes: Vec<u32>,
+}
+
+impl DictColumn {
+    pub fn get(&self, row: usize) -> &str {
+        &self.dict[self.codes[row] as usize]
+    }
+}
+
+/// One column of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Column {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
+    Str(DictColumn),
+    Boolean(Vec<bool>),
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Float(v) => v.len(),
+            Column::Int(v) => v.len(),
+            Column::Str(d) => d.codes.len(),
+            Column::Boolean(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A batch of rows holding the plugin's declared input fields, one column each, in declared order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub rows: usize,
+    pub columns: Vec<Column>,
+}
+
+// The host converts every column to the declared type before the call, so a mismatch here is a host bug;
+// panicking traps the plugin and the host reports it, which is the right outcome for a broken contract.
+impl Batch {
+    pub fn floats(&self, col: usize) -> &[f64] {
+        match &self.columns[col] {
+            Column::Float(v) => v,
+            other => panic!("column {col} is not float: {other:?}"),
+        }
+    }
+    pub fn ints(&self, col: usize) -> &[i64] {
+        match &self.columns[col] {
+            Column::Int(v) => v,
+            other => panic!("column {col} is not int: {other:?}"),
+        }
+    }
+    pub fn strs(&self, col: usize) -> &DictColumn {
+        match &self.columns[col] {
+            Column::Str(d) => d,
+            other => panic!("column {col} is not str: {other:?}"),
+        }
+    }
+    pub fn booleans(&self, col: usize) -> &[bool] {
+        match &self.columns[col] {
+            Column::Boolean(v) => v,
+            other => panic!("column {col} is not boolean: {other:?}"),
+        }
+    }
+    pub fn row(&self, row: usize) -> Row<'_> {
+        Row { batch: self, row }
+    }
+}
+
+/// One row of a [`Batch`]; columns are addressed by their position in the plugin's `Spec::inputs`.
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    batch: &'a Batch,
+    row: usize,
+}
+
+impl<'a> Row<'a> {
+    pub fn index(&self) -> usize {
+        self.row
+    }
+    pub fn float(&self, col: usize) -> f64 {
+        self.batch.floats(col)[self.row]
+    }
+    pub fn int(&self, col: usize) -> i64 {
+        self.batch.ints(col)[self.row]
+    }
+    pub fn str(&self, col: usize) -> &'a str {
+        self.batch.strs(col).get(self.row)
+    }
+    pub fn boolean(&self, col: usize) -> bool {
+        self.batch.booleans(col)[self.row]
+    }
+}
+
+/// Builds one output column.
+#[derive(Debug)]
+pub enum ColumnBuilder {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
+    Str(DictColumn, std::collections::HashMap<String, u32>),
+    Boolean(Vec<bool>),
+}
+
+impl ColumnBuilder {
+    pub fn new(ty: FieldType) -> Self {
+        match ty {
+            FieldType::Float => ColumnBuilder::Float(Vec::new()),
+            FieldType::Int => ColumnBuilder::Int(Vec::new()),
+            FieldType::Str => ColumnBuilder::Str(DictColumn::default(), Default::default()),
+            FieldType::Boolean => ColumnBuilder::Boolean(Vec::new()),
+        }
+    }
+    pub fn finish(self) -> Column {
+        match self {
+            ColumnBuilder::Float(v) => Column::Float(v),
+            ColumnBuilder::Int(v) => Column::Int(v),
+            ColumnBuilder::Str(d, _) => Column::Str(d),
+            ColumnBuilder::Boolean(v) => Column::Boolean(v),
+        }
+    }
+}
+
+/// Writes one output row: call one method per declared output field, in declared order.
+pub struct RowWriter {
+    columns: Vec<ColumnBuilder>,
+    next: usize,
+}
+
+impl RowWriter {
+    pub fn new(outputs: &[Field]) -> Self {
+        RowWriter {
+            columns: outputs.iter().map(|f| ColumnBuilder::new(f.ty)).collect(),
+            next: 0,
+        }
+    }
+
+    fn slot(&mut self) -> &mut ColumnBuilder {
+        let n = self.columns.len();
+        let col = &mut self.columns[self.next % n];
+        self.next += 1;
+        col
+    }
+
+    pub fn float(&mut self, v: f64) -> &mut Self {
+        match self.slot() {
+            ColumnBuilder::Float(c) => c.push(v),
+            ColumnBuilder::Int(c) => c.push(v as i64),
+            other => panic!("output is {other:?}, wrote a float"),
+        }
+        self
+    }
+    pub fn int(&mut self, v: i64) -> &mut Self {
+        match self.slot() {
+            ColumnBuilder::Int(c) => c.push(v),
+            ColumnBuilder::Float(c) => c.push(v as f64),
+            other => panic!("output is {other:?}, wrote an int"),
+        }
+        self
+    }
+    pub fn str(&mut self, v: &str) -> &mut Self {
+        match self.slot() {
+            ColumnBuilder::Str(d, index) => {
+                let code = match index.get(v) {
+                    Some(&c) => c,
+                    None => {
+                        let c = d.dict.len() as u32;
+                        d.dict.push(v.to_string());
+                        index.insert(v.to_string(), c);
+                        c
+                    }
+                };
+                d.codes.push(code);
+            }
+            other => panic!("output is {other:?}, wrote a string"),
+        }
+        self
+    }
+    pub fn boolean(&mut self, v: bool) -> &mut Self {
+        match self.slot() {
+            ColumnBuilder::Boolean(c) => c.push(v),
+            other => panic!("output is {other:?}, wrote a boolean"),
+        }
+        self
+    }
+
+    /// The columns written so far; every row must have written every field.
+    pub fn finish(self) -> Vec<Column> {
+        self.columns.into_iter().map(ColumnBuilder::finish).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_writer_fills_columns_in_declared_order() {
+        let mut w = RowWriter::new(&[Field::str("k"), Field::float("v")]);
+        w.str("a").float(1.0);
+        w.str("b").float(2.0);
+        w.str("a").float(3.0);
+        let cols = w.finish();
+        let Column::Str(d) = &cols[0] else { panic!() };
+        assert_eq!(d.dict, ["a", "b"]);
+        assert_eq!(d.codes, [0, 1, 0]);
+        assert_eq!(cols[1], Column::Float(vec![1.0, 2.0, 3.0]));
+    }
+
+    #[test]
+    fn rows_read_dictionary_strings() {
+        let b = Batch {
+            rows: 2,
+            columns: vec![Column::Str(DictColumn { dict: vec!["x".into(), "y".into()], codes: vec![1, 0] })],
+        };
+        assert_eq!(b.row(0).str(0), "y");
+        assert_eq!(b.row(1).str(0), "x");
+    }
+}

@@ -1,0 +1,89 @@
+//! Write Tributary plugins in a dozen lines.
+//!
+//! A plugin is a `cdylib` crate built for `wasm32-unknown-unknown`. It implements [`Transform`] or
+//! [`Aggregate`] and names its type in [`export_transform!`] or [`export_aggregate!`]; the SDK does the
+//! rest: the component bindings (generated from `plugins/wit/tributary.wit`), holding the plugin's
+//! state between calls, and reading its config table.
+//!
+//! ```ignore
+//! use tributary_sdk::*;
+//!
+//! struct Average { field: String }
+//!
+//! impl Aggregate for Average {
+//!     type Acc = (f64, u64);
+//!     fn init(config: &Config) -> Result<Self, String> {
+//!         Ok(Average { field: config.str("field")?.to_string() })
+//!     }
+//!     fn spec(&self) -> Spec {
+//!         Spec::new().input(Field::float(&self.field)).output(Field::float("avg")).output(Field::int("count"))
+//!     }
+//!     fn add(&self, acc: &mut (f64, u64), row: Row) -> Result<(), String> {
+//!         acc.0 += row.float(0);
+//!         acc.1 += 1;
+//!         Ok(())
+//!     }
+//!     fn merge(&self, acc: &mut (f64, u64), other: &(f64, u64)) {
+//!         acc.0 += other.0;
+//!         acc.1 += other.1;
+//!     }
+//!     fn finish(&self, acc: &(f64, u64), out: &mut RowWriter) {
+//!         out.float(acc.0 / acc.1 as f64).int(acc.1 as i64);
+//!     }
+//! }
+//!
+//! export_aggregate!(Average);
+//! ```
+
+mod config;
+mod data;
+mod state;
+
+pub use config::{Config, ConfigValue};
+pub use data::{Batch, Column, ColumnBuilder, DictColumn, Field, FieldType, Row, RowWriter, Spec};
+pub use state::{decode, State};
+
+#[cfg(any(feature = "transform", feature = "aggregate"))]
+mod convert;
+
+#[cfg(feature = "transform")]
+pub mod transform;
+#[cfg(feature = "transform")]
+pub use transform::{Transform, Transformed};
+
+#[cfg(feature = "aggregate")]
+pub mod aggregate;
+#[cfg(feature = "aggregate")]
+pub use aggregate::Aggregate;
+
+/// Bindings generated from the WIT package; plugins normally use the re-exports above instead.
+#[cfg(feature = "transform")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "transform-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_transform_bindings",
+        default_bindings_module: "tributary_sdk::bindings",
+    });
+    pub use exports::tributary::plugin::transform as iface;
+    pub use tributary::plugin::types;
+}
+
+#[cfg(feature = "aggregate")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "aggregate-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_aggregate_bindings",
+        default_bindings_module: "tributary_sdk::bindings",
+    });
+    pub use exports::tributary::plugin::aggregate as iface;
+    pub use tributary::plugin::types;
+}
+
+#[cfg(all(feature = "transform", feature = "aggregate"))]
+compile_error!("enable exactly one of the `transform` and `aggregate` features of tributary-sdk");

@@ -95,7 +95,9 @@ fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let dead = DeadLetters::create(&dead_path)
         .with_context(|| format!("cannot create the dead-letter file `{}`", dead_path.display()))?;
     eprintln!("tributary: running {} ({} stages)", file.display(), pipeline.stages.len());
-    match topology::run(&pipeline, built, dead) {
+    let stop = topology::StopFlag::default();
+    on_signal_stop(&stop);
+    match topology::run(&pipeline, built, dead, stop) {
         Ok(report) => {
             eprintln!("tributary: finished in {:.2?}", started.elapsed());
             eprintln!("{report}");
@@ -111,6 +113,29 @@ fn run(file: &Path) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+static STOP: std::sync::OnceLock<topology::StopFlag> = std::sync::OnceLock::new();
+
+/// Ctrl-C or SIGTERM stops the run cleanly (sinks flush; open windows stay uncommitted); a second one
+/// exits at once.
+fn on_signal_stop(stop: &topology::StopFlag) {
+    extern "C" fn handler(_: libc::c_int) {
+        if let Some(stop) = STOP.get() {
+            if stop.as_atomic().swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // SAFETY: `_exit` is async-signal-safe.
+                unsafe { libc::_exit(130) };
+            }
+        }
+    }
+    if STOP.set(stop.clone()).is_ok() {
+        let handler = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only touches an atomic and calls `_exit`, both async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
         }
     }
 }

@@ -144,6 +144,47 @@ pub struct Origin {
     pub offset: i64,
 }
 
+/// Holds the records it stands for uncommitted at their source while any stage still holds a clone.
+///
+/// A source that commits progress (Kafka) makes one per batch, wrapping a value whose `Drop` tells the
+/// source those records are done. Operators that buffer records (windows) keep the tokens of what they
+/// buffer and pass them on with their results; sinks drop them only once the data is durable (written,
+/// or spooled to disk). So a commit never runs ahead of what the sinks hold, which makes delivery
+/// at-least-once, and exact with idempotent sinks.
+#[derive(Clone)]
+pub struct Ack(Arc<dyn Send + Sync>);
+
+impl Ack {
+    pub fn new(inner: impl Send + Sync + 'static) -> Self {
+        Ack(Arc::new(inner))
+    }
+
+    pub fn same(&self, other: &Ack) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Adds `new` to `acks` unless it is already there (tokens are few per batch; a scan is cheapest).
+    pub fn merge_into(acks: &mut Vec<Ack>, new: &[Ack]) {
+        for a in new {
+            if !acks.iter().rev().any(|b| b.same(a)) {
+                acks.push(a.clone());
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
+impl PartialEq for Ack {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
 /// A named column.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Column {
@@ -159,6 +200,8 @@ pub struct Batch {
     pub time: Vec<i64>,
     pub origin: Vec<Origin>,
     pub columns: Vec<Column>,
+    /// Source progress this batch depends on; see [`Ack`].
+    pub acks: Vec<Ack>,
 }
 
 impl Batch {
@@ -184,6 +227,7 @@ impl Batch {
                     values: rows.iter().map(|&r| c.values[r as usize].clone()).collect(),
                 })
                 .collect(),
+            acks: self.acks.clone(),
         }
     }
 

@@ -65,6 +65,9 @@ impl Source for Replay {
         let started = Instant::now();
         let mut first_ts: Option<i64> = None;
         for (n, line) in reader.lines().enumerate() {
+            if out.stopping() {
+                break;
+            }
             let line = line.map_err(|e| StageError::with(format!("cannot read capture `{}`", self.path.display()), e))?;
             if line.trim().is_empty() {
                 continue;
@@ -93,7 +96,7 @@ impl Source for Replay {
                     if !builder.is_empty() && !out.emit(builder.take()) {
                         return Ok(());
                     }
-                    std::thread::sleep(wait);
+                    out.sleep(wait);
                 }
             }
             builder.push(capture.timestamp, Origin { partition: capture.partition, offset: capture.offset }, fields);

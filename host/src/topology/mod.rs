@@ -11,7 +11,7 @@ use registry::Role;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -104,15 +104,51 @@ pub struct StageStats {
     pub late: AtomicU64,
 }
 
+/// Asks a running pipeline to stop early (Ctrl-C, SIGTERM, a test). Unlike the end of input, a stop does
+/// not emit open windows: their records are not committed either, so a restart computes them whole.
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// The flag itself, for a signal handler to set.
+    pub fn as_atomic(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
 /// A stage's connection to the rest of the pipeline: downstream channels, counters, dead letters.
 pub struct Output {
     stage: Arc<str>,
     senders: Vec<SyncSender<Arc<Batch>>>,
     pub stats: Arc<StageStats>,
     dead: DeadLetters,
+    stop: StopFlag,
 }
 
 impl Output {
+    /// Whether the run was asked to stop; sources check it between records.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
+    /// Sleeps up to `d`, waking early if the run is asked to stop.
+    pub fn sleep(&self, d: std::time::Duration) {
+        let until = std::time::Instant::now() + d;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+        }
+    }
+
     pub fn stage(&self) -> &str {
         &self.stage
     }
@@ -172,6 +208,8 @@ pub struct StageReport {
 pub struct RunReport {
     pub stages: Vec<StageReport>,
     pub dead_letter_path: PathBuf,
+    /// Stopped before the end of input: open windows were not emitted.
+    pub stopped: bool,
 }
 
 impl fmt::Display for RunReport {
@@ -190,6 +228,9 @@ impl fmt::Display for RunReport {
             write!(f, "  {dead} record(s) dead-lettered to {}", self.dead_letter_path.display())?;
         } else {
             write!(f, "  no record dead-lettered")?;
+        }
+        if self.stopped {
+            write!(f, "\n  stopped before the end of input: open windows were not emitted")?;
         }
         Ok(())
     }
@@ -226,7 +267,12 @@ pub fn build(pipeline: &Pipeline, plugins: &PluginHost) -> Result<Vec<(usize, Bu
 }
 
 /// Runs a built pipeline to the end of its input.
-pub fn run(pipeline: &Pipeline, built: Vec<(usize, Built)>, dead: DeadLetters) -> Result<RunReport, Vec<RunError>> {
+pub fn run(
+    pipeline: &Pipeline,
+    built: Vec<(usize, Built)>,
+    dead: DeadLetters,
+    stop: StopFlag,
+) -> Result<RunReport, Vec<RunError>> {
     let stages = &pipeline.stages;
     // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
     let mut inboxes: Vec<Option<(SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>)>> = stages
@@ -251,6 +297,7 @@ pub fn run(pipeline: &Pipeline, built: Vec<(usize, Built)>, dead: DeadLetters) -
                 senders,
                 stats: Arc::default(),
                 dead: dead.clone(),
+                stop: stop.clone(),
             },
         });
     }
@@ -308,6 +355,7 @@ pub fn run(pipeline: &Pipeline, built: Vec<(usize, Built)>, dead: DeadLetters) -
             })
             .collect(),
         dead_letter_path: dead.path().to_path_buf(),
+        stopped: stop.is_stopped(),
     })
 }
 
@@ -319,6 +367,9 @@ fn run_node(node: Node) -> Result<(), StageError> {
             for batch in inbox.expect("operators have an inbox") {
                 output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
                 op.process(batch, &mut output)?;
+            }
+            if output.stopping() {
+                return Ok(());
             }
             op.finish(&mut output)
         }

@@ -15,7 +15,7 @@ mod tumbling;
 
 use crate::config::{Duration, PluginConfig};
 use crate::plugin::{to_wit, wit, AggregateInstance, FieldSpec, PluginError};
-use crate::record::{Batch, Column, Key, Value};
+use crate::record::{Ack, Batch, Column, Key, Value};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
@@ -194,6 +194,8 @@ struct Pane {
     slot: u32,
     /// Emitted at least once; a later record makes it due again.
     fired: bool,
+    /// Source progress folded into this pane and not yet passed on with a result.
+    acks: Vec<Ack>,
 }
 
 /// Rows a step set aside: (row, reason, is it late).
@@ -312,7 +314,7 @@ impl<A: Accumulators> Windows<A> {
         for (i, (ts, key)) in meta.into_iter().enumerate() {
             match self.settings.kind {
                 WindowKind::Tumbling { size } => {
-                    let slot = self.pane(tumbling::assign(ts, size), &key);
+                    let slot = self.pane(tumbling::assign(ts, size), &key, &batch.acks);
                     pick.push(i as u32);
                     slots.push(slot);
                 }
@@ -321,19 +323,19 @@ impl<A: Accumulators> Windows<A> {
                         if bounds.1 + lateness <= self.watermark {
                             continue; // that window has closed for good; the record still counts in the others
                         }
-                        let slot = self.pane(bounds, &key);
+                        let slot = self.pane(bounds, &key, &batch.acks);
                         pick.push(i as u32);
                         slots.push(slot);
                     }
                 }
                 WindowKind::Global => {
-                    let slot = self.pane(global::BOUNDS, &key);
+                    let slot = self.pane(global::BOUNDS, &key, &batch.acks);
                     pick.push(i as u32);
                     slots.push(slot);
                 }
                 WindowKind::Session { gap } => {
                     // Merging moves accumulators, so rows already assigned must be folded in first.
-                    let slot = self.session(ts, gap, &key, &converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+                    let slot = self.session(ts, gap, &key, &batch.acks, &converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
                     pick.push(i as u32);
                     slots.push(slot);
                 }
@@ -374,9 +376,10 @@ impl<A: Accumulators> Windows<A> {
     }
 
     /// The slot of a fixed window's pane, created when new; a fired pane that gets a record is due again.
-    fn pane(&mut self, (start, end): (i64, i64), key: &Key) -> u32 {
+    fn pane(&mut self, (start, end): (i64, i64), key: &Key, acks: &[Ack]) -> u32 {
         let lateness = self.settings.allowed_lateness;
         if let Some(p) = self.panes.get_mut(&(start, key.clone())) {
+            Ack::merge_into(&mut p.acks, acks);
             if p.fired {
                 p.fired = false;
                 self.due.insert((end, start, key.clone()));
@@ -384,7 +387,7 @@ impl<A: Accumulators> Windows<A> {
             return p.slot;
         }
         let slot = self.alloc();
-        self.panes.insert((start, key.clone()), Pane { end, slot, fired: false });
+        self.panes.insert((start, key.clone()), Pane { end, slot, fired: false, acks: acks.to_vec() });
         self.due.insert((end, start, key.clone()));
         self.expiry.insert((end.saturating_add(lateness), start, key.clone()));
         slot
@@ -397,6 +400,7 @@ impl<A: Accumulators> Windows<A> {
         ts: i64,
         gap: i64,
         key: &Key,
+        acks: &[Ack],
         input: &wit::Batch,
         pick: &mut Vec<u32>,
         slots: &mut Vec<u32>,
@@ -416,8 +420,9 @@ impl<A: Accumulators> Windows<A> {
             .collect();
         if touching.len() == 1 {
             let start = touching[0];
-            let p = &self.panes[&(start, key.clone())];
+            let p = self.panes.get_mut(&(start, key.clone())).expect("listed session exists");
             if start <= bounds.0 && p.end >= bounds.1 && !p.fired {
+                Ack::merge_into(&mut p.acks, acks);
                 return Ok(p.slot);
             }
         }
@@ -426,11 +431,13 @@ impl<A: Accumulators> Windows<A> {
         }
         // Take the touching panes out, fold them into one, and put the grown session back.
         let mut target: Option<u32> = None;
+        let mut merged_acks = acks.to_vec();
         for start in &touching {
             let p = self.panes.remove(&(*start, key.clone())).expect("listed session exists");
             self.due.remove(&(p.end, *start, key.clone()));
             self.expiry.remove(&(p.end.saturating_add(lateness), *start, key.clone()));
             bounds = (bounds.0.min(*start), bounds.1.max(p.end));
+            Ack::merge_into(&mut merged_acks, &p.acks);
             match target {
                 None => target = Some(p.slot),
                 Some(t) => {
@@ -443,7 +450,7 @@ impl<A: Accumulators> Windows<A> {
         starts.retain(|s| !touching.contains(s));
         starts.push(bounds.0);
         let slot = target.unwrap_or_else(|| self.alloc());
-        self.panes.insert((bounds.0, key.clone()), Pane { end: bounds.1, slot, fired: false });
+        self.panes.insert((bounds.0, key.clone()), Pane { end: bounds.1, slot, fired: false, acks: merged_acks });
         self.due.insert((bounds.1, bounds.0, key.clone()));
         self.expiry.insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
         Ok(slot)
@@ -465,10 +472,15 @@ impl<A: Accumulators> Windows<A> {
         } else {
             let slots: Vec<u32> = ready.iter().map(|(_, s, k)| self.panes[&(*s, k.clone())].slot).collect();
             let results = self.acc.finish(&slots)?;
+            let mut acks = Vec::new();
             for (_, s, k) in &ready {
-                self.panes.get_mut(&(*s, k.clone())).unwrap().fired = true;
+                let pane = self.panes.get_mut(&(*s, k.clone())).unwrap();
+                pane.fired = true;
+                Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
             }
-            Some(self.results(&ready, results)?)
+            let mut batch = self.results(&ready, results)?;
+            batch.acks = acks;
+            Some(batch)
         };
         let mut expired = Vec::new();
         while let Some(first) = self.expiry.first() {
@@ -520,6 +532,7 @@ impl<A: Accumulators> Windows<A> {
             time: ready.iter().map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 }).collect(),
             origin: vec![Default::default(); n],
             columns,
+            acks: Vec::new(),
         })
     }
 

@@ -20,6 +20,12 @@ pub trait StageConfig: fmt::Debug + Send + Sync {
     /// Checks the config against the world (files, plugins) and makes the runnable stage. Nothing is
     /// written here, so `tributary validate` can call it.
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError>;
+
+    /// The fields that identify one output record (a window's bounds and key), for sinks that upsert
+    /// and were not told their key. `None`: this stage does not know.
+    fn output_key(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// A runnable stage.
@@ -102,6 +108,14 @@ pub struct StageStats {
     pub records_out: AtomicU64,
     pub dead: AtomicU64,
     pub late: AtomicU64,
+    /// One line a stage adds to the run summary (a sink saying what it wrote where).
+    pub note: std::sync::Mutex<Option<String>>,
+}
+
+impl StageStats {
+    pub fn set_note(&self, note: impl Into<String>) {
+        *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note.into());
+    }
 }
 
 /// Asks a running pipeline to stop early (Ctrl-C, SIGTERM, a test). Unlike the end of input, a stop does
@@ -201,6 +215,7 @@ pub struct StageReport {
     pub records_out: u64,
     pub dead: u64,
     pub late: u64,
+    pub note: Option<String>,
 }
 
 /// What a run did, stage by stage.
@@ -222,6 +237,11 @@ impl fmt::Display for RunReport {
                 "  {label:<w$}  in {:>8}  out {:>8}  dead-lettered {:>6}  late {:>6}",
                 s.records_in, s.records_out, s.dead, s.late
             )?;
+        }
+        for s in &self.stages {
+            if let Some(note) = &s.note {
+                writeln!(f, "  {}: {note}", s.name)?;
+            }
         }
         let dead: u64 = self.stages.iter().map(|s| s.dead + s.late).sum();
         if dead > 0 {
@@ -352,6 +372,7 @@ pub fn run(
                 records_out: load(&s.records_out),
                 dead: load(&s.dead),
                 late: load(&s.late),
+                note: s.note.lock().unwrap_or_else(|p| p.into_inner()).take(),
             })
             .collect(),
         dead_letter_path: dead.path().to_path_buf(),

@@ -144,6 +144,12 @@ impl StageConfig for WindowConfig {
         };
         Ok(Built::Operator(Box::new(WindowOperator { windows: Windows::new(settings, instance) })))
     }
+
+    /// A result is identified by its window's bounds and its key.
+    fn output_key(&self) -> Option<Vec<String>> {
+        let bounds = ["window_start".to_string(), "window_end".to_string()];
+        Some(bounds.into_iter().chain(self.key.clone()).collect())
+    }
 }
 
 /// The accumulator calls the window logic needs; the plugin instance provides them, tests fake them.

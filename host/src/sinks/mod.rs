@@ -3,6 +3,7 @@
 pub mod chart;
 pub mod console;
 pub mod file;
+pub mod mongodb;
 
 use crate::record::{Batch, Value};
 

@@ -36,6 +36,7 @@ pub const REGISTRY: &[Registration] = &[
     entry::<sinks::console::ConsoleConfig>("console", Role::Sink),
     entry::<sinks::file::FileConfig>("file", Role::Sink),
     entry::<sinks::chart::ChartConfig>("chart", Role::Sink),
+    entry::<sinks::mongodb::MongodbConfig>("mongodb", Role::Sink),
 ];
 
 pub fn find(type_name: &str) -> Option<&'static Registration> {

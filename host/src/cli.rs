@@ -14,7 +14,11 @@ use tributary::topology;
 const INVALID_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "Streaming analytics pipelines with WebAssembly stages")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Streaming analytics pipelines with WebAssembly stages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run { file } => run(&file),
         Command::Validate { file } => validate(&file),
-        Command::Plugin { command: PluginCommand::List } => {
+        Command::Plugin {
+            command: PluginCommand::List,
+        } => {
             let host = PluginHost::new()?;
             for name in tributary::plugin::bundled_names() {
                 let plugin = host.load(name, Path::new("."))?;
@@ -82,7 +88,9 @@ fn load(file: &Path, host: &PluginHost) -> Option<(Pipeline, Vec<(usize, topolog
 
 fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
-    let Some((pipeline, _)) = load(file, &host) else { return Ok(ExitCode::from(INVALID_CONFIG)) };
+    let Some((pipeline, _)) = load(file, &host) else {
+        return Ok(ExitCode::from(INVALID_CONFIG));
+    };
     eprintln!("{}: ok ({} stages)", file.display(), pipeline.stages.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -90,11 +98,21 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
 fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let host = PluginHost::new()?;
-    let Some((pipeline, built)) = load(file, &host) else { return Ok(ExitCode::from(INVALID_CONFIG)) };
+    let Some((pipeline, built)) = load(file, &host) else {
+        return Ok(ExitCode::from(INVALID_CONFIG));
+    };
     let dead_path = pipeline.resolve(&pipeline.dead_letter.path);
-    let dead = DeadLetters::create(&dead_path)
-        .with_context(|| format!("cannot create the dead-letter file `{}`", dead_path.display()))?;
-    eprintln!("tributary: running {} ({} stages)", file.display(), pipeline.stages.len());
+    let dead = DeadLetters::create(&dead_path).with_context(|| {
+        format!(
+            "cannot create the dead-letter file `{}`",
+            dead_path.display()
+        )
+    })?;
+    eprintln!(
+        "tributary: running {} ({} stages)",
+        file.display(),
+        pipeline.stages.len()
+    );
     let stop = topology::StopFlag::default();
     on_signal_stop(&stop);
     match topology::run(&pipeline, built, dead, stop) {
@@ -124,7 +142,10 @@ static STOP: std::sync::OnceLock<topology::StopFlag> = std::sync::OnceLock::new(
 fn on_signal_stop(stop: &topology::StopFlag) {
     extern "C" fn handler(_: libc::c_int) {
         if let Some(stop) = STOP.get() {
-            if stop.as_atomic().swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if stop
+                .as_atomic()
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 // SAFETY: `_exit` is async-signal-safe.
                 unsafe { libc::_exit(130) };
             }

@@ -73,7 +73,10 @@ pub struct BuildError {
 
 impl BuildError {
     pub fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
-        BuildError { span, message: message.into() }
+        BuildError {
+            span,
+            message: message.into(),
+        }
     }
 }
 
@@ -88,10 +91,19 @@ pub struct StageError {
 
 impl StageError {
     pub fn msg(message: impl Into<String>) -> Self {
-        StageError { message: message.into(), source: None }
+        StageError {
+            message: message.into(),
+            source: None,
+        }
     }
-    pub fn with(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        StageError { message: message.into(), source: Some(Box::new(source)) }
+    pub fn with(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StageError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 }
 
@@ -158,7 +170,9 @@ impl Output {
         if batch.len == 0 {
             return !self.senders.is_empty();
         }
-        self.stats.records_out.fetch_add(batch.len as u64, Ordering::Relaxed);
+        self.stats
+            .records_out
+            .fetch_add(batch.len as u64, Ordering::Relaxed);
         let batch = Arc::new(batch);
         self.senders.retain(|s| s.send(batch.clone()).is_ok());
         !self.senders.is_empty()
@@ -214,7 +228,12 @@ pub struct RunReport {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.stages.iter().map(|s| s.name.len() + s.type_name.len() + 3).max().unwrap_or(0);
+        let w = self
+            .stages
+            .iter()
+            .map(|s| s.name.len() + s.type_name.len() + 3)
+            .max()
+            .unwrap_or(0);
         for s in &self.stages {
             let label = format!("{} ({})", s.name, s.type_name);
             writeln!(
@@ -225,12 +244,19 @@ impl fmt::Display for RunReport {
         }
         let dead: u64 = self.stages.iter().map(|s| s.dead + s.late).sum();
         if dead > 0 {
-            write!(f, "  {dead} record(s) dead-lettered to {}", self.dead_letter_path.display())?;
+            write!(
+                f,
+                "  {dead} record(s) dead-lettered to {}",
+                self.dead_letter_path.display()
+            )?;
         } else {
             write!(f, "  no record dead-lettered")?;
         }
         if self.stopped {
-            write!(f, "\n  stopped before the end of input: open windows were not emitted")?;
+            write!(
+                f,
+                "\n  stopped before the end of input: open windows were not emitted"
+            )?;
         }
         Ok(())
     }
@@ -246,11 +272,18 @@ pub struct RunError {
 }
 
 /// Builds every stage, reporting every problem at once with file, line and column.
-pub fn build(pipeline: &Pipeline, plugins: &PluginHost) -> Result<Vec<(usize, Built)>, Diagnostics> {
+pub fn build(
+    pipeline: &Pipeline,
+    plugins: &PluginHost,
+) -> Result<Vec<(usize, Built)>, Diagnostics> {
     let mut built = Vec::new();
     let mut problems: Vec<Diagnostic> = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let ctx = BuildContext { pipeline, stage: &stage.name, plugins };
+        let ctx = BuildContext {
+            pipeline,
+            stage: &stage.name,
+            plugins,
+        };
         match stage.config.build(&ctx) {
             Ok(b) => built.push((i, b)),
             Err(e) => problems.push(pipeline.diagnostic(
@@ -275,16 +308,27 @@ pub fn run(
 ) -> Result<RunReport, Vec<RunError>> {
     let stages = &pipeline.stages;
     // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
-    let mut inboxes: Vec<Option<(SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>)>> = stages
+    type Inbox = (SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>);
+    let mut inboxes: Vec<Option<Inbox>> = stages
         .iter()
-        .map(|s| if s.role == Role::Source { None } else { Some(sync_channel(8)) })
+        .map(|s| {
+            if s.role == Role::Source {
+                None
+            } else {
+                Some(sync_channel(8))
+            }
+        })
         .collect();
     let mut nodes: Vec<Node> = Vec::new();
     for (i, stage) in built {
         let senders = stages
             .iter()
             .enumerate()
-            .filter(|(_, down)| down.inputs.iter().any(|inp| inp.get_ref() == &stages[i].name))
+            .filter(|(_, down)| {
+                down.inputs
+                    .iter()
+                    .any(|inp| inp.get_ref() == &stages[i].name)
+            })
             .filter_map(|(j, _)| inboxes[j].as_ref().map(|(tx, _)| tx.clone()))
             .collect();
         nodes.push(Node {
@@ -307,8 +351,10 @@ pub fn run(
     }
     drop(inboxes);
 
-    let stats: Vec<(String, String, Arc<StageStats>)> =
-        nodes.iter().map(|n| (n.name.clone(), n.type_name.clone(), n.output.stats.clone())).collect();
+    let stats: Vec<(String, String, Arc<StageStats>)> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.type_name.clone(), n.output.stats.clone()))
+        .collect();
     let handles: Vec<_> = nodes
         .into_iter()
         .map(|node| {
@@ -331,12 +377,18 @@ pub fn run(
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                errors.push(RunError { stage, error: StageError::msg(format!("internal error (panic): {msg}")) });
+                errors.push(RunError {
+                    stage,
+                    error: StageError::msg(format!("internal error (panic): {msg}")),
+                });
             }
         }
     }
     if let Err(e) = dead.flush() {
-        errors.push(RunError { stage: "dead_letter".into(), error: StageError::with("cannot write the dead-letter file", e) });
+        errors.push(RunError {
+            stage: "dead_letter".into(),
+            error: StageError::with("cannot write the dead-letter file", e),
+        });
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -360,12 +412,20 @@ pub fn run(
 }
 
 fn run_node(node: Node) -> Result<(), StageError> {
-    let Node { stage, inbox, mut output, .. } = node;
+    let Node {
+        stage,
+        inbox,
+        mut output,
+        ..
+    } = node;
     match stage {
         Built::Source(mut s) => s.run(&mut output),
         Built::Operator(mut op) => {
             for batch in inbox.expect("operators have an inbox") {
-                output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
+                output
+                    .stats
+                    .records_in
+                    .fetch_add(batch.len as u64, Ordering::Relaxed);
                 op.process(batch, &mut output)?;
             }
             if output.stopping() {
@@ -376,7 +436,10 @@ fn run_node(node: Node) -> Result<(), StageError> {
         Built::Sink(mut sink) => {
             sink.open()?;
             for batch in inbox.expect("sinks have an inbox") {
-                output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
+                output
+                    .stats
+                    .records_in
+                    .fetch_add(batch.len as u64, Ordering::Relaxed);
                 sink.write(&batch, &mut output)?;
             }
             sink.finish(&mut output)

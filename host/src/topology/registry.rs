@@ -25,8 +25,15 @@ fn parse<T: StageConfig + DeserializeOwned + 'static>(
     Ok(Box::new(T::deserialize(d)?))
 }
 
-const fn entry<T: StageConfig + DeserializeOwned + 'static>(type_name: &'static str, role: Role) -> Registration {
-    Registration { type_name, role, parse: parse::<T> }
+const fn entry<T: StageConfig + DeserializeOwned + 'static>(
+    type_name: &'static str,
+    role: Role,
+) -> Registration {
+    Registration {
+        type_name,
+        role,
+        parse: parse::<T>,
+    }
 }
 
 pub const REGISTRY: &[Registration] = &[

@@ -6,7 +6,8 @@
 //! minus `max_delay`. A window is emitted once the watermark reaches its end and kept for
 //! `allowed_lateness` more, during which a record for it updates it and it is emitted again. A record
 //! behind the watermark by more than `allowed_lateness` is late: it goes to the dead-letter output with
-//! reason `late`. The end of input closes every window.
+//! reason `late` (except for the global window, open until the end of input). The end of input closes
+//! every window.
 
 mod global;
 mod hopping;
@@ -85,7 +86,10 @@ impl WindowTable {
             ))),
         };
         let unused = |name: &str, d: Option<Duration>| match d {
-            Some(_) => Err(err(format!("a {} window takes no `{name}`; remove it", self.kind.get_ref()))),
+            Some(_) => Err(err(format!(
+                "a {} window takes no `{name}`; remove it",
+                self.kind.get_ref()
+            ))),
             None => Ok(()),
         };
         match self.kind.get_ref().as_str() {
@@ -130,9 +134,16 @@ impl StageConfig for WindowConfig {
             .load(self.plugin.get_ref(), &ctx.pipeline.base_dir)
             .map_err(|e| BuildError::new(Some(self.plugin.span()), e.to_string()))?;
         let config_span = self.config.span().or(Some(self.plugin.span()));
-        let entries = self.config.entries().map_err(|e| BuildError::new(config_span.clone(), e))?;
+        let entries = self
+            .config
+            .entries()
+            .map_err(|e| BuildError::new(config_span.clone(), e))?;
         let instance = ctx.plugins.aggregate(&plugin, &entries).map_err(|e| {
-            let span = if matches!(e, PluginError::Init { .. }) { config_span } else { Some(self.plugin.span()) };
+            let span = if matches!(e, PluginError::Init { .. }) {
+                config_span
+            } else {
+                Some(self.plugin.span())
+            };
             BuildError::new(span, e.to_string())
         })?;
         let settings = Settings {
@@ -142,7 +153,9 @@ impl StageConfig for WindowConfig {
             max_delay: self.max_delay.millis(),
             allowed_lateness: self.allowed_lateness.millis(),
         };
-        Ok(Built::Operator(Box::new(WindowOperator { windows: Windows::new(settings, instance) })))
+        Ok(Built::Operator(Box::new(WindowOperator {
+            windows: Windows::new(settings, instance),
+        })))
     }
 }
 
@@ -150,7 +163,8 @@ impl StageConfig for WindowConfig {
 pub trait Accumulators: Send {
     fn inputs(&self) -> &[FieldSpec];
     fn outputs(&self) -> &[FieldSpec];
-    fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError>;
+    fn add(&mut self, slots: &[u32], input: &wit::Batch)
+        -> Result<Vec<wit::RowError>, PluginError>;
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError>;
     fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError>;
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
@@ -163,7 +177,11 @@ impl Accumulators for AggregateInstance {
     fn outputs(&self) -> &[FieldSpec] {
         &self.spec.outputs
     }
-    fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError> {
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
         AggregateInstance::add(self, slots, input)
     }
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
@@ -250,7 +268,11 @@ impl<A: Accumulators> Windows<A> {
     pub fn process(&mut self, batch: &Batch) -> Result<(Option<Batch>, Rejected), PluginError> {
         let mut rejected: Rejected = Vec::new();
         let lateness = self.settings.allowed_lateness;
-        let time_col = self.settings.event_time.as_ref().and_then(|f| batch.column(f));
+        let time_col = self
+            .settings
+            .event_time
+            .as_ref()
+            .and_then(|f| batch.column(f));
         let key_col = self.settings.key.as_ref().and_then(|f| batch.column(f));
 
         // Event time, key and lateness, row by row in arrival order: the watermark moves per record, so
@@ -268,7 +290,14 @@ impl<A: Accumulators> Windows<A> {
                         continue;
                     }
                     Some(v) => {
-                        rejected.push((row, format!("event time field `{name}` must be milliseconds since the epoch, found {}", v.type_name()), false));
+                        rejected.push((
+                            row,
+                            format!(
+                                "event time field `{name}` must be milliseconds since the epoch, found {}",
+                                v.type_name()
+                            ),
+                            false,
+                        ));
                         continue;
                     }
                 },
@@ -283,12 +312,20 @@ impl<A: Accumulators> Windows<A> {
                     Some(v) => Key(v.clone()),
                 },
             };
-            if ts < self.watermark.saturating_sub(lateness) {
+            // The global window is open until the end of input, so nothing is late for it.
+            let global = self.settings.kind == WindowKind::Global;
+            if !global && ts < self.watermark.saturating_sub(lateness) {
                 let behind = self.watermark - ts;
-                rejected.push((row, format!("late: event time is {behind} ms behind the watermark (allowed lateness {lateness} ms)"), true));
+                rejected.push((
+                    row,
+                    format!("late: event time is {behind} ms behind the watermark (allowed lateness {lateness} ms)"),
+                    true,
+                ));
                 continue;
             }
-            self.watermark = self.watermark.max(ts.saturating_sub(self.settings.max_delay));
+            self.watermark = self
+                .watermark
+                .max(ts.saturating_sub(self.settings.max_delay));
             self.max_time = self.max_time.max(ts);
             valid.push(row as u32);
             meta.push((ts, key));
@@ -304,7 +341,12 @@ impl<A: Accumulators> Windows<A> {
             converted
                 .kept
                 .iter()
-                .map(|k| it.by_ref().find(|(v, _)| *v == k).map(|(_, m)| m).expect("kept rows are valid rows"))
+                .map(|k| {
+                    it.by_ref()
+                        .find(|(v, _)| *v == k)
+                        .map(|(_, m)| m)
+                        .expect("kept rows are valid rows")
+                })
                 .collect()
         };
 
@@ -335,13 +377,29 @@ impl<A: Accumulators> Windows<A> {
                 }
                 WindowKind::Session { gap } => {
                     // Merging moves accumulators, so rows already assigned must be folded in first.
-                    let slot = self.session(ts, gap, &key, &batch.acks, &converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+                    let slot = self.session(
+                        ts,
+                        gap,
+                        &key,
+                        &batch.acks,
+                        &converted.batch,
+                        &mut pick,
+                        &mut slots,
+                        &converted.kept,
+                        &mut rejected,
+                    )?;
                     pick.push(i as u32);
                     slots.push(slot);
                 }
             }
         }
-        self.add(&converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+        self.add(
+            &converted.batch,
+            &mut pick,
+            &mut slots,
+            &converted.kept,
+            &mut rejected,
+        )?;
         let emitted = self.fire(self.watermark)?;
         Ok((emitted, rejected))
     }
@@ -358,7 +416,8 @@ impl<A: Accumulators> Windows<A> {
         if slots.is_empty() {
             return Ok(());
         }
-        let identity = pick.len() == input.rows as usize && pick.iter().enumerate().all(|(i, &p)| i as u32 == p);
+        let identity = pick.len() == input.rows as usize
+            && pick.iter().enumerate().all(|(i, &p)| i as u32 == p);
         let gathered;
         let input = if identity {
             input
@@ -367,7 +426,9 @@ impl<A: Accumulators> Windows<A> {
             &gathered
         };
         for e in self.acc.add(slots, input)? {
-            let Some(&p) = pick.get(e.row as usize) else { continue };
+            let Some(&p) = pick.get(e.row as usize) else {
+                continue;
+            };
             rejected.push((kept[p as usize] as usize, e.reason, false));
         }
         pick.clear();
@@ -387,9 +448,18 @@ impl<A: Accumulators> Windows<A> {
             return p.slot;
         }
         let slot = self.alloc();
-        self.panes.insert((start, key.clone()), Pane { end, slot, fired: false, acks: acks.to_vec() });
+        self.panes.insert(
+            (start, key.clone()),
+            Pane {
+                end,
+                slot,
+                fired: false,
+                acks: acks.to_vec(),
+            },
+        );
         self.due.insert((end, start, key.clone()));
-        self.expiry.insert((end.saturating_add(lateness), start, key.clone()));
+        self.expiry
+            .insert((end.saturating_add(lateness), start, key.clone()));
         slot
     }
 
@@ -420,7 +490,10 @@ impl<A: Accumulators> Windows<A> {
             .collect();
         if touching.len() == 1 {
             let start = touching[0];
-            let p = self.panes.get_mut(&(start, key.clone())).expect("listed session exists");
+            let p = self
+                .panes
+                .get_mut(&(start, key.clone()))
+                .expect("listed session exists");
             if start <= bounds.0 && p.end >= bounds.1 && !p.fired {
                 Ack::merge_into(&mut p.acks, acks);
                 return Ok(p.slot);
@@ -433,9 +506,13 @@ impl<A: Accumulators> Windows<A> {
         let mut target: Option<u32> = None;
         let mut merged_acks = acks.to_vec();
         for start in &touching {
-            let p = self.panes.remove(&(*start, key.clone())).expect("listed session exists");
+            let p = self
+                .panes
+                .remove(&(*start, key.clone()))
+                .expect("listed session exists");
             self.due.remove(&(p.end, *start, key.clone()));
-            self.expiry.remove(&(p.end.saturating_add(lateness), *start, key.clone()));
+            self.expiry
+                .remove(&(p.end.saturating_add(lateness), *start, key.clone()));
             bounds = (bounds.0.min(*start), bounds.1.max(p.end));
             Ack::merge_into(&mut merged_acks, &p.acks);
             match target {
@@ -450,9 +527,18 @@ impl<A: Accumulators> Windows<A> {
         starts.retain(|s| !touching.contains(s));
         starts.push(bounds.0);
         let slot = target.unwrap_or_else(|| self.alloc());
-        self.panes.insert((bounds.0, key.clone()), Pane { end: bounds.1, slot, fired: false, acks: merged_acks });
+        self.panes.insert(
+            (bounds.0, key.clone()),
+            Pane {
+                end: bounds.1,
+                slot,
+                fired: false,
+                acks: merged_acks,
+            },
+        );
         self.due.insert((bounds.1, bounds.0, key.clone()));
-        self.expiry.insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
+        self.expiry
+            .insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
         Ok(slot)
     }
 
@@ -470,7 +556,10 @@ impl<A: Accumulators> Windows<A> {
         let out = if ready.is_empty() {
             None
         } else {
-            let slots: Vec<u32> = ready.iter().map(|(_, s, k)| self.panes[&(*s, k.clone())].slot).collect();
+            let slots: Vec<u32> = ready
+                .iter()
+                .map(|(_, s, k)| self.panes[&(*s, k.clone())].slot)
+                .collect();
             let results = self.acc.finish(&slots)?;
             let mut acks = Vec::new();
             for (_, s, k) in &ready {
@@ -507,29 +596,61 @@ impl<A: Accumulators> Windows<A> {
     }
 
     /// Result rows: `window_start`, `window_end`, the key, then the plugin's fields.
-    fn results(&self, ready: &[(i64, i64, Key)], results: wit::Batch) -> Result<Batch, PluginError> {
+    fn results(
+        &self,
+        ready: &[(i64, i64, Key)],
+        results: wit::Batch,
+    ) -> Result<Batch, PluginError> {
         let n = ready.len();
-        let bad = |message: String| PluginError::Trap { what: "aggregate".into(), message };
+        let bad = |message: String| PluginError::Trap {
+            what: "aggregate".into(),
+            message,
+        };
         if results.rows as usize != n || results.columns.len() != self.acc.outputs().len() {
-            return Err(bad(format!("`finish` returned {} rows and {} columns for {n} slots", results.rows, results.columns.len())));
+            return Err(bad(format!(
+                "`finish` returned {} rows and {} columns for {n} slots",
+                results.rows,
+                results.columns.len()
+            )));
         }
         let global = |end: i64, start: i64| global::is_global((start, end));
-        let time = |v: i64, end: i64, start: i64| if global(end, start) { Value::Null } else { Value::Time(v) };
+        let time = |v: i64, end: i64, start: i64| {
+            if global(end, start) {
+                Value::Null
+            } else {
+                Value::Time(v)
+            }
+        };
         let mut columns = vec![
-            Column { name: "window_start".into(), values: ready.iter().map(|(e, s, _)| time(*s, *e, *s)).collect() },
-            Column { name: "window_end".into(), values: ready.iter().map(|(e, s, _)| time(*e, *e, *s)).collect() },
+            Column {
+                name: "window_start".into(),
+                values: ready.iter().map(|(e, s, _)| time(*s, *e, *s)).collect(),
+            },
+            Column {
+                name: "window_end".into(),
+                values: ready.iter().map(|(e, s, _)| time(*e, *e, *s)).collect(),
+            },
         ];
         if let Some(key) = &self.settings.key {
-            columns.push(Column { name: key.clone(), values: ready.iter().map(|(_, _, k)| k.0.clone()).collect() });
+            columns.push(Column {
+                name: key.clone(),
+                values: ready.iter().map(|(_, _, k)| k.0.clone()).collect(),
+            });
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
             let values = crate::plugin::from_wit(col, n, field).map_err(bad)?;
-            columns.push(Column { name: field.name.clone(), values });
+            columns.push(Column {
+                name: field.name.clone(),
+                values,
+            });
         }
         Ok(Batch {
             len: n,
             // A result's event time is the last instant of its window (the newest record, for global).
-            time: ready.iter().map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 }).collect(),
+            time: ready
+                .iter()
+                .map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 })
+                .collect(),
             origin: vec![Default::default(); n],
             columns,
             acks: Vec::new(),
@@ -549,16 +670,23 @@ fn gather(input: &wit::Batch, rows: &[u32]) -> wit::Batch {
         .columns
         .iter()
         .map(|c| match c {
-            wit::Column::Float(v) => wit::Column::Float(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Float(v) => {
+                wit::Column::Float(rows.iter().map(|&r| v[r as usize]).collect())
+            }
             wit::Column::Int(v) => wit::Column::Int(rows.iter().map(|&r| v[r as usize]).collect()),
-            wit::Column::Boolean(v) => wit::Column::Boolean(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Boolean(v) => {
+                wit::Column::Boolean(rows.iter().map(|&r| v[r as usize]).collect())
+            }
             wit::Column::Str(d) => wit::Column::Str(wit::DictColumn {
                 dict: d.dict.clone(),
                 codes: rows.iter().map(|&r| d.codes[r as usize]).collect(),
             }),
         })
         .collect();
-    wit::Batch { rows: rows.len() as u32, columns }
+    wit::Batch {
+        rows: rows.len() as u32,
+        columns,
+    }
 }
 
 pub struct WindowOperator {
@@ -583,13 +711,19 @@ impl WindowOperator {
 
 impl Operator for WindowOperator {
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
-        let step = self.windows.process(&batch).map_err(|e| StageError::with("plugin call failed", e))?;
+        let step = self
+            .windows
+            .process(&batch)
+            .map_err(|e| StageError::with("plugin call failed", e))?;
         self.handle(out, &batch, step);
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
-        let emitted = self.windows.finish().map_err(|e| StageError::with("plugin call failed", e))?;
+        let emitted = self
+            .windows
+            .finish()
+            .map_err(|e| StageError::with("plugin call failed", e))?;
         self.handle(out, &Batch::default(), (emitted, Vec::new()));
         Ok(())
     }

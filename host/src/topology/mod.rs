@@ -165,6 +165,17 @@ impl Output {
         &self.stage
     }
 
+    /// The run's stop flag, for progress tokens that must not count work a stop abandons.
+    pub fn stop_flag(&self) -> StopFlag {
+        self.stop.clone()
+    }
+
+    /// Ends this stage's output while the stage keeps running: downstream sees the end of input (a
+    /// source that waits for its results to be written before it commits). Later `emit`s return `false`.
+    pub fn close(&mut self) {
+        self.senders.clear();
+    }
+
     /// Sends a batch to every downstream stage. `false` means none is listening any more.
     pub fn emit(&mut self, batch: Batch) -> bool {
         if batch.len == 0 {
@@ -411,6 +422,8 @@ pub fn run(
     })
 }
 
+/// Runs one stage. A stage that fails stops the whole run, before it lets go of the batch it failed on:
+/// records it did not handle must not count as done at their source (see `record::Ack`).
 fn run_node(node: Node) -> Result<(), StageError> {
     let Node {
         stage,
@@ -418,31 +431,36 @@ fn run_node(node: Node) -> Result<(), StageError> {
         mut output,
         ..
     } = node;
+    let stop = output.stop.clone();
+    let failed = |e: StageError| {
+        stop.stop();
+        e
+    };
     match stage {
-        Built::Source(mut s) => s.run(&mut output),
+        Built::Source(mut s) => s.run(&mut output).map_err(failed),
         Built::Operator(mut op) => {
             for batch in inbox.expect("operators have an inbox") {
                 output
                     .stats
                     .records_in
                     .fetch_add(batch.len as u64, Ordering::Relaxed);
-                op.process(batch, &mut output)?;
+                op.process(batch.clone(), &mut output).map_err(failed)?;
             }
             if output.stopping() {
                 return Ok(());
             }
-            op.finish(&mut output)
+            op.finish(&mut output).map_err(failed)
         }
         Built::Sink(mut sink) => {
-            sink.open()?;
+            sink.open().map_err(failed)?;
             for batch in inbox.expect("sinks have an inbox") {
                 output
                     .stats
                     .records_in
                     .fetch_add(batch.len as u64, Ordering::Relaxed);
-                sink.write(&batch, &mut output)?;
+                sink.write(&batch, &mut output).map_err(failed)?;
             }
-            sink.finish(&mut output)
+            sink.finish(&mut output).map_err(failed)
         }
     }
 }

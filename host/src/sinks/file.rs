@@ -71,7 +71,9 @@ impl Sink for FileSink {
                 break;
             }
         }
-        result.map_err(|e| self.io(e))
+        // Flushed per batch: once `write` returns, the rows are in the file, so the batch's progress
+        // tokens may let the source commit (a live run's rows also show up as windows close).
+        result.and_then(|()| out.flush()).map_err(|e| self.io(e))
     }
 
     fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {

@@ -38,6 +38,7 @@ const fn entry<T: StageConfig + DeserializeOwned + 'static>(
 
 pub const REGISTRY: &[Registration] = &[
     entry::<sources::replay::ReplayConfig>("replay", Role::Source),
+    entry::<sources::kafka::KafkaConfig>("kafka", Role::Source),
     entry::<operators::transform::TransformConfig>("transform", Role::Operator),
     entry::<operators::window::WindowConfig>("window", Role::Operator),
     entry::<sinks::console::ConsoleConfig>("console", Role::Sink),

@@ -11,12 +11,11 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// `pipeline.toml` copied into `dir`, with its fixture paths made absolute so outputs land in `dir`.
+/// `pipeline.toml` copied into `dir`, replaying the fixture (by absolute path) so outputs land in `dir`.
 fn default_pipeline_in(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
-    let fixtures = format!("\"{}/fixtures/", repo().display());
+    let text = default_pipeline_replaying(&fixture("music_streaming_events.jsonl"));
     let path = dir.join("pipeline.toml");
-    std::fs::write(&path, text.replace("\"fixtures/", &fixtures)).unwrap();
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -297,7 +296,7 @@ inputs = ["avg"]
     for expected in [
         // Parse and graph problems, all at once.
         format!("{f}:16:38: error: in stage `avg` (type `window`): unknown unit `minute` in duration `1 minute`"),
-        format!("{f}:30:8: error: unknown stage type `flie` in stage `out`; valid types: replay, transform, window, console, file, chart"),
+        format!("{f}:30:8: error: unknown stage type `flie` in stage `out`; valid types: replay, kafka, transform, window, console, file, chart"),
         format!("{f}:7:11: error: stage `scaled` reads from `event`, which is not a stage"),
         format!("{f}:18:9: error: stages form a cycle"),
     ] {
@@ -370,11 +369,7 @@ fn bad_records_are_dead_lettered_and_the_rest_is_unchanged() {
     let results = |capture: &Path, name: &str| {
         let sub = dir.join(name);
         std::fs::create_dir_all(&sub).unwrap();
-        let text = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
-        let text = text.replace(
-            "\"fixtures/music_streaming_events.jsonl\"",
-            &format!("{:?}", capture.display().to_string()),
-        );
+        let text = default_pipeline_replaying(capture);
         std::fs::write(sub.join("pipeline.toml"), text).unwrap();
         let (stdout, stderr) = run_pipeline(&sub, &sub.join("pipeline.toml"));
         let minutes =

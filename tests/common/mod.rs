@@ -102,3 +102,29 @@ pub fn service(name: &str) -> String {
         })
         .unwrap_or_else(|| panic!("scripts/services env printed no {var}:\n{env}"))
 }
+
+/// The repository's `pipeline.toml` with the body of its `[stages.events]` table replaced by `source`
+/// (the default reads Kafka with a capture as fallback; tests pin the source they mean).
+pub fn default_pipeline_with_source(source: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
+    let start = text
+        .find("[stages.events]")
+        .expect("pipeline.toml has an `events` stage");
+    let end = start
+        + text[start + 1..]
+            .find("\n[")
+            .map_or(text.len() - start, |i| i + 2);
+    format!(
+        "{}[stages.events]\n{source}\n{}",
+        &text[..start],
+        &text[end..]
+    )
+}
+
+/// The repository's `pipeline.toml` replaying `capture` (an absolute path) as its `events` stage.
+pub fn default_pipeline_replaying(capture: &Path) -> String {
+    default_pipeline_with_source(&format!(
+        "type = \"replay\"\npath = {:?}\n",
+        capture.display().to_string()
+    ))
+}

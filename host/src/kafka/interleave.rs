@@ -4,8 +4,9 @@
 //! so a window downstream would see event time jump back and forth by whole fetches, and records
 //! behind its watermark would be late. Instead each partition gets a queue, and the record with the
 //! smallest timestamp among the queue heads is handed on once every other partition either has a head
-//! (so nothing older can come from it before its head) or has been read to its end. A partition that
-//! is neither (its next fetch is on the way, or its broker is gone) is waited for at most `wait`; after
+//! (so nothing older can come from it before its head) or was read to its end after that record arrived
+//! (an older end mark says nothing about records produced since). A partition that is neither (its next
+//! fetch is on the way, or nothing new came to it) is waited for at most `wait`; after
 //! that, order is best effort and the window's `max_delay` absorbs what remains. The same records then
 //! come out in the same order as from a capture sorted by time, which is what `record` writes and what
 //! `replay` reads, so live runs and replays agree exactly (even in floating-point sums).
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 /// Per-partition queues, merged by timestamp.
 pub struct Interleaver<T> {
     queues: Vec<VecDeque<(i64, Instant, T)>>,
-    at_end: Vec<bool>,
+    /// When each partition was last read to its end; cleared by its next record.
+    at_end: Vec<Option<Instant>>,
     wait: Duration,
     /// Beyond this many buffered records the oldest head goes out without waiting.
     cap: usize,
@@ -28,7 +30,7 @@ impl<T> Interleaver<T> {
     pub fn new(partitions: usize, wait: Duration, cap: usize) -> Self {
         Interleaver {
             queues: (0..partitions).map(|_| VecDeque::new()).collect(),
-            at_end: vec![false; partitions],
+            at_end: vec![None; partitions],
             wait,
             cap: cap.max(1),
             len: 0,
@@ -45,19 +47,19 @@ impl<T> Interleaver<T> {
 
     /// A record read from partition `slot`, with its timestamp.
     pub fn push(&mut self, slot: usize, ts: i64, item: T, now: Instant) {
-        self.at_end[slot] = false;
+        self.at_end[slot] = None;
         self.queues[slot].push_back((ts, now, item));
         self.len += 1;
     }
 
     /// Partition `slot` has been read to its end (until its next record arrives).
-    pub fn reached_end(&mut self, slot: usize) {
-        self.at_end[slot] = true;
+    pub fn reached_end(&mut self, slot: usize, now: Instant) {
+        self.at_end[slot] = Some(now);
     }
 
     /// Every partition has been read to its end and nothing is buffered.
     pub fn drained(&self) -> bool {
-        self.len == 0 && self.at_end.iter().all(|e| *e)
+        self.len == 0 && self.at_end.iter().all(Option::is_some)
     }
 
     /// The next record in timestamp order, if it may be handed on at `now`.
@@ -73,7 +75,7 @@ impl<T> Interleaver<T> {
             .queues
             .iter()
             .zip(&self.at_end)
-            .all(|(q, end)| !q.is_empty() || *end);
+            .all(|(q, end)| !q.is_empty() || end.is_some_and(|e| e >= arrived));
         if !(others_known || self.len > self.cap || now.duration_since(arrived) >= self.wait) {
             return None;
         }
@@ -121,14 +123,14 @@ mod tests {
         i.push(2, 5, "c5", t);
         // c5; then partition 2 is empty again and not at its end, so a10 waits for it.
         assert_eq!(drain(&mut i, t), ["c5"]);
-        i.reached_end(2);
+        i.reached_end(2, t);
         assert_eq!(drain(&mut i, t), ["a10", "b20"]);
         // Partition 1 is empty and not at its end: a40 waits.
         assert_eq!(drain(&mut i, t), Vec::<&str>::new());
-        i.reached_end(1);
+        i.reached_end(1, t);
         assert_eq!(drain(&mut i, t), ["a40"]);
         assert!(!i.drained());
-        i.reached_end(0);
+        i.reached_end(0, t);
         assert!(i.drained());
     }
 
@@ -161,11 +163,26 @@ mod tests {
     }
 
     #[test]
+    fn an_end_mark_older_than_the_record_is_not_trusted() {
+        let t = Instant::now();
+        let later = t + Duration::from_millis(5);
+        let mut i = Interleaver::new(2, Duration::from_millis(100), 100);
+        i.reached_end(1, t);
+        // a7 arrived after partition 1's end mark: partition 1 may have new records on the way.
+        i.push(0, 7, "a7", later);
+        assert_eq!(drain(&mut i, later), Vec::<&str>::new());
+        i.push(1, 6, "b6", later);
+        assert_eq!(drain(&mut i, later), ["b6"]);
+        i.reached_end(1, later);
+        assert_eq!(drain(&mut i, later), ["a7"]);
+    }
+
+    #[test]
     fn a_new_record_clears_the_end_mark() {
         let t = Instant::now();
         let mut i = Interleaver::new(2, Duration::from_secs(10), 100);
-        i.reached_end(0);
-        i.reached_end(1);
+        i.reached_end(0, t);
+        i.reached_end(1, t);
         i.push(1, 3, "b3", t);
         assert_eq!(drain(&mut i, t), ["b3"]);
         i.push(0, 4, "a4", t);

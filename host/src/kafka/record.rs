@@ -143,7 +143,7 @@ pub fn record(opts: &RecordOptions<'_>, stop: &StopFlag) -> Result<RecordReport,
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
                     if let Some(slot) = slot_of(p) {
-                        merge.reached_end(slot);
+                        merge.reached_end(slot, Instant::now());
                     }
                 }
                 // Already reported by the client context, which sees every error event first.

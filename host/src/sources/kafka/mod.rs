@@ -496,6 +496,7 @@ impl KafkaSource {
         let mut consumed: u64 = 0;
         let mut last_record = Instant::now();
         let mut last_commit = Instant::now();
+        let mut last_probe = Instant::now();
         loop {
             if out.stopping() {
                 return Ok(false);
@@ -541,7 +542,7 @@ impl KafkaSource {
                         // The event names the partition but not the topic: with several topics, every
                         // partition of that number counts as read to its end until its next record.
                         for &slot in by_partition.get(&p).into_iter().flatten() {
-                            merge.reached_end(slot);
+                            merge.reached_end(slot, Instant::now());
                         }
                     }
                     // Already reported by the client context, which sees every error event first.
@@ -573,7 +574,21 @@ impl KafkaSource {
                 last_commit = Instant::now();
                 self.commit(consumer, slots, shared, CommitMode::Async, false, reporter);
             }
+            if reporter.is_down() && last_probe.elapsed() >= StdDuration::from_secs(2) {
+                // librdkafka reports no reconnection; ask for metadata to learn whether a broker is back.
+                last_probe = Instant::now();
+                if consumer
+                    .fetch_metadata(Some(&slots[0].topic), StdDuration::from_secs(1))
+                    .is_ok()
+                {
+                    reporter.alive();
+                }
+            }
             if let Some(idle) = self.idle_timeout {
+                // Idle means idle while connected: an outage is not the end of the input.
+                if reporter.is_down() {
+                    last_record = Instant::now();
+                }
                 if merge.drained() && last_record.elapsed() >= idle {
                     self.emit(&mut pending, shared, out);
                     return Ok(true);

@@ -52,8 +52,9 @@ enum Command {
         /// Pace by record timestamps: 0 as fast as possible, 1 in real time, 10 ten times faster.
         #[arg(long, default_value_t = 0.0)]
         speed: f64,
-        /// Create the topic with this many partitions if it does not exist. Records keep their captured
-        /// partition when the topic has it; the others are placed by key hash.
+        /// Create the topic with this many partitions (and unlimited retention, since captures carry old
+        /// timestamps) if it does not exist. Records keep their captured partition when the topic has
+        /// it; the others are placed by key hash.
         #[arg(long)]
         partitions: Option<i32>,
         /// A librdkafka client property, `KEY=VALUE` (repeatable), e.g. `security.protocol=SASL_SSL`.

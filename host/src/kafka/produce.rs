@@ -223,8 +223,11 @@ fn create_topic(opts: &ProduceOptions<'_>, partitions: i32) -> Result<bool, Erro
         config.set("log_level", "0");
         config.create().map_err(Error::Client)?
     };
-    // Replication -1: the broker's default replication factor.
-    let topic = NewTopic::new(opts.topic, partitions, TopicReplication::Fixed(-1));
+    // Replication -1: the broker's default replication factor. Captures carry their original (old)
+    // timestamps, which time-based retention measures: with the default 7 days, the broker would
+    // delete a 2024 capture at its next retention check. Topics made here keep their records.
+    let topic = NewTopic::new(opts.topic, partitions, TopicReplication::Fixed(-1))
+        .set("retention.ms", "-1");
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(30)))
         .request_timeout(Some(Duration::from_secs(30)));

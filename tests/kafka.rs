@@ -487,3 +487,174 @@ fn windows_are_emitted_while_records_arrive() {
     assert_eq!(live.per_minute, replay.per_minute);
     assert_eq!(live.stdout, replay.stdout);
 }
+
+/// A pipeline with only the 1-minute tumbling window (no global window, which would hold every batch
+/// until the end of input and so commit nothing before it), writing its rows to a file.
+fn tumbling_pipeline(source: &str) -> String {
+    format!(
+        r#"[dead_letter]
+path = "out/dead_letter.jsonl"
+
+[stages.events]
+{source}
+
+[stages.scaled]
+type = "transform"
+inputs = ["events"]
+plugin = "scale"
+config = {{ field = "streams", factor = 1e8 }}
+
+[stages.avg_by_genre_1m]
+type = "window"
+inputs = ["scaled"]
+plugin = "average"
+config = {{ field = "streams" }}
+key = "genre"
+window = {{ kind = "tumbling", size = "1m" }}
+max_delay = "5s"
+
+[stages.per_minute]
+type = "file"
+inputs = ["avg_by_genre_1m"]
+path = "out/avg_streams_per_genre_1m.jsonl"
+"#
+    )
+}
+
+/// (window_start, genre) of a per-window row.
+fn window_key(row: &Value) -> (String, String) {
+    (row["window_start"].to_string(), row["genre"].to_string())
+}
+
+/// (4c) Stopped by SIGTERM after some windows were emitted and their offsets committed, then restarted
+/// with `start = "committed"`: a batch that straddles an emitted window and a still open one was not
+/// committed, so the restart reads it again. The window's watermark, committed with the offsets, makes
+/// the restart skip the emitted window's records instead of emitting that window a second time with
+/// only part of them. So the rows of both runs together hold exactly one row per (window, genre), equal
+/// to the replay's: an appending sink counts nothing twice.
+#[test]
+fn sigterm_then_restart_does_not_emit_a_window_twice() {
+    let brokers = service("kafka");
+    let dir = scratch("kafka_sigterm_no_double_window");
+    let capture = capture3(&dir);
+    let lines: Vec<String> = std::fs::read_to_string(&capture)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    // 150 records span minutes 0 and 1 and half of minute 2; with batches of 50 the last batch holds
+    // records of minute 1 (emitted once minute 2's records pass its end) and of minute 2 (still open).
+    let (head, tail) = (dir.join("head.jsonl"), dir.join("tail.jsonl"));
+    std::fs::write(&head, lines[..150].join("\n") + "\n").unwrap();
+    std::fs::write(&tail, lines[150..].join("\n") + "\n").unwrap();
+    let topic = unique("resume");
+    let group = unique("group");
+    produce(&brokers, &topic, &head, &["--partitions", "3"]);
+    let fixture = common::fixture("music_streaming_events.jsonl");
+    let replay = run_in(
+        &dir,
+        "replay",
+        &tumbling_pipeline(&format!(
+            "type = \"replay\"\npath = {:?}\n",
+            fixture.display().to_string()
+        )),
+    );
+    assert!(replay.per_minute.len() > 20, "baseline has per-minute rows");
+
+    let file = write_pipeline(
+        &dir,
+        "first",
+        &tumbling_pipeline(&kafka_source(
+            &brokers,
+            &topic,
+            &group,
+            "start = \"committed\"\nbatch_size = 50\ncommit_interval = \"1s\"",
+        )),
+    );
+    let rows = file
+        .parent()
+        .unwrap()
+        .join("out/avg_streams_per_genre_1m.jsonl");
+    let mut child = spawn_pipeline(&file);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&rows) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended by itself"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no window was emitted within 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Past a periodic commit, so the stop is not the first commit.
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (code, _, err) = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(code, 0, "stopped run failed:\n{err}");
+    assert!(err.contains("stopped before the end of input"), "{err}");
+    let first = outputs(file.parent().unwrap(), String::new(), err);
+    let first_windows: std::collections::BTreeSet<String> = first
+        .per_minute
+        .iter()
+        .map(|r| r["window_start"].to_string())
+        .collect();
+    assert!(
+        first_windows.len() >= 2,
+        "the first run emits minutes 0 and 1: {first_windows:?}"
+    );
+
+    produce(&brokers, &topic, &tail, &[]);
+    let second = run_in(
+        &dir,
+        "second",
+        &tumbling_pipeline(&kafka_source(
+            &brokers,
+            &topic,
+            &group,
+            "start = \"committed\"\nbatch_size = 50\nidle_timeout = \"2s\"",
+        )),
+    );
+    let again: Vec<&Value> = second
+        .per_minute
+        .iter()
+        .filter(|r| first_windows.contains(&r["window_start"].to_string()))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "the restart emits windows the first run emitted:\n{again:#?}\nfirst run:\n{:#?}",
+        first.per_minute
+    );
+    let mut seen = BTreeMap::new();
+    for row in first.per_minute.iter().chain(&second.per_minute) {
+        if let Some(before) = seen.insert(window_key(row), row.clone()) {
+            panic!("(window, genre) emitted twice: {before} and {row}");
+        }
+    }
+    let expected: BTreeMap<(String, String), Value> = replay
+        .per_minute
+        .iter()
+        .map(|r| (window_key(r), r.clone()))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "the rows of both runs differ from the replay's"
+    );
+    assert!(
+        second.dead.is_empty(),
+        "records read again are not dead-lettered: {:?}",
+        second.dead
+    );
+    assert!(
+        second
+            .stderr
+            .contains("restores the watermarks of `avg_by_genre_1m` from the last commit")
+            && second.stderr.contains(
+                "read again after the restart skipped: their windows were emitted before it"
+            ),
+        "{}",
+        second.stderr
+    );
+}

@@ -1,12 +1,14 @@
 //! Builds the DAG from a validated pipeline and runs it: one thread per stage, bounded channels of
 //! batches between them, end of input propagated by closing channels.
 
+mod progress;
 pub mod registry;
 
 use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
 use crate::plugin::PluginHost;
 use crate::record::Batch;
+pub use progress::Progress;
 use registry::Role;
 use std::fmt;
 use std::ops::Range;
@@ -114,6 +116,8 @@ pub struct StageStats {
     pub records_out: AtomicU64,
     pub dead: AtomicU64,
     pub late: AtomicU64,
+    /// Records a window skipped after a restart because their windows were emitted before it.
+    pub replayed: AtomicU64,
 }
 
 /// Asks a running pipeline to stop early (Ctrl-C, SIGTERM, a test). Unlike the end of input, a stop does
@@ -141,6 +145,7 @@ pub struct Output {
     pub stats: Arc<StageStats>,
     dead: DeadLetters,
     stop: StopFlag,
+    progress: Arc<Progress>,
 }
 
 impl Output {
@@ -168,6 +173,17 @@ impl Output {
     /// The run's stop flag, for progress tokens that must not count work a stop abandons.
     pub fn stop_flag(&self) -> StopFlag {
         self.stop.clone()
+    }
+
+    /// The run's progress board: window watermarks, committed and restored by sources.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Counts records a window skipped because they were emitted before a restart (not dead-lettered:
+    /// they are in results already written).
+    pub fn replayed(&self, n: u64) {
+        self.stats.replayed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Ends this stage's output while the stage keeps running: downstream sees the end of input (a
@@ -226,6 +242,7 @@ pub struct StageReport {
     pub records_out: u64,
     pub dead: u64,
     pub late: u64,
+    pub replayed: u64,
 }
 
 /// What a run did, stage by stage.
@@ -262,6 +279,13 @@ impl fmt::Display for RunReport {
             )?;
         } else {
             write!(f, "  no record dead-lettered")?;
+        }
+        let replayed: u64 = self.stages.iter().map(|s| s.replayed).sum();
+        if replayed > 0 {
+            write!(
+                f,
+                "\n  {replayed} record(s) read again after the restart skipped: their windows were emitted before it"
+            )?;
         }
         if self.stopped {
             write!(
@@ -330,6 +354,7 @@ pub fn run(
             }
         })
         .collect();
+    let progress = Progress::new(stop.clone());
     let mut nodes: Vec<Node> = Vec::new();
     for (i, stage) in built {
         let senders = stages
@@ -353,6 +378,7 @@ pub fn run(
                 stats: Arc::default(),
                 dead: dead.clone(),
                 stop: stop.clone(),
+                progress: progress.clone(),
             },
         });
     }
@@ -415,6 +441,7 @@ pub fn run(
                 records_out: load(&s.records_out),
                 dead: load(&s.dead),
                 late: load(&s.late),
+                replayed: load(&s.replayed),
             })
             .collect(),
         dead_letter_path: dead.path().to_path_buf(),

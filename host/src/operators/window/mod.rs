@@ -8,6 +8,20 @@
 //! behind the watermark by more than `allowed_lateness` is late: it goes to the dead-letter output with
 //! reason `late` (except for the global window, open until the end of input). The end of input closes
 //! every window.
+//!
+//! Restarts: a window stage's watermark is committed with the Kafka offsets (see
+//! [`Progress`](crate::topology::Progress)) and restored at a restart with `start = "committed"`. Offsets
+//! commit only up to the first batch some open window still holds, so a restart reads again records of
+//! windows that were emitted before the stop; a window that ends at or before the restored watermark was
+//! emitted (or had no record then), so such records are skipped and counted as `replayed` instead of
+//! forming a second, partial result. Known limits, until window state is checkpointed:
+//! - with `allowed_lateness`, a late record that was read but not yet folded into its (emitted, still
+//!   open for updates) window when the run stopped is skipped too, so that update is lost; and a record
+//!   folded into such a window after its emission is skipped rightly, but the window is not emitted
+//!   again with it after the restart;
+//! - a session is recognised as emitted only once it is complete again (its end at or before the
+//!   restored watermark); a re-read record can still bridge it to a new session that then is emitted
+//!   with part of the old one.
 
 mod global;
 mod hopping;
@@ -155,6 +169,7 @@ impl StageConfig for WindowConfig {
         };
         Ok(Built::Operator(Box::new(WindowOperator {
             windows: Windows::new(settings, instance),
+            started: false,
         })))
     }
 }
@@ -212,6 +227,8 @@ struct Pane {
     slot: u32,
     /// Emitted at least once; a later record makes it due again.
     fired: bool,
+    /// Records folded in, counted when the pane turns out to be a replay (see `Windows::resumed`).
+    rows: u64,
     /// Source progress folded into this pane and not yet passed on with a result.
     acks: Vec<Ack>,
 }
@@ -235,6 +252,12 @@ pub struct Windows<A> {
     next_slot: u32,
     /// Largest event time seen, the event time of global results.
     max_time: i64,
+    /// The watermark restored at a restart: every window ending at or before it was emitted before the
+    /// restart. Kept apart from `watermark`, which restarts from the records read again: lifting it
+    /// would make records of windows still open at the stop late (they were on time when first read).
+    resumed: Option<i64>,
+    /// Records skipped since the last `take_replayed` because their windows end at or before `resumed`.
+    replayed: u64,
 }
 
 impl<A: Accumulators> Windows<A> {
@@ -250,11 +273,52 @@ impl<A: Accumulators> Windows<A> {
             free_slots: Vec::new(),
             next_slot: 0,
             max_time: i64::MIN,
+            resumed: None,
+            replayed: 0,
         }
     }
 
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// Restores the watermark committed before a restart (never lowers an earlier one). The global
+    /// window has no use for it: it is emitted only at the end of input, after which nothing commits.
+    pub fn resume(&mut self, watermark: i64) {
+        if self.settings.kind != WindowKind::Global {
+            self.resumed = Some(self.resumed.map_or(watermark, |r| r.max(watermark)));
+        }
+    }
+
+    /// The watermark to commit for a result emitted now: windows ending at or before it are emitted.
+    /// `None` for the global window, and before any record.
+    pub fn resume_point(&self) -> Option<i64> {
+        if self.settings.kind == WindowKind::Global {
+            return None;
+        }
+        let wm = self.watermark.max(self.resumed.unwrap_or(i64::MIN));
+        (wm > i64::MIN).then_some(wm)
+    }
+
+    /// Records skipped as replays since the last call.
+    pub fn take_replayed(&mut self) -> u64 {
+        std::mem::take(&mut self.replayed)
+    }
+
+    /// Whether every window of a record at `ts` was emitted before the restart. Sessions are decided
+    /// when they fire (in `fire`): a record alone does not say where its session ends.
+    fn is_replay(&self, ts: i64) -> bool {
+        let Some(resumed) = self.resumed else {
+            return false;
+        };
+        let last_end = match self.settings.kind {
+            WindowKind::Tumbling { size } => tumbling::assign(ts, size).1,
+            WindowKind::Hopping { size, slide } => hopping::assign(ts, size, slide)
+                .next()
+                .map_or(i64::MIN, |w| w.1),
+            WindowKind::Session { .. } | WindowKind::Global => return false,
+        };
+        last_end <= resumed
     }
 
     fn alloc(&mut self) -> u32 {
@@ -312,6 +376,18 @@ impl<A: Accumulators> Windows<A> {
                     Some(v) => Key(v.clone()),
                 },
             };
+            // Before the lateness check: such a record was counted, or dead-lettered as late, before the
+            // restart. It is not dead-lettered again (that would repeat dead letters at every restart);
+            // a record that is new but late for those windows is counted the same way, which is the price
+            // of not knowing where reading stopped. It moves the watermark as it did the first time.
+            if self.is_replay(ts) {
+                self.replayed += 1;
+                self.watermark = self
+                    .watermark
+                    .max(ts.saturating_sub(self.settings.max_delay));
+                self.max_time = self.max_time.max(ts);
+                continue;
+            }
             // The global window is open until the end of input, so nothing is late for it.
             let global = self.settings.kind == WindowKind::Global;
             if !global && ts < self.watermark.saturating_sub(lateness) {
@@ -362,7 +438,9 @@ impl<A: Accumulators> Windows<A> {
                 }
                 WindowKind::Hopping { size, slide } => {
                     for bounds in hopping::assign(ts, size, slide) {
-                        if bounds.1 + lateness <= self.watermark {
+                        if bounds.1 + lateness <= self.watermark
+                            || self.resumed.is_some_and(|r| bounds.1 <= r)
+                        {
                             continue; // that window has closed for good; the record still counts in the others
                         }
                         let slot = self.pane(bounds, &key, &batch.acks);
@@ -441,6 +519,7 @@ impl<A: Accumulators> Windows<A> {
         let lateness = self.settings.allowed_lateness;
         if let Some(p) = self.panes.get_mut(&(start, key.clone())) {
             Ack::merge_into(&mut p.acks, acks);
+            p.rows += 1;
             if p.fired {
                 p.fired = false;
                 self.due.insert((end, start, key.clone()));
@@ -454,6 +533,7 @@ impl<A: Accumulators> Windows<A> {
                 end,
                 slot,
                 fired: false,
+                rows: 1,
                 acks: acks.to_vec(),
             },
         );
@@ -496,6 +576,7 @@ impl<A: Accumulators> Windows<A> {
                 .expect("listed session exists");
             if start <= bounds.0 && p.end >= bounds.1 && !p.fired {
                 Ack::merge_into(&mut p.acks, acks);
+                p.rows += 1;
                 return Ok(p.slot);
             }
         }
@@ -505,6 +586,7 @@ impl<A: Accumulators> Windows<A> {
         // Take the touching panes out, fold them into one, and put the grown session back.
         let mut target: Option<u32> = None;
         let mut merged_acks = acks.to_vec();
+        let mut rows = 1;
         for start in &touching {
             let p = self
                 .panes
@@ -515,6 +597,7 @@ impl<A: Accumulators> Windows<A> {
                 .remove(&(p.end.saturating_add(lateness), *start, key.clone()));
             bounds = (bounds.0.min(*start), bounds.1.max(p.end));
             Ack::merge_into(&mut merged_acks, &p.acks);
+            rows += p.rows;
             match target {
                 None => target = Some(p.slot),
                 Some(t) => {
@@ -533,6 +616,7 @@ impl<A: Accumulators> Windows<A> {
                 end: bounds.1,
                 slot,
                 fired: false,
+                rows,
                 acks: merged_acks,
             },
         );
@@ -549,7 +633,18 @@ impl<A: Accumulators> Windows<A> {
             if first.0 > watermark {
                 break;
             }
-            ready.push(self.due.pop_first().unwrap());
+            let next = self.due.pop_first().unwrap();
+            // A session rebuilt from records read again after a restart, ending where the restored
+            // watermark says it was emitted before: a replay. Its records are done (their result was
+            // written then), so its acks are let go.
+            if self.resumed.is_some_and(|r| next.0 <= r) {
+                let pane = self.panes.get_mut(&(next.1, next.2.clone())).unwrap();
+                pane.fired = true;
+                self.replayed += std::mem::take(&mut pane.rows);
+                pane.acks.clear();
+                continue;
+            }
+            ready.push(next);
         }
         // Deterministic order: by window, then key.
         ready.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
@@ -691,10 +786,18 @@ fn gather(input: &wit::Batch, rows: &[u32]) -> wit::Batch {
 
 pub struct WindowOperator {
     windows: Windows<AggregateInstance>,
+    /// Whether the first batch came: the restored watermark is read then, when a source has restored it.
+    started: bool,
 }
 
 impl WindowOperator {
-    fn handle(&self, out: &mut Output, batch: &Batch, step: (Option<Batch>, Rejected)) {
+    fn handle(
+        &mut self,
+        out: &mut Output,
+        batch: &Batch,
+        step: (Option<Batch>, Rejected),
+        resume_point: Option<i64>,
+    ) {
         let (emitted, rejected) = step;
         for (row, reason, late) in rejected {
             if late {
@@ -703,7 +806,16 @@ impl WindowOperator {
                 out.dead_row(batch, row, &reason);
             }
         }
-        if let Some(b) = emitted {
+        let replayed = self.windows.take_replayed();
+        if replayed > 0 {
+            out.replayed(replayed);
+        }
+        if let Some(mut b) = emitted {
+            if let Some(wm) = resume_point {
+                // First, so it reports before the source acks let the batches commit (see `Progress`).
+                let token = out.progress().written(out.stage(), wm);
+                b.acks.insert(0, token);
+            }
             out.emit(b);
         }
     }
@@ -711,20 +823,31 @@ impl WindowOperator {
 
 impl Operator for WindowOperator {
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
+        if !self.started {
+            self.started = true;
+            // A source restores before its first batch, so this is the time to look.
+            if let Some(wm) = out.progress().restored(out.stage()) {
+                self.windows.resume(wm);
+            }
+        }
         let step = self
             .windows
             .process(&batch)
             .map_err(|e| StageError::with("plugin call failed", e))?;
-        self.handle(out, &batch, step);
+        let point = self.windows.resume_point();
+        self.handle(out, &batch, step, point);
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
+        // The watermark before the end of input: the end flushes windows the watermark has not reached,
+        // and records for those may still come in a later run.
+        let point = self.windows.resume_point();
         let emitted = self
             .windows
             .finish()
             .map_err(|e| StageError::with("plugin call failed", e))?;
-        self.handle(out, &Batch::default(), (emitted, Vec::new()));
+        self.handle(out, &Batch::default(), (emitted, Vec::new()), point);
         Ok(())
     }
 }

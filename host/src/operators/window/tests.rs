@@ -430,3 +430,93 @@ fn window_table_checks_its_fields() {
         .message
         .contains("unknown window kind `sliding`"));
 }
+
+#[test]
+fn a_restored_watermark_skips_records_of_emitted_windows_and_keeps_open_ones() {
+    // Before the stop, [0, 60s) was emitted at watermark 95s (the 100s record, max delay 5s); [60s,
+    // 120s) was still open. The restart reads a batch again that straddles them.
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 5_000, 0);
+    w.resume(95_000);
+    assert_eq!(w.resume_point(), Some(95_000), "before any record");
+    let (out, rejected) = w
+        .process(&batch(&[
+            (50_000, "a", 1.0),
+            (59_999, "b", 2.0),
+            (70_000, "a", 3.0),
+            (90_000, "a", 4.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none(), "no partial [0, 60s) again");
+    assert!(
+        rejected.is_empty(),
+        "records of emitted windows are not dead-lettered"
+    );
+    assert_eq!(w.take_replayed(), 2);
+    assert_eq!(w.take_replayed(), 0, "taken");
+    // 70s and 90s are behind the restored watermark but their window was open: they still count, and
+    // the live watermark (85s) did not jump to 95s, so 87s is not late either.
+    assert_eq!(w.watermark(), 85_000);
+    assert_eq!(
+        w.resume_point(),
+        Some(95_000),
+        "never below the restored one"
+    );
+    let (out, rejected) = w
+        .process(&batch(&[(87_000, "a", 1.0), (125_000, "a", 5.0)]))
+        .unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(rows(&out), [(60_000, 120_000, "a".into(), 8.0, 3)]);
+    assert_eq!(w.resume_point(), Some(120_000));
+    // A record for an emitted window that is also late for the live watermark counts as a replay.
+    let (out, rejected) = w.process(&batch(&[(10_000, "a", 1.0)])).unwrap();
+    assert!(out.is_none() && rejected.is_empty());
+    assert_eq!(w.take_replayed(), 1);
+}
+
+#[test]
+fn a_restored_watermark_skips_only_the_emitted_windows_of_a_hopping_record() {
+    let mut w = windows(
+        WindowKind::Hopping {
+            size: 60_000,
+            slide: 30_000,
+        },
+        0,
+        0,
+    );
+    w.resume(60_000);
+    // 45s is in [0, 60s) (emitted) and [30s, 90s) (open): it counts in the open one only.
+    let (_, rejected) = w.process(&batch(&[(45_000, "a", 1.0)])).unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(w.take_replayed(), 0);
+    let out = w.finish().unwrap();
+    assert_eq!(rows(&out), [(30_000, 90_000, "a".into(), 1.0, 1)]);
+}
+
+#[test]
+fn a_rebuilt_session_that_ended_before_the_restored_watermark_is_not_emitted_again() {
+    let mut w = windows(WindowKind::Session { gap: 10_000 }, 0, 0);
+    w.resume(30_000);
+    // The session [1s, 15s) ended before 30s: emitted before the restart. [25s, 45s) was still open.
+    let (out, _) = w
+        .process(&batch(&[
+            (1_000, "a", 1.0),
+            (5_000, "a", 1.0),
+            (25_000, "a", 2.0),
+            (35_000, "a", 2.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none(), "the old session is skipped, not emitted");
+    assert_eq!(w.take_replayed(), 2);
+    let out = w.finish().unwrap();
+    assert_eq!(rows(&out), [(25_000, 45_000, "a".into(), 4.0, 2)]);
+}
+
+#[test]
+fn the_global_window_ignores_a_restored_watermark() {
+    let mut w = windows(WindowKind::Global, 0, 0);
+    w.resume(60_000);
+    assert_eq!(w.resume_point(), None);
+    w.process(&batch(&[(1_000, "a", 1.0)])).unwrap();
+    assert_eq!(w.take_replayed(), 0);
+    assert_eq!(rows(&w.finish().unwrap()).len(), 1);
+}

@@ -2,9 +2,11 @@
 //! decodes capture lines, and commits offsets only once every sink downstream holds the results (at
 //! least once). A run ends on a stop signal, after `idle_timeout` without records once every partition is
 //! read to its end, or after `max_records`. With `fallback`, a capture is replayed when no broker answers
-//! at start.
+//! at start. Each commit also stores the window stages' watermarks (see `resume`), which a restart with
+//! `start = "committed"` restores so that windows emitted before it are not emitted again.
 
 mod offsets;
+mod resume;
 
 use super::capture::{decode_payload, CaptureLine};
 use super::replay::ReplayConfig;
@@ -12,7 +14,9 @@ use crate::config::Duration;
 use crate::kafka::interleave::Interleaver;
 use crate::kafka::{self, ConsumerReporter, Reporter};
 use crate::record::{Ack, BatchBuilder, Interner, Origin};
-use crate::topology::{BuildContext, BuildError, Built, Output, Source, StageConfig, StageError};
+use crate::topology::{
+    BuildContext, BuildError, Built, Output, Progress, Source, StageConfig, StageError,
+};
 use offsets::{BatchDone, Shared};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -23,7 +27,7 @@ use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 use toml::Spanned;
@@ -261,6 +265,7 @@ impl StageConfig for KafkaConfig {
             idle_timeout,
             max_records,
             fallback,
+            said_metadata_too_long: AtomicBool::new(false),
         })))
     }
 }
@@ -284,6 +289,8 @@ pub struct KafkaSource {
     idle_timeout: Option<StdDuration>,
     max_records: Option<u64>,
     fallback: Option<FallbackSource>,
+    /// The watermarks outgrew the commit metadata once already: warn once, not at every commit.
+    said_metadata_too_long: AtomicBool,
 }
 
 type Consumer_ = BaseConsumer<ConsumerReporter>;
@@ -443,6 +450,9 @@ impl KafkaSource {
                 }
             }
         };
+        if let Some(c) = &committed {
+            self.restore(c, out.progress());
+        }
         let mut assignment = TopicPartitionList::new();
         for s in slots {
             let offset = match self.start {
@@ -465,6 +475,42 @@ impl KafkaSource {
             .assign(&assignment)
             .map_err(|e| StageError::with("cannot assign the topics' partitions", e))?;
         Ok(true)
+    }
+
+    /// Hands the window watermarks stored with the committed offsets to the progress board, before the
+    /// first batch. Unreadable metadata restores nothing from that partition: records read again then
+    /// form windows anew, as before watermarks were committed.
+    fn restore(&self, committed: &TopicPartitionList, progress: &Progress) {
+        let mut parts = Vec::new();
+        for e in committed.elements() {
+            if !matches!(e.offset(), Offset::Offset(n) if n >= 0) {
+                continue;
+            }
+            match resume::decode(e.metadata()) {
+                Ok(w) => parts.push(w),
+                Err(err) => eprintln!(
+                    "warning: {}: partition {} of `{}`: {err}; its records read again may be emitted again",
+                    self.label(),
+                    e.partition(),
+                    e.topic()
+                ),
+            }
+        }
+        let watermarks = resume::merge(parts);
+        if watermarks.is_empty() {
+            return;
+        }
+        let stages = watermarks
+            .keys()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "tributary: {} restores the watermarks of {stages} from the last commit of group `{}`",
+            self.label(),
+            self.group_id
+        );
+        progress.restore(watermarks);
     }
 
     /// Reads until the end of input (`true`) or a stop (`false`).
@@ -572,7 +618,15 @@ impl KafkaSource {
             }
             if last_commit.elapsed() >= self.commit_interval {
                 last_commit = Instant::now();
-                self.commit(consumer, slots, shared, CommitMode::Async, false, reporter);
+                self.commit(
+                    consumer,
+                    slots,
+                    shared,
+                    out.progress(),
+                    CommitMode::Async,
+                    false,
+                    reporter,
+                );
             }
             if reporter.is_down() && last_probe.elapsed() >= StdDuration::from_secs(2) {
                 // librdkafka reports no reconnection; ask for metadata to learn whether a broker is back.
@@ -675,11 +729,13 @@ impl KafkaSource {
     /// Commits the offsets after the done prefix of each partition. `all` resends every known point (the
     /// last commit), not only those that moved. Failures are reported, not fatal: the records are read
     /// again after a restart, which at-least-once allows.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         consumer: &Consumer_,
         slots: &[Slot],
         shared: &Shared,
+        progress: &Progress,
         mode: CommitMode,
         all: bool,
         reporter: &Reporter,
@@ -696,15 +752,26 @@ impl KafkaSource {
         if points.is_empty() {
             return true;
         }
+        // After the points: a batch done by now had its windows' watermarks reported before it was done
+        // (see `Progress`), so the snapshot covers every window the committed records went into.
+        let metadata = resume::encode(&progress.snapshot()).unwrap_or_else(|| {
+            if !self.said_metadata_too_long.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "warning: {}: the window watermarks exceed the {} bytes of kafka commit metadata; committing offsets without them, so a restart may emit windows again",
+                    self.label(),
+                    resume::MAX_METADATA_BYTES
+                );
+            }
+            String::new()
+        });
         let mut tpl = TopicPartitionList::new();
         for (slot, next) in points {
             let s = &slots[slot];
-            if tpl
-                .add_partition_offset(&s.topic, s.partition, Offset::Offset(next))
-                .is_err()
-            {
+            let mut e = tpl.add_partition(&s.topic, s.partition);
+            if e.set_offset(Offset::Offset(next)).is_err() {
                 return false;
             }
+            e.set_metadata(&metadata);
         }
         match consumer.commit(&tpl, mode) {
             Ok(()) => true,
@@ -776,6 +843,7 @@ impl Source for KafkaSource {
             &consumer,
             &slots,
             &shared,
+            out.progress(),
             CommitMode::Sync,
             true,
             &reporter,

@@ -6,7 +6,7 @@ pub mod registry;
 
 use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
-use crate::plugin::PluginHost;
+use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
 use crate::record::Batch;
 pub use progress::Progress;
 use registry::Role;
@@ -62,6 +62,33 @@ impl BuildContext<'_> {
     /// A path from the config, relative to the pipeline file's directory.
     pub fn path(&self, p: &std::path::Path) -> PathBuf {
         self.pipeline.resolve(p)
+    }
+
+    /// Loads the plugin a stage names and hands it the stage's `config` table. An error points at
+    /// `config` when the plugin rejected it, and at `plugin` otherwise.
+    pub fn plugin<T>(
+        &self,
+        plugin: &toml::Spanned<String>,
+        config: &crate::config::PluginConfig,
+        instantiate: impl FnOnce(
+            &PluginHost,
+            &Plugin,
+            &[(String, ConfigValue)],
+        ) -> Result<T, PluginError>,
+    ) -> Result<T, BuildError> {
+        let at_plugin = |e: PluginError| BuildError::new(Some(plugin.span()), e.to_string());
+        let loaded = self
+            .plugins
+            .load(plugin.get_ref(), &self.pipeline.base_dir)
+            .map_err(at_plugin)?;
+        let config_span = config.span().or(Some(plugin.span()));
+        let entries = config
+            .entries()
+            .map_err(|e| BuildError::new(config_span.clone(), e))?;
+        instantiate(self.plugins, &loaded, &entries).map_err(|e| match e {
+            PluginError::Init { .. } => BuildError::new(config_span, e.to_string()),
+            e => at_plugin(e),
+        })
     }
 }
 

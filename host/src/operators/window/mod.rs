@@ -143,22 +143,8 @@ impl WindowTable {
 impl StageConfig for WindowConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         let kind = self.window.get_ref().kind(self.window.span())?;
-        let plugin = ctx
-            .plugins
-            .load(self.plugin.get_ref(), &ctx.pipeline.base_dir)
-            .map_err(|e| BuildError::new(Some(self.plugin.span()), e.to_string()))?;
-        let config_span = self.config.span().or(Some(self.plugin.span()));
-        let entries = self
-            .config
-            .entries()
-            .map_err(|e| BuildError::new(config_span.clone(), e))?;
-        let instance = ctx.plugins.aggregate(&plugin, &entries).map_err(|e| {
-            let span = if matches!(e, PluginError::Init { .. }) {
-                config_span
-            } else {
-                Some(self.plugin.span())
-            };
-            BuildError::new(span, e.to_string())
+        let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
+            host.aggregate(plugin, config)
         })?;
         let settings = Settings {
             kind,

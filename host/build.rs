@@ -11,8 +11,12 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 /// (crate name, plugin kind). Adding a bundled plugin is one line here plus its crate.
-const BUNDLED: &[(&str, &str)] =
-    &[("scale", "transform"), ("average", "aggregate"), ("max", "aggregate"), ("sum", "aggregate")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("scale", "transform"),
+    ("average", "aggregate"),
+    ("max", "aggregate"),
+    ("sum", "aggregate"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -21,7 +25,13 @@ fn main() {
     // OUT_DIR is <target>/<profile>/build/<pkg>/out; the guests get a directory of their own beside it.
     let target_dir = out_dir.ancestors().nth(4).unwrap().join("plugins");
 
-    for path in ["wit", "sdk/src", "sdk/Cargo.toml", "Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(path).display());
     }
     for (name, _) in BUNDLED {
@@ -29,13 +39,18 @@ fn main() {
     }
 
     ensure_target();
-    let mut table = String::from("/// Plugins built from `plugins/` and embedded: (name, kind, core wasm module).\n");
+    let mut table = String::from(
+        "/// Plugins built from `plugins/` and embedded: (name, kind, core wasm module).\n",
+    );
     table.push_str("pub const BUNDLED: &[(&str, &str, &[u8])] = &[\n");
     for (name, kind) in BUNDLED {
         let wasm = build_plugin(&plugins, &target_dir, name);
         let dest = out_dir.join(format!("{name}.wasm"));
         std::fs::copy(&wasm, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", wasm.display()));
-        table.push_str(&format!("    ({name:?}, {kind:?}, include_bytes!({:?})),\n", dest.display().to_string()));
+        table.push_str(&format!(
+            "    ({name:?}, {kind:?}, include_bytes!({:?})),\n",
+            dest.display().to_string()
+        ));
     }
     table.push_str("];\n");
     std::fs::write(out_dir.join("bundled.rs"), table).unwrap();
@@ -44,9 +59,16 @@ fn main() {
 /// `rust-toolchain.toml` lists the target, but rustup does not install it where `RUSTUP_AUTO_INSTALL=0`.
 fn ensure_target() {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().expect("run rustc --print sysroot");
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("run rustc --print sysroot");
     let sysroot = String::from_utf8(sysroot.stdout).unwrap();
-    if Path::new(sysroot.trim()).join("lib/rustlib").join(TARGET).exists() {
+    if Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(TARGET)
+        .exists()
+    {
         return;
     }
     println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the bundled plugins)");
@@ -58,14 +80,25 @@ fn ensure_target() {
     let status = cmd.status().unwrap_or_else(|e| {
         panic!("the {TARGET} target is missing and rustup could not be run ({e}); install it with `rustup target add {TARGET}`")
     });
-    assert!(status.success(), "`rustup target add {TARGET}` failed; run it by hand and build again");
+    assert!(
+        status.success(),
+        "`rustup target add {TARGET}` failed; run it by hand and build again"
+    );
 }
 
 fn build_plugin(plugins: &Path, target_dir: &Path, name: &str) -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(plugins)
-        .args(["build", "--release", "--target", TARGET, "-p", name, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "-p",
+            name,
+            "--target-dir",
+        ])
         .arg(target_dir);
     // The outer cargo's settings (its flags, its target, clippy's wrapper) are not for the guests.
     for (key, _) in env::vars() {
@@ -77,7 +110,15 @@ fn build_plugin(plugins: &Path, target_dir: &Path, name: &str) -> PathBuf {
             cmd.env_remove(key);
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("run cargo to build plugin `{name}`: {e}"));
-    assert!(status.success(), "building the bundled plugin `{name}` failed (see the output above)");
-    target_dir.join(TARGET).join("release").join(format!("{name}.wasm"))
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo to build plugin `{name}`: {e}"));
+    assert!(
+        status.success(),
+        "building the bundled plugin `{name}` failed (see the output above)"
+    );
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{name}.wasm"))
 }

@@ -1,1 +1,452 @@
+//! End-to-end tests: the real `tributary` binary on the fixtures, compared with golden files and with
+//! results computed here independently of the pipeline.
+//!
+//! Golden files live in `tests/golden/`; `TRIBUTARY_BLESS=1` rewrites those that record our own output
+//! (never `top20.md`, which is the seed project's published table).
+
 mod common;
+
+use common::*;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `pipeline.toml` copied into `dir`, replaying the fixture (by absolute path) so outputs land in `dir`.
+fn default_pipeline_in(dir: &Path) -> PathBuf {
+    let text = default_pipeline_replaying(&fixture("music_streaming_events.jsonl"));
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn golden(name: &str) -> PathBuf {
+    repo().join("tests/golden").join(name)
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = golden(name);
+    if std::env::var_os("TRIBUTARY_BLESS").is_some() && name != "top20.md" {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+}
+
+/// The capture's records as (timestamp, payload).
+fn capture(path: &Path) -> Vec<(i64, Json)> {
+    read_jsonl(path)
+        .into_iter()
+        .map(|line| {
+            let payload: Json = serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
+            (line["timestamp"].as_i64().unwrap(), payload)
+        })
+        .collect()
+}
+
+/// Days since the epoch of a civil date (Howard Hinnant's algorithm), to read RFC 3339 bounds back.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn parse_rfc3339(s: &str) -> i64 {
+    // YYYY-MM-DDTHH:MM:SS.mmmZ
+    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
+    let days = days_from_civil(n(0, 4), n(5, 7), n(8, 10));
+    ((days * 24 + n(11, 13)) * 60 + n(14, 16)) * 60_000 + n(17, 19) * 1000 + n(20, 23)
+}
+
+/// Per (1-minute window start, genre): (sum of streams × 1e8, count), computed straight from a capture.
+fn independent_minutes(records: &[(i64, Json)]) -> BTreeMap<(i64, String), (f64, i64)> {
+    let mut m: BTreeMap<(i64, String), (f64, i64)> = BTreeMap::new();
+    for (ts, p) in records {
+        let start = ts - ts.rem_euclid(60_000);
+        let e = m
+            .entry((start, p["genre"].as_str().unwrap().to_string()))
+            .or_default();
+        e.0 += p["streams"].as_f64().unwrap() * 1e8;
+        e.1 += 1;
+    }
+    m
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn default_pipeline_reproduces_the_seed_table_and_chart() {
+    let dir = scratch("default");
+    let file = default_pipeline_in(&dir);
+    let (stdout, stderr) = run_pipeline(&dir, &file);
+    let start = stdout.find("| Genre").expect("a table on stdout");
+    check_golden("top20.md", &stdout[start..]);
+
+    for stage in [
+        "events",
+        "scaled",
+        "avg_by_genre",
+        "avg_by_genre_1m",
+        "top20_table",
+        "top20_chart",
+        "per_minute",
+    ] {
+        assert!(
+            stderr.contains(&format!("  {stage} (")),
+            "summary line for {stage} missing:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("no record dead-lettered"), "{stderr}");
+
+    let png = std::fs::read(dir.join("out/avg_streams_per_genre.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(dir.join("out/avg_streams_per_genre.svg")).unwrap();
+    assert_eq!(
+        svg.matches("<rect").count(),
+        20,
+        "one bar per genre in the top 20"
+    );
+    assert!(
+        svg.contains("Jazz/Big Band")
+            && svg.contains("R&amp;B/Hip Hop")
+            && svg.contains("Country/Folk")
+    );
+    assert!(
+        svg.find("Jazz/Big Band").unwrap() < svg.find("Country/Folk").unwrap(),
+        "largest first"
+    );
+}
+
+#[test]
+fn per_minute_windows_equal_an_independent_computation() {
+    let dir = scratch("per-minute");
+    let file = default_pipeline_in(&dir);
+    run_pipeline(&dir, &file);
+    let out = dir.join("out/avg_streams_per_genre_1m.jsonl");
+    check_golden(
+        "avg_streams_per_genre_1m.jsonl",
+        &std::fs::read_to_string(&out).unwrap(),
+    );
+
+    let expected = independent_minutes(&capture(&fixture("music_streaming_events.jsonl")));
+    let rows = read_jsonl(&out);
+    assert_eq!(rows.len(), expected.len(), "one row per (window, genre)");
+    for row in rows {
+        let start = parse_rfc3339(row["window_start"].as_str().unwrap());
+        let end = parse_rfc3339(row["window_end"].as_str().unwrap());
+        assert_eq!(end - start, 60_000);
+        let key = (start, row["genre"].as_str().unwrap().to_string());
+        let (sum, count) = expected[&key];
+        assert_eq!(row["count"].as_i64().unwrap(), count, "{key:?}");
+        assert!(
+            close(row["avg"].as_f64().unwrap(), sum / count as f64),
+            "{key:?}: {row}"
+        );
+    }
+}
+
+#[test]
+fn swapping_the_aggregate_plugin_changes_the_output_without_rebuilding() {
+    let dir = scratch("swap");
+    let file = default_pipeline_in(&dir);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("plugin = \"average\"").count(), 2);
+    std::fs::write(
+        &file,
+        text.replace("plugin = \"average\"", "plugin = \"sum\"")
+            .replace("sort_by = \"avg\"", "sort_by = \"sum\""),
+    )
+    .unwrap();
+    run_pipeline(&dir, &file);
+    let expected = independent_minutes(&capture(&fixture("music_streaming_events.jsonl")));
+    let rows = read_jsonl(&dir.join("out/avg_streams_per_genre_1m.jsonl"));
+    assert_eq!(rows.len(), expected.len());
+    for row in rows {
+        assert!(row.get("avg").is_none(), "average is gone: {row}");
+        let key = (
+            parse_rfc3339(row["window_start"].as_str().unwrap()),
+            row["genre"].as_str().unwrap().to_string(),
+        );
+        assert!(
+            close(row["sum"].as_f64().unwrap(), expected[&key].0),
+            "{key:?}: {row}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_given_as_a_path_outside_the_repo_works() {
+    // The `max` plugin's module, copied under another name to a directory outside the repository.
+    let built = repo().join("target/plugins/wasm32-unknown-unknown/release/max.wasm");
+    assert!(
+        built.exists(),
+        "{} is built by host/build.rs",
+        built.display()
+    );
+    let outside = std::env::temp_dir().join(format!("tributary-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&outside).unwrap();
+    let plugin = outside.join("my_max.wasm");
+    std::fs::copy(&built, &plugin).unwrap();
+
+    let dir = scratch("path-plugin");
+    let capture_path = fixture("music_streaming_events.jsonl");
+    let file = dir.join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[stages.events]
+type = "replay"
+path = "{}"
+
+[stages.max_by_genre]
+type = "window"
+inputs = ["events"]
+plugin = "{}"
+config = {{ field = "streams" }}
+key = "genre"
+window = {{ kind = "global" }}
+
+[stages.out]
+type = "file"
+inputs = ["max_by_genre"]
+path = "max.jsonl"
+"#,
+            capture_path.display(),
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    run_pipeline(&dir, &file);
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    for (_, p) in capture(&capture_path) {
+        let e = expected
+            .entry(p["genre"].as_str().unwrap().to_string())
+            .or_insert(f64::MIN);
+        *e = e.max(p["streams"].as_f64().unwrap());
+    }
+    let rows = read_jsonl(&dir.join("max.jsonl"));
+    assert_eq!(rows.len(), 73);
+    for row in rows {
+        assert_eq!(
+            row["max"].as_f64().unwrap(),
+            expected[row["genre"].as_str().unwrap()],
+            "{row}"
+        );
+        assert!(
+            row["window_start"].is_null(),
+            "the global window has no bounds"
+        );
+    }
+    std::fs::remove_dir_all(&outside).unwrap();
+}
+
+#[test]
+fn bad_configs_report_every_problem_with_file_line_and_column() {
+    let dir = scratch("bad-config");
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"[stages.events]
+type = "replay"
+path = "missing.jsonl"
+
+[stages.scaled]
+type = "transform"
+inputs = ["event"]
+plugin = "scale"
+config = { field = "streams" }
+
+[stages.avg]
+type = "window"
+inputs = ["events"]
+plugin = "scale"
+key = "genre"
+window = { kind = "tumbling", size = "1 minute" }
+
+[stages.loop_a]
+type = "transform"
+inputs = ["loop_b"]
+plugin = "no_such_plugin"
+
+[stages.loop_b]
+type = "transform"
+inputs = ["loop_a"]
+plugin = "scale"
+config = { field = "streams", factor = 2, extra = true }
+
+[stages.out]
+type = "flie"
+inputs = ["avg"]
+"#,
+    )
+    .unwrap();
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).args(["validate", "bad.toml"]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    let f = file.display().to_string();
+    let f = f.strip_prefix(&format!("{}/", dir.display())).unwrap_or(&f);
+    for expected in [
+        // Parse and graph problems, all at once.
+        format!("{f}:16:38: error: in stage `avg` (type `window`): unknown unit `minute` in duration `1 minute`"),
+        format!("{f}:30:8: error: unknown stage type `flie` in stage `out`; valid types: replay, kafka, transform, window, console, file, chart"),
+        format!("{f}:7:11: error: stage `scaled` reads from `event`, which is not a stage"),
+        format!("{f}:18:9: error: stages form a cycle"),
+    ] {
+        assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("   ^"),
+        "a caret under the culprit:\n{stderr}"
+    );
+
+    // Once the file parses, building the stages reports every stage's problem too.
+    std::fs::write(
+        &file,
+        r#"[stages.events]
+type = "replay"
+path = "missing.jsonl"
+
+[stages.scaled]
+type = "transform"
+inputs = ["events"]
+plugin = "scale"
+config = { field = "streams" }
+
+[stages.avg]
+type = "window"
+inputs = ["scaled"]
+plugin = "scale"
+key = "genre"
+window = { kind = "tumbling", size = "1m" }
+
+[stages.other]
+type = "transform"
+inputs = ["scaled"]
+plugin = "no_such_plugin"
+
+[stages.out]
+type = "file"
+inputs = ["avg", "other"]
+path = "out.jsonl"
+"#,
+    )
+    .unwrap();
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).args(["validate", "bad.toml"]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        format!("{f}:3:8: error: stage `events`: capture file `./missing.jsonl` not found"),
+        format!("{f}:9:10: error: stage `scaled`: plugin `scale` rejected its config: missing config key `factor`"),
+        format!("{f}:14:10: error: stage `avg`: `scale` is a transform plugin, but this stage needs an aggregate plugin"),
+        format!("{f}:21:10: error: stage `other`: no bundled plugin named `no_such_plugin`; bundled plugins are: scale, average, max, sum"),
+    ] {
+        assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
+    }
+    assert!(stderr.contains("4 problems found"), "{stderr}");
+}
+
+#[test]
+fn bad_records_are_dead_lettered_and_the_rest_is_unchanged() {
+    // The bad-records fixture is the first 40 good records with bad lines among them.
+    let dir = scratch("bad-records");
+    let good: String = std::fs::read_to_string(fixture("music_streaming_events.jsonl"))
+        .unwrap()
+        .lines()
+        .take(40)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("good.jsonl"), good).unwrap();
+
+    let results = |capture: &Path, name: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let text = default_pipeline_replaying(capture);
+        std::fs::write(sub.join("pipeline.toml"), text).unwrap();
+        let (stdout, stderr) = run_pipeline(&sub, &sub.join("pipeline.toml"));
+        let minutes =
+            std::fs::read_to_string(sub.join("out/avg_streams_per_genre_1m.jsonl")).unwrap();
+        (
+            stdout,
+            stderr,
+            minutes,
+            read_jsonl(&sub.join("out/dead_letter.jsonl")),
+        )
+    };
+    let (good_table, _, good_minutes, good_dead) = results(&dir.join("good.jsonl"), "good");
+    let (bad_table, stderr, bad_minutes, dead) = results(&fixture("bad_records.jsonl"), "bad");
+    assert!(good_dead.is_empty());
+    assert_eq!(bad_table, good_table);
+    assert_eq!(bad_minutes, good_minutes);
+
+    let reasons: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|d| (d["stage"].as_str().unwrap(), d["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons.len(), 6, "{reasons:#?}");
+    let expect = [
+        (
+            "events",
+            "invalid capture line: expected ident at line 1 column 2",
+        ),
+        ("events", "record value is not valid JSON"),
+        ("scaled", "missing field `streams`"),
+        ("scaled", "field `streams` must be a number, found a string"),
+        ("events", "invalid capture line: missing field `timestamp`"),
+        ("events", "record value is not valid JSON"),
+    ];
+    for (stage, reason) in expect {
+        assert!(
+            reasons
+                .iter()
+                .any(|(s, r)| *s == stage && r.starts_with(reason)),
+            "no {stage}: {reason} in {reasons:#?}"
+        );
+    }
+    // Undecodable lines are kept as read, so they can be fixed and replayed.
+    let raw: Vec<&str> = dead.iter().filter_map(|d| d["line"].as_str()).collect();
+    assert!(raw.iter().any(|l| l.contains("this is not json at all")));
+    assert!(stderr.contains("6 record(s) dead-lettered"), "{stderr}");
+}
+
+#[test]
+fn the_fixture_is_what_its_generator_makes() {
+    for (args, name) in [
+        (&[][..], "music_streaming_events.jsonl"),
+        (&["--bad"][..], "bad_records.jsonl"),
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg(repo().join("fixtures/generate.py"))
+            .args(args)
+            .args(["--out", "-"])
+            .output()
+            .expect("python3 runs the generator");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let committed = std::fs::read(fixture(name)).unwrap();
+        assert!(
+            out.stdout == committed,
+            "fixtures/{name} differs from what fixtures/generate.py writes"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_the_default_pipeline() {
+    let mut cmd = tributary();
+    cmd.current_dir(repo()).args(["validate", "pipeline.toml"]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("pipeline.toml: ok"), "{stderr}");
+}

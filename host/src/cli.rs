@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use tributary::config::Pipeline;
 use tributary::deadletter::DeadLetters;
+use tributary::kafka;
 use tributary::plugin::PluginHost;
 use tributary::topology;
 
@@ -14,7 +15,11 @@ use tributary::topology;
 const INVALID_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "Streaming analytics pipelines with WebAssembly stages")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Streaming analytics pipelines with WebAssembly stages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline to the end of its input.
+    /// Run a pipeline to the end of its input (or until Ctrl-C / SIGTERM).
     Run {
         /// The pipeline file.
         #[arg(default_value = "pipeline.toml")]
@@ -33,6 +38,49 @@ enum Command {
         /// The pipeline file.
         #[arg(default_value = "pipeline.toml")]
         file: PathBuf,
+    },
+    /// Load a capture (JSON Lines, as `replay` reads) into a Kafka topic, keeping keys and timestamps.
+    Produce {
+        /// Bootstrap brokers, `host:port`, comma-separated.
+        #[arg(long)]
+        brokers: String,
+        /// The topic to write to.
+        #[arg(long)]
+        topic: String,
+        /// The capture file.
+        file: PathBuf,
+        /// Pace by record timestamps: 0 as fast as possible, 1 in real time, 10 ten times faster.
+        #[arg(long, default_value_t = 0.0)]
+        speed: f64,
+        /// Create the topic with this many partitions (and unlimited retention, since captures carry old
+        /// timestamps) if it does not exist. Records keep their captured partition when the topic has
+        /// it; the others are placed by key hash.
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// A librdkafka client property, `KEY=VALUE` (repeatable), e.g. `security.protocol=SASL_SSL`.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+    },
+    /// Write a Kafka topic to a capture file (from the beginning, then live), in timestamp order.
+    Record {
+        /// Bootstrap brokers, `host:port`, comma-separated.
+        #[arg(long)]
+        brokers: String,
+        /// The topic to read.
+        #[arg(long)]
+        topic: String,
+        /// The capture file to write (truncated).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_records: Option<u64>,
+        /// Stop after this long, like `30s` or `5m`. Without a limit, record until Ctrl-C.
+        #[arg(long)]
+        duration: Option<String>,
+        /// A librdkafka client property, `KEY=VALUE` (repeatable).
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
     },
     /// Work with plugins.
     Plugin {
@@ -51,7 +99,96 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run { file } => run(&file),
         Command::Validate { file } => validate(&file),
-        Command::Plugin { command: PluginCommand::List } => {
+        Command::Produce {
+            brokers,
+            topic,
+            file,
+            speed,
+            partitions,
+            properties,
+        } => {
+            if !(speed.is_finite() && speed >= 0.0) {
+                anyhow::bail!("`--speed` must be 0 (as fast as possible) or a positive number");
+            }
+            let properties = kafka::parse_properties(&properties)?;
+            let opts = kafka::produce::ProduceOptions {
+                brokers: &brokers,
+                topic: &topic,
+                file: &file,
+                speed,
+                partitions,
+                properties: &properties,
+            };
+            let stop = topology::StopFlag::default();
+            on_signal_stop(&stop);
+            let started = Instant::now();
+            let r = kafka::produce::produce(&opts, &stop).with_context(|| {
+                format!("cannot produce `{}` to topic `{topic}`", file.display())
+            })?;
+            let created = if r.created { ", created" } else { "" };
+            let by_key = if r.by_key > 0 {
+                format!("; {} placed by key hash", r.by_key)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "tributary: produced {} records to topic `{topic}` ({} partitions{created}{by_key}) in {:.2?}",
+                r.records,
+                r.partitions,
+                started.elapsed()
+            );
+            if r.skipped > 0 {
+                eprintln!("tributary: {} unreadable line(s) skipped", r.skipped);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record {
+            brokers,
+            topic,
+            out,
+            max_records,
+            duration,
+            properties,
+        } => {
+            let duration = duration
+                .map(|d| {
+                    tributary::config::Duration::parse(&d)
+                        .map_err(|e| anyhow::anyhow!("`--duration`: {e}"))
+                })
+                .transpose()?
+                .map(|d| std::time::Duration::from_millis(d.millis().max(0) as u64));
+            let properties = kafka::parse_properties(&properties)?;
+            let opts = kafka::record::RecordOptions {
+                brokers: &brokers,
+                topic: &topic,
+                out: &out,
+                max_records,
+                duration,
+                properties: &properties,
+            };
+            let stop = topology::StopFlag::default();
+            on_signal_stop(&stop);
+            let started = Instant::now();
+            let r = kafka::record::record(&opts, &stop)
+                .with_context(|| format!("cannot record topic `{topic}`"))?;
+            eprintln!(
+                "tributary: recorded {} records from topic `{topic}` ({} partitions) to {} in {:.2?}",
+                r.records,
+                r.partitions,
+                out.display(),
+                started.elapsed()
+            );
+            if r.skipped > 0 {
+                eprintln!(
+                    "tributary: {} record(s) without a value or timestamp skipped",
+                    r.skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::List,
+        } => {
             let host = PluginHost::new()?;
             for name in tributary::plugin::bundled_names() {
                 let plugin = host.load(name, Path::new("."))?;
@@ -82,7 +219,9 @@ fn load(file: &Path, host: &PluginHost) -> Option<(Pipeline, Vec<(usize, topolog
 
 fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
-    let Some((pipeline, _)) = load(file, &host) else { return Ok(ExitCode::from(INVALID_CONFIG)) };
+    let Some((pipeline, _)) = load(file, &host) else {
+        return Ok(ExitCode::from(INVALID_CONFIG));
+    };
     eprintln!("{}: ok ({} stages)", file.display(), pipeline.stages.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -90,11 +229,21 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
 fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let host = PluginHost::new()?;
-    let Some((pipeline, built)) = load(file, &host) else { return Ok(ExitCode::from(INVALID_CONFIG)) };
+    let Some((pipeline, built)) = load(file, &host) else {
+        return Ok(ExitCode::from(INVALID_CONFIG));
+    };
     let dead_path = pipeline.resolve(&pipeline.dead_letter.path);
-    let dead = DeadLetters::create(&dead_path)
-        .with_context(|| format!("cannot create the dead-letter file `{}`", dead_path.display()))?;
-    eprintln!("tributary: running {} ({} stages)", file.display(), pipeline.stages.len());
+    let dead = DeadLetters::create(&dead_path).with_context(|| {
+        format!(
+            "cannot create the dead-letter file `{}`",
+            dead_path.display()
+        )
+    })?;
+    eprintln!(
+        "tributary: running {} ({} stages)",
+        file.display(),
+        pipeline.stages.len()
+    );
     let stop = topology::StopFlag::default();
     on_signal_stop(&stop);
     match topology::run(&pipeline, built, dead, stop) {
@@ -124,7 +273,10 @@ static STOP: std::sync::OnceLock<topology::StopFlag> = std::sync::OnceLock::new(
 fn on_signal_stop(stop: &topology::StopFlag) {
     extern "C" fn handler(_: libc::c_int) {
         if let Some(stop) = STOP.get() {
-            if stop.as_atomic().swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if stop
+                .as_atomic()
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 // SAFETY: `_exit` is async-signal-safe.
                 unsafe { libc::_exit(130) };
             }

@@ -21,7 +21,10 @@ impl DeadLetters {
             std::fs::create_dir_all(dir)?;
         }
         let file = File::create(path)?;
-        Ok(DeadLetters { path: path.to_path_buf(), out: Arc::new(Mutex::new(BufWriter::new(file))) })
+        Ok(DeadLetters {
+            path: path.to_path_buf(),
+            out: Arc::new(Mutex::new(BufWriter::new(file))),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -43,7 +46,9 @@ impl DeadLetters {
 
     /// An input line that could not be decoded: written as it was read.
     pub fn line(&self, stage: &str, reason: &str, line: &str, location: serde_json::Value) {
-        self.write(serde_json::json!({ "stage": stage, "reason": reason, "at": location, "line": line }));
+        self.write(
+            serde_json::json!({ "stage": stage, "reason": reason, "at": location, "line": line }),
+        );
     }
 
     fn write(&self, entry: serde_json::Value) {

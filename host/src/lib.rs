@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod deadletter;
+pub mod kafka;
 pub mod operators;
 pub mod plugin;
 pub mod record;

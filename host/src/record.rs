@@ -46,7 +46,9 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => (*b).into(),
             Value::Int(i) => (*i).into(),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+            }
             Value::Str(s) => s.as_ref().into(),
             Value::Time(ms) => format_rfc3339(*ms).into(),
             Value::Json(text) => serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
@@ -268,14 +270,22 @@ impl BatchBuilder {
         self.batch.len == 0
     }
 
-    pub fn push(&mut self, time: i64, origin: Origin, fields: impl IntoIterator<Item = (Arc<str>, Value)>) {
+    pub fn push(
+        &mut self,
+        time: i64,
+        origin: Origin,
+        fields: impl IntoIterator<Item = (Arc<str>, Value)>,
+    ) {
         let row = self.batch.len;
         for (name, value) in fields {
             let i = match self.index.get(&name) {
                 Some(&i) => i,
                 None => {
                     let i = self.batch.columns.len();
-                    self.batch.columns.push(Column { name: name.clone(), values: vec![Value::Null; row] });
+                    self.batch.columns.push(Column {
+                        name: name.clone(),
+                        values: vec![Value::Null; row],
+                    });
                     self.index.insert(name, i);
                     i
                 }
@@ -334,7 +344,12 @@ pub fn format_rfc3339(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -358,7 +373,10 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339(1_717_243_260_123), "2024-06-01T12:01:00.123Z");
+        assert_eq!(
+            format_rfc3339(1_717_243_260_123),
+            "2024-06-01T12:01:00.123Z"
+        );
         assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
     }
@@ -370,8 +388,14 @@ mod tests {
         b.push(2, Origin::default(), [("b".into(), Value::Int(2))]);
         let batch = b.take();
         assert_eq!(batch.len, 2);
-        assert_eq!(batch.column("a").unwrap().values, [Value::Int(1), Value::Null]);
-        assert_eq!(batch.column("b").unwrap().values, [Value::Null, Value::Int(2)]);
+        assert_eq!(
+            batch.column("a").unwrap().values,
+            [Value::Int(1), Value::Null]
+        );
+        assert_eq!(
+            batch.column("b").unwrap().values,
+            [Value::Null, Value::Int(2)]
+        );
     }
 
     #[test]

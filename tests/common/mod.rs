@@ -6,7 +6,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -30,8 +33,16 @@ pub fn tributary() -> Command {
 
 /// Runs a command to completion, returning exit code, stdout and stderr.
 pub fn run(mut cmd: Command) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = cmd.output().expect("run tributary");
-    (status.code().unwrap_or(-1), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run tributary");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
 }
 
 /// Runs `tributary run FILE` in `dir`, asserting success.
@@ -39,14 +50,23 @@ pub fn run_pipeline(dir: &Path, file: &Path) -> (String, String) {
     let mut cmd = tributary();
     cmd.current_dir(dir).arg("run").arg(file);
     let (code, out, err) = run(cmd);
-    assert_eq!(code, 0, "tributary run {} failed\nstdout:\n{out}\nstderr:\n{err}", file.display());
+    assert_eq!(
+        code,
+        0,
+        "tributary run {} failed\nstdout:\n{out}\nstderr:\n{err}",
+        file.display()
+    );
     (out, err)
 }
 
 /// Reads a JSON Lines file.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 static SERVICES: Mutex<()> = Mutex::new(());
@@ -64,11 +84,47 @@ pub fn service(name: &str) -> String {
     }
     let _guard = SERVICES.lock().unwrap_or_else(|p| p.into_inner());
     let script = repo().join("scripts/services");
-    let status = Command::new(&script).args(["start", name]).status().expect("run scripts/services");
+    let status = Command::new(&script)
+        .args(["start", name])
+        .status()
+        .expect("run scripts/services");
     assert!(status.success(), "scripts/services start {name} failed");
-    let env = Command::new(&script).arg("env").output().expect("run scripts/services env");
+    let env = Command::new(&script)
+        .arg("env")
+        .output()
+        .expect("run scripts/services env");
     let env = String::from_utf8_lossy(&env.stdout);
     env.lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("export {var}=")).map(|v| v.trim_matches(['\'', '"']).to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("export {var}="))
+                .map(|v| v.trim_matches(['\'', '"']).to_string())
+        })
         .unwrap_or_else(|| panic!("scripts/services env printed no {var}:\n{env}"))
+}
+
+/// The repository's `pipeline.toml` with the body of its `[stages.events]` table replaced by `source`
+/// (the default reads Kafka with a capture as fallback; tests pin the source they mean).
+pub fn default_pipeline_with_source(source: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
+    let start = text
+        .find("[stages.events]")
+        .expect("pipeline.toml has an `events` stage");
+    let end = start
+        + text[start + 1..]
+            .find("\n[")
+            .map_or(text.len() - start, |i| i + 2);
+    format!(
+        "{}[stages.events]\n{source}\n{}",
+        &text[..start],
+        &text[end..]
+    )
+}
+
+/// The repository's `pipeline.toml` replaying `capture` (an absolute path) as its `events` stage.
+pub fn default_pipeline_replaying(capture: &Path) -> String {
+    default_pipeline_with_source(&format!(
+        "type = \"replay\"\npath = {:?}\n",
+        capture.display().to_string()
+    ))
 }

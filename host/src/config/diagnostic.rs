@@ -16,9 +16,19 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(file: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: &Path,
+        text: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let location = span.as_ref().map(|s| locate(text, s.start));
-        Diagnostic { file: file.to_path_buf(), span, message: message.into(), location }
+        Diagnostic {
+            file: file.to_path_buf(),
+            span,
+            message: message.into(),
+            location,
+        }
     }
 
     pub fn line_col(&self) -> Option<(usize, usize)> {
@@ -33,7 +43,13 @@ fn locate(text: &str, offset: usize) -> (usize, usize, String) {
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line = text[..offset].matches('\n').count() + 1;
     let col = text[line_start..offset].chars().count() + 1;
-    (line, col, text[line_start..line_end].trim_end_matches('\r').to_string())
+    (
+        line,
+        col,
+        text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string(),
+    )
 }
 
 impl fmt::Display for Diagnostic {
@@ -41,13 +57,24 @@ impl fmt::Display for Diagnostic {
         match &self.location {
             None => write!(f, "{}: error: {}", self.file.display(), self.message),
             Some((line, col, src)) => {
-                writeln!(f, "{}:{line}:{col}: error: {}", self.file.display(), self.message)?;
+                writeln!(
+                    f,
+                    "{}:{line}:{col}: error: {}",
+                    self.file.display(),
+                    self.message
+                )?;
                 let width = line.to_string().len();
                 let span_len = self.span.as_ref().map_or(1, |s| s.len());
                 let carets = span_len.clamp(1, src.chars().count().saturating_sub(col - 1).max(1));
                 writeln!(f, "{:width$} |", "")?;
                 writeln!(f, "{line} | {src}")?;
-                write!(f, "{:width$} | {}{}", "", " ".repeat(col - 1), "^".repeat(carets))
+                write!(
+                    f,
+                    "{:width$} | {}{}",
+                    "",
+                    " ".repeat(col - 1),
+                    "^".repeat(carets)
+                )
             }
         }
     }
@@ -79,6 +106,9 @@ mod tests {
         let text = "a = 1\nbad = oops\n";
         let d = Diagnostic::new(Path::new("p.toml"), text, Some(12..16), "no");
         assert_eq!(d.line_col(), Some((2, 7)));
-        assert_eq!(d.to_string(), "p.toml:2:7: error: no\n  |\n2 | bad = oops\n  |       ^^^^");
+        assert_eq!(
+            d.to_string(),
+            "p.toml:2:7: error: no\n  |\n2 | bad = oops\n  |       ^^^^"
+        );
     }
 }

@@ -55,7 +55,9 @@ fn default_dead_letter_path() -> PathBuf {
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
-        DeadLetterConfig { path: default_dead_letter_path() }
+        DeadLetterConfig {
+            path: default_dead_letter_path(),
+        }
     }
 }
 
@@ -63,22 +65,41 @@ impl Pipeline {
     /// Reads and checks a pipeline file.
     pub fn load(file: &Path) -> Result<Pipeline, Diagnostics> {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            Diagnostics(vec![Diagnostic::new(file, "", None, format!("cannot read the pipeline file: {e}"))])
+            Diagnostics(vec![Diagnostic::new(
+                file,
+                "",
+                None,
+                format!("cannot read the pipeline file: {e}"),
+            )])
         })?;
         Self::parse(file, text)
     }
 
     /// Checks a pipeline given as text; `file` names it in messages and anchors relative paths.
     pub fn parse(file: &Path, text: String) -> Result<Pipeline, Diagnostics> {
-        let mut problems = Problems { file, text: &text, list: Vec::new() };
+        let mut problems = Problems {
+            file,
+            text: &text,
+            list: Vec::new(),
+        };
         let (stages, dead_letter) = parse_document(&text, &mut problems);
         check_graph(&stages, &mut problems);
         if !problems.list.is_empty() {
             return Err(Diagnostics(problems.list));
         }
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-        Ok(Pipeline { file: file.to_path_buf(), text, base_dir, dead_letter, stages })
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
+        Ok(Pipeline {
+            file: file.to_path_buf(),
+            text,
+            base_dir,
+            dead_letter,
+            stages,
+        })
     }
 
     /// A diagnostic anchored in this file, for problems found while building stages.
@@ -99,12 +120,16 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn add(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
-        self.list.push(Diagnostic::new(self.file, self.text, span, message));
+        self.list
+            .push(Diagnostic::new(self.file, self.text, span, message));
     }
 
     fn toml(&mut self, err: toml::de::Error, fallback: Range<usize>, context: &str) {
         let message = err.message().trim_end().to_string();
-        self.add(Some(err.span().unwrap_or(fallback)), format!("{context}{message}"));
+        self.add(
+            Some(err.span().unwrap_or(fallback)),
+            format!("{context}{message}"),
+        );
     }
 }
 
@@ -131,7 +156,10 @@ fn parse_document(text: &str, problems: &mut Problems) -> (Vec<Stage>, DeadLette
                             }
                         }
                     }
-                    _ => problems.add(Some(span), "`stages` must be a table of stages, like `[stages.events]`"),
+                    _ => problems.add(
+                        Some(span),
+                        "`stages` must be a table of stages, like `[stages.events]`",
+                    ),
                 }
             }
             "dead_letter" => {
@@ -148,7 +176,10 @@ fn parse_document(text: &str, problems: &mut Problems) -> (Vec<Stage>, DeadLette
         }
     }
     if !saw_stages && !had_syntax_errors {
-        problems.add(Some(root_span.start..root_span.start), "no stages: add a `[stages.NAME]` table for each stage");
+        problems.add(
+            Some(root_span.start..root_span.start),
+            "no stages: add a `[stages.NAME]` table for each stage",
+        );
     }
     (stages, dead_letter)
 }
@@ -162,7 +193,10 @@ fn parse_stage(
     let name = name.into_inner().to_string();
     let span = value.span();
     let DeValue::Table(mut table) = value.into_inner() else {
-        problems.add(Some(span), format!("stage `{name}` must be a table, like `[stages.{name}]`"));
+        problems.add(
+            Some(span),
+            format!("stage `{name}` must be a table, like `[stages.{name}]`"),
+        );
         return None;
     };
     let type_value = table.remove("type");
@@ -182,7 +216,10 @@ fn parse_stage(
         Some(v) => match v.get_ref().as_str() {
             Some(s) => Spanned::new(v.span(), s.to_string()),
             None => {
-                problems.add(Some(v.span()), format!("`type` of stage `{name}` must be a string"));
+                problems.add(
+                    Some(v.span()),
+                    format!("`type` of stage `{name}` must be a string"),
+                );
                 return None;
             }
         },
@@ -208,7 +245,9 @@ fn parse_stage(
                 Err(_) => {
                     problems.add(
                         Some(vspan),
-                        format!("`inputs` of stage `{name}` must be a list of stage names, like `inputs = [\"events\"]`"),
+                        format!(
+                            "`inputs` of stage `{name}` must be a list of stage names, like `inputs = [\"events\"]`"
+                        ),
                     );
                     Vec::new()
                 }
@@ -227,7 +266,11 @@ fn parse_stage(
             config,
         }),
         Err(e) => {
-            problems.toml(e, span, &format!("in stage `{name}` (type `{}`): ", type_name.get_ref()));
+            problems.toml(
+                e,
+                span,
+                &format!("in stage `{name}` (type `{}`): ", type_name.get_ref()),
+            );
             None
         }
     }
@@ -240,7 +283,10 @@ fn check_graph(stages: &[Stage], problems: &mut Problems) {
         match stage.role {
             Role::Source if !stage.inputs.is_empty() => problems.add(
                 Some(stage.inputs[0].span()),
-                format!("stage `{}` is a source (type `{}`) and takes no `inputs`; remove them", stage.name, stage.type_name),
+                format!(
+                    "stage `{}` is a source (type `{}`) and takes no `inputs`; remove them",
+                    stage.name, stage.type_name
+                ),
             ),
             Role::Operator | Role::Sink if stage.inputs.is_empty() => problems.add(
                 Some(stage.name_span.clone()),
@@ -255,11 +301,18 @@ fn check_graph(stages: &[Stage], problems: &mut Problems) {
         for input in &stage.inputs {
             let target = input.get_ref().as_str();
             if !seen.insert(target) {
-                problems.add(Some(input.span()), format!("stage `{}` lists input `{target}` twice", stage.name));
+                problems.add(
+                    Some(input.span()),
+                    format!("stage `{}` lists input `{target}` twice", stage.name),
+                );
             }
             match by_name.get(target) {
                 None => {
-                    let mut names: Vec<&str> = by_name.keys().copied().filter(|n| *n != stage.name).collect();
+                    let mut names: Vec<&str> = by_name
+                        .keys()
+                        .copied()
+                        .filter(|n| *n != stage.name)
+                        .collect();
                     names.sort_unstable();
                     problems.add(
                         Some(input.span()),
@@ -272,7 +325,10 @@ fn check_graph(stages: &[Stage], problems: &mut Problems) {
                 }
                 Some(up) if up.role == Role::Sink => problems.add(
                     Some(input.span()),
-                    format!("stage `{}` reads from `{target}`, a sink (type `{}`), which has no output", stage.name, up.type_name),
+                    format!(
+                        "stage `{}` reads from `{target}`, a sink (type `{}`), which has no output",
+                        stage.name, up.type_name
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -282,14 +338,21 @@ fn check_graph(stages: &[Stage], problems: &mut Problems) {
         let first = stages.iter().find(|s| s.name == cycle[0]).unwrap();
         problems.add(
             Some(first.name_span.clone()),
-            format!("stages form a cycle: {}; a pipeline must be acyclic", cycle.join(" → ")),
+            format!(
+                "stages form a cycle: {}; a pipeline must be acyclic",
+                cycle.join(" → ")
+            ),
         );
     }
 }
 
 /// A cycle of stage names (first name repeated at the end), if any.
 fn find_cycle(stages: &[Stage]) -> Option<Vec<String>> {
-    let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut state = vec![0u8; stages.len()];
     let mut path = Vec::new();
@@ -303,10 +366,16 @@ fn find_cycle(stages: &[Stage]) -> Option<Vec<String>> {
         state[i] = 1;
         path.push(i);
         for input in &stages[i].inputs {
-            let Some(&j) = index.get(input.get_ref().as_str()) else { continue };
+            let Some(&j) = index.get(input.get_ref().as_str()) else {
+                continue;
+            };
             if state[j] == 1 {
                 let from = path.iter().position(|&p| p == j).unwrap();
-                let mut names: Vec<String> = path[from..].iter().rev().map(|&p| stages[p].name.clone()).collect();
+                let mut names: Vec<String> = path[from..]
+                    .iter()
+                    .rev()
+                    .map(|&p| stages[p].name.clone())
+                    .collect();
                 names.rotate_right(1);
                 names.push(names[0].clone());
                 return Some(names);
@@ -321,7 +390,13 @@ fn find_cycle(stages: &[Stage]) -> Option<Vec<String>> {
         state[i] = 2;
         None
     }
-    (0..stages.len()).find_map(|i| if state[i] == 0 { visit(i, stages, &index, &mut state, &mut path) } else { None })
+    (0..stages.len()).find_map(|i| {
+        if state[i] == 0 {
+            visit(i, stages, &index, &mut state, &mut path)
+        } else {
+            None
+        }
+    })
 }
 
 /// A plugin's own table (`config = { ... }`), checked to hold only what plugins accept.
@@ -342,7 +417,9 @@ impl PluginConfig {
     /// The entries as the plugin ABI carries them; nested values are refused with the key's name.
     pub fn entries(&self) -> Result<Vec<(String, crate::plugin::ConfigValue)>, String> {
         use crate::plugin::ConfigValue;
-        let Some(table) = &self.0 else { return Ok(Vec::new()) };
+        let Some(table) = &self.0 else {
+            return Ok(Vec::new());
+        };
         table
             .get_ref()
             .iter()
@@ -372,10 +449,14 @@ mod tests {
     fn errors(text: &str) -> Vec<String> {
         match Pipeline::parse(Path::new("p.toml"), text.to_string()) {
             Ok(_) => Vec::new(),
-            Err(d) => d.0.iter().map(|d| {
-                let (l, c) = d.line_col().unwrap_or((0, 0));
-                format!("{l}:{c}: {}", d.message)
-            }).collect(),
+            Err(d) => {
+                d.0.iter()
+                    .map(|d| {
+                        let (l, c) = d.line_col().unwrap_or((0, 0));
+                        format!("{l}:{c}: {}", d.message)
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -401,9 +482,21 @@ pathh = "out.jsonl"
 "#;
         let e = errors(text);
         assert_eq!(e.len(), 3, "{e:#?}");
-        assert!(e[0].starts_with("7:8: unknown stage type `replya` in stage `oops`; valid types:"), "{}", e[0]);
-        assert!(e[1].starts_with("17:1: in stage `s` (type `file`): unknown field `pathh`"), "{}", e[1]);
-        assert!(e[2].starts_with("11:11: stage `t` reads from `event`, which is not a stage"), "{}", e[2]);
+        assert!(
+            e[0].starts_with("7:8: unknown stage type `replya` in stage `oops`; valid types:"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("17:1: in stage `s` (type `file`): unknown field `pathh`"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("11:11: stage `t` reads from `event`, which is not a stage"),
+            "{}",
+            e[2]
+        );
     }
 
     #[test]
@@ -422,8 +515,16 @@ type = "file"
 path = "x"
 "#;
         let e = errors(text);
-        assert!(e.iter().any(|m| m.contains("stage `c` (type `file`) has no inputs")), "{e:#?}");
-        assert!(e.iter().any(|m| m.contains("stages form a cycle: a → b → a")), "{e:#?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("stage `c` (type `file`) has no inputs")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("stages form a cycle: a → b → a")),
+            "{e:#?}"
+        );
     }
 
     #[test]

@@ -21,17 +21,13 @@ pub struct TransformConfig {
 
 impl StageConfig for TransformConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-        let plugin = ctx
-            .plugins
-            .load(self.plugin.get_ref(), &ctx.pipeline.base_dir)
-            .map_err(|e| BuildError::new(Some(self.plugin.span()), e.to_string()))?;
-        let config_span = self.config.span().or(Some(self.plugin.span()));
-        let entries = self.config.entries().map_err(|e| BuildError::new(config_span.clone(), e))?;
-        let instance = ctx.plugins.transform(&plugin, &entries).map_err(|e| {
-            let span = if matches!(e, crate::plugin::PluginError::Init { .. }) { config_span } else { Some(self.plugin.span()) };
-            BuildError::new(span, e.to_string())
+        let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
+            host.transform(plugin, config)
         })?;
-        Ok(Built::Operator(Box::new(Transform { spec: instance.spec.clone(), instance })))
+        Ok(Built::Operator(Box::new(Transform {
+            spec: instance.spec.clone(),
+            instance,
+        })))
     }
 }
 
@@ -50,25 +46,43 @@ impl Operator for Transform {
         if converted.kept.is_empty() {
             return Ok(());
         }
-        let result = self.instance.apply(&converted.batch).map_err(|e| StageError::with("plugin call failed", e))?;
+        let result = self
+            .instance
+            .apply(&converted.batch)
+            .map_err(|e| StageError::with("plugin call failed", e))?;
         let kept = &converted.kept;
         let what = self.instance.what().to_string();
-        let bad = |m: String| StageError::msg(format!("plugin `{what}` broke the transform contract: {m}"));
+        let bad = |m: String| {
+            StageError::msg(format!("plugin `{what}` broke the transform contract: {m}"))
+        };
 
         let mut failed = vec![false; kept.len()];
         for e in &result.errors {
             let Some(&row) = kept.get(e.row as usize) else {
-                return Err(bad(format!("error for row {} of a {}-row batch", e.row, kept.len())));
+                return Err(bad(format!(
+                    "error for row {} of a {}-row batch",
+                    e.row,
+                    kept.len()
+                )));
             };
             failed[e.row as usize] = true;
             out.dead_row(&batch, row as usize, &e.reason);
         }
         // Output rows in terms of the original batch's rows.
         let rows: Vec<u32> = match &result.rows {
-            None => kept.iter().zip(&failed).filter(|(_, f)| !**f).map(|(r, _)| *r).collect(),
+            None => kept
+                .iter()
+                .zip(&failed)
+                .filter(|(_, f)| !**f)
+                .map(|(r, _)| *r)
+                .collect(),
             Some(rows) => rows
                 .iter()
-                .map(|&r| kept.get(r as usize).copied().ok_or_else(|| bad(format!("output row from input row {r} of {}", kept.len()))))
+                .map(|&r| {
+                    kept.get(r as usize).copied().ok_or_else(|| {
+                        bad(format!("output row from input row {r} of {}", kept.len()))
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
         let mut output = if result.rows.is_none() && rows.len() == batch.len {
@@ -77,14 +91,24 @@ impl Operator for Transform {
             batch.gather(&rows)
         };
         if result.columns.len() != spec.outputs.len() {
-            return Err(bad(format!("{} output columns for {} declared outputs", result.columns.len(), spec.outputs.len())));
+            return Err(bad(format!(
+                "{} output columns for {} declared outputs",
+                result.columns.len(),
+                spec.outputs.len()
+            )));
         }
         let keep_idx: Option<Vec<usize>> = match &result.rows {
             // A map returns a value for every input row passed, failed ones included: drop those.
-            None if failed.iter().any(|f| *f) => Some((0..kept.len()).filter(|&i| !failed[i]).collect()),
+            None if failed.iter().any(|f| *f) => {
+                Some((0..kept.len()).filter(|&i| !failed[i]).collect())
+            }
             _ => None,
         };
-        let n_values = if result.rows.is_none() { kept.len() } else { rows.len() };
+        let n_values = if result.rows.is_none() {
+            kept.len()
+        } else {
+            rows.len()
+        };
         for (column, field) in result.columns.into_iter().zip(&spec.outputs) {
             let mut values = from_wit(column, n_values, field).map_err(bad)?;
             if let Some(idx) = &keep_idx {

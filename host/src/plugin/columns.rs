@@ -29,7 +29,10 @@ impl From<wit::Field> for FieldSpec {
             wit::FieldType::Str => FieldType::Str,
             wit::FieldType::Boolean => FieldType::Boolean,
         };
-        FieldSpec { name: f.name.into(), ty }
+        FieldSpec {
+            name: f.name.into(),
+            ty,
+        }
     }
 }
 
@@ -38,7 +41,9 @@ fn reject(field: &FieldSpec, v: &Value) -> Option<String> {
     let name = &field.name;
     match (field.ty, v) {
         (_, Value::Null) => Some(format!("missing field `{name}`")),
-        (FieldType::Float, Value::Float(f)) if !f.is_finite() => Some(format!("field `{name}` is {f}, not a finite number")),
+        (FieldType::Float, Value::Float(f)) if !f.is_finite() => {
+            Some(format!("field `{name}` is {f}, not a finite number"))
+        }
         (FieldType::Float, Value::Float(_) | Value::Int(_)) => None,
         (FieldType::Int, Value::Int(_) | Value::Time(_)) => None,
         (FieldType::Int, Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => None,
@@ -51,7 +56,10 @@ fn reject(field: &FieldSpec, v: &Value) -> Option<String> {
                 FieldType::Str => "a string",
                 FieldType::Boolean => "a boolean",
             };
-            Some(format!("field `{name}` must be {want}, found {}", v.type_name()))
+            Some(format!(
+                "field `{name}` must be {want}, found {}",
+                v.type_name()
+            ))
         }
     }
 }
@@ -74,8 +82,14 @@ pub fn to_wit(batch: &Batch, fields: &[FieldSpec], rows: Option<&[u32]>) -> Conv
         }
     };
     let null_column = vec![Value::Null; batch.len];
-    let columns: Vec<&[Value]> =
-        fields.iter().map(|f| batch.column(&f.name).map_or(&null_column[..], |c| &c.values[..])).collect();
+    let columns: Vec<&[Value]> = fields
+        .iter()
+        .map(|f| {
+            batch
+                .column(&f.name)
+                .map_or(&null_column[..], |c| &c.values[..])
+        })
+        .collect();
 
     let mut rejected = Vec::new();
     let mut kept = Vec::with_capacity(rows.len());
@@ -95,7 +109,9 @@ pub fn to_wit(batch: &Batch, fields: &[FieldSpec], rows: Option<&[u32]>) -> Conv
         .map(|(f, col)| {
             let values = kept.iter().map(|&r| &col[r as usize]);
             match f.ty {
-                FieldType::Float => wit::Column::Float(values.map(|v| v.as_f64().unwrap()).collect()),
+                FieldType::Float => {
+                    wit::Column::Float(values.map(|v| v.as_f64().unwrap()).collect())
+                }
                 FieldType::Int => wit::Column::Int(
                     values
                         .map(|v| match v {
@@ -115,7 +131,9 @@ pub fn to_wit(batch: &Batch, fields: &[FieldSpec], rows: Option<&[u32]>) -> Conv
                     let mut dict = Vec::new();
                     let codes = values
                         .map(|v| {
-                            let Value::Str(s) = v else { unreachable!("checked above") };
+                            let Value::Str(s) = v else {
+                                unreachable!("checked above")
+                            };
                             *index.entry(s.as_ptr()).or_insert_with(|| {
                                 dict.push(s.to_string());
                                 dict.len() as u32 - 1
@@ -127,7 +145,14 @@ pub fn to_wit(batch: &Batch, fields: &[FieldSpec], rows: Option<&[u32]>) -> Conv
             }
         })
         .collect();
-    Converted { batch: wit::Batch { rows: kept.len() as u32, columns: out }, kept, rejected }
+    Converted {
+        batch: wit::Batch {
+            rows: kept.len() as u32,
+            columns: out,
+        },
+        kept,
+        rejected,
+    }
 }
 
 /// A column returned by a plugin as host values; `rows` is how many it must have.
@@ -141,15 +166,26 @@ pub fn from_wit(column: wit::Column, rows: usize, field: &FieldSpec) -> Result<V
             d.codes
                 .into_iter()
                 .map(|c| {
-                    dict.get(c as usize).cloned().map(Value::Str).ok_or_else(|| {
-                        format!("output `{}` has string code {c} but a dictionary of {}", field.name, dict.len())
-                    })
+                    dict.get(c as usize)
+                        .cloned()
+                        .map(Value::Str)
+                        .ok_or_else(|| {
+                            format!(
+                                "output `{}` has string code {c} but a dictionary of {}",
+                                field.name,
+                                dict.len()
+                            )
+                        })
                 })
                 .collect::<Result<_, _>>()?
         }
     };
     if values.len() != rows {
-        return Err(format!("output `{}` has {} values for {rows} rows", field.name, values.len()));
+        return Err(format!(
+            "output `{}` has {} values for {rows} rows",
+            field.name,
+            values.len()
+        ));
     }
     Ok(values)
 }
@@ -162,30 +198,72 @@ mod tests {
     fn batch() -> Batch {
         let mut b = BatchBuilder::default();
         let genre: Arc<str> = "Rock".into();
-        for (i, streams) in [Value::Float(1.5), Value::Int(2), Value::Str("x".into()), Value::Null].into_iter().enumerate() {
-            b.push(i as i64, Origin::default(), [("genre".into(), Value::Str(genre.clone())), ("streams".into(), streams)]);
+        for (i, streams) in [
+            Value::Float(1.5),
+            Value::Int(2),
+            Value::Str("x".into()),
+            Value::Null,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b.push(
+                i as i64,
+                Origin::default(),
+                [
+                    ("genre".into(), Value::Str(genre.clone())),
+                    ("streams".into(), streams),
+                ],
+            );
         }
         b.take()
     }
 
     #[test]
     fn passes_declared_fields_and_rejects_misfits() {
-        let fields = [FieldSpec { name: "streams".into(), ty: FieldType::Float }, FieldSpec { name: "genre".into(), ty: FieldType::Str }];
+        let fields = [
+            FieldSpec {
+                name: "streams".into(),
+                ty: FieldType::Float,
+            },
+            FieldSpec {
+                name: "genre".into(),
+                ty: FieldType::Str,
+            },
+        ];
         let c = to_wit(&batch(), &fields, None);
         assert_eq!(c.kept, [0, 1]);
-        assert_eq!(c.rejected[0], (2, "field `streams` must be a number, found a string".to_string()));
+        assert_eq!(
+            c.rejected[0],
+            (
+                2,
+                "field `streams` must be a number, found a string".to_string()
+            )
+        );
         assert_eq!(c.rejected[1], (3, "missing field `streams`".to_string()));
-        let wit::Column::Float(v) = &c.batch.columns[0] else { panic!() };
+        let wit::Column::Float(v) = &c.batch.columns[0] else {
+            panic!()
+        };
         assert_eq!(v, &[1.5, 2.0]);
-        let wit::Column::Str(d) = &c.batch.columns[1] else { panic!() };
+        let wit::Column::Str(d) = &c.batch.columns[1] else {
+            panic!()
+        };
         assert_eq!((d.dict.len(), d.codes.as_slice()), (1, &[0, 0][..]));
     }
 
     #[test]
     fn checks_plugin_output_shape() {
-        let f = FieldSpec { name: "avg".into(), ty: FieldType::Float };
-        assert!(from_wit(wit::Column::Float(vec![1.0]), 2, &f).unwrap_err().contains("1 values for 2 rows"));
-        let bad = wit::Column::Str(wit::DictColumn { dict: vec![], codes: vec![0] });
+        let f = FieldSpec {
+            name: "avg".into(),
+            ty: FieldType::Float,
+        };
+        assert!(from_wit(wit::Column::Float(vec![1.0]), 2, &f)
+            .unwrap_err()
+            .contains("1 values for 2 rows"));
+        let bad = wit::Column::Str(wit::DictColumn {
+            dict: vec![],
+            codes: vec![0],
+        });
         assert!(from_wit(bad, 1, &f).is_err());
     }
 }

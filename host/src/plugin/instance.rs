@@ -1,6 +1,8 @@
 //! A plugin instantiated for one stage: its own `Store`, a memory cap, and typed calls.
 
-use super::bindings::{aggregate::AggregatePlugin, transform::TransformPlugin, types as wit, ConfigValue};
+use super::bindings::{
+    aggregate::AggregatePlugin, transform::TransformPlugin, types as wit, ConfigValue,
+};
 use super::columns::FieldSpec;
 use super::{Plugin, PluginError};
 use wasmtime::component::Linker;
@@ -14,14 +16,20 @@ pub struct State {
 }
 
 fn store(engine: &Engine) -> Store<State> {
-    let limits = StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(4).build();
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(MEMORY_LIMIT)
+        .instances(4)
+        .build();
     let mut store = Store::new(engine, State { limits });
     store.limiter(|s| &mut s.limits);
     store
 }
 
 fn trap(plugin: &Plugin, e: wasmtime::Error) -> PluginError {
-    PluginError::Trap { what: plugin.what.clone(), message: format!("{e:#}") }
+    PluginError::Trap {
+        what: plugin.what.clone(),
+        message: format!("{e:#}"),
+    }
 }
 
 /// The fields a plugin declared.
@@ -57,18 +65,29 @@ impl TransformInstance {
         config: &[(String, ConfigValue)],
     ) -> Result<Self, PluginError> {
         let mut store = store(engine);
-        let bindings =
-            TransformPlugin::instantiate(&mut store, &plugin.component, linker).map_err(|e| trap(plugin, e))?;
+        let bindings = TransformPlugin::instantiate(&mut store, &plugin.component, linker)
+            .map_err(|e| trap(plugin, e))?;
         let spec = bindings
             .tributary_plugin_transform()
             .call_init(&mut store, config)
             .map_err(|e| trap(plugin, e))?
-            .map_err(|message| PluginError::Init { what: plugin.what.clone(), message })?;
-        Ok(TransformInstance { plugin: plugin.clone(), store, bindings, spec: spec.into() })
+            .map_err(|message| PluginError::Init {
+                what: plugin.what.clone(),
+                message,
+            })?;
+        Ok(TransformInstance {
+            plugin: plugin.clone(),
+            store,
+            bindings,
+            spec: spec.into(),
+        })
     }
 
     pub fn apply(&mut self, input: &wit::Batch) -> Result<Transformed, PluginError> {
-        self.bindings.tributary_plugin_transform().call_apply(&mut self.store, input).map_err(|e| trap(&self.plugin, e))
+        self.bindings
+            .tributary_plugin_transform()
+            .call_apply(&mut self.store, input)
+            .map_err(|e| trap(&self.plugin, e))
     }
 
     pub fn what(&self) -> &str {
@@ -91,34 +110,58 @@ impl AggregateInstance {
         config: &[(String, ConfigValue)],
     ) -> Result<Self, PluginError> {
         let mut store = store(engine);
-        let bindings =
-            AggregatePlugin::instantiate(&mut store, &plugin.component, linker).map_err(|e| trap(plugin, e))?;
+        let bindings = AggregatePlugin::instantiate(&mut store, &plugin.component, linker)
+            .map_err(|e| trap(plugin, e))?;
         let spec = bindings
             .tributary_plugin_aggregate()
             .call_init(&mut store, config)
             .map_err(|e| trap(plugin, e))?
-            .map_err(|message| PluginError::Init { what: plugin.what.clone(), message })?;
-        Ok(AggregateInstance { plugin: plugin.clone(), store, bindings, spec: spec.into() })
+            .map_err(|message| PluginError::Init {
+                what: plugin.what.clone(),
+                message,
+            })?;
+        Ok(AggregateInstance {
+            plugin: plugin.clone(),
+            store,
+            bindings,
+            spec: spec.into(),
+        })
     }
 
     pub fn what(&self) -> &str {
         &self.plugin.what
     }
 
-    pub fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError> {
-        self.bindings.tributary_plugin_aggregate().call_add(&mut self.store, slots, input).map_err(|e| trap(&self.plugin, e))
+    pub fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
+        self.bindings
+            .tributary_plugin_aggregate()
+            .call_add(&mut self.store, slots, input)
+            .map_err(|e| trap(&self.plugin, e))
     }
 
     pub fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
-        self.bindings.tributary_plugin_aggregate().call_merge(&mut self.store, dst, src).map_err(|e| trap(&self.plugin, e))
+        self.bindings
+            .tributary_plugin_aggregate()
+            .call_merge(&mut self.store, dst, src)
+            .map_err(|e| trap(&self.plugin, e))
     }
 
     pub fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
-        self.bindings.tributary_plugin_aggregate().call_finish(&mut self.store, slots).map_err(|e| trap(&self.plugin, e))
+        self.bindings
+            .tributary_plugin_aggregate()
+            .call_finish(&mut self.store, slots)
+            .map_err(|e| trap(&self.plugin, e))
     }
 
     pub fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
-        self.bindings.tributary_plugin_aggregate().call_save(&mut self.store, slot).map_err(|e| trap(&self.plugin, e))
+        self.bindings
+            .tributary_plugin_aggregate()
+            .call_save(&mut self.store, slot)
+            .map_err(|e| trap(&self.plugin, e))
     }
 
     pub fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
@@ -126,10 +169,16 @@ impl AggregateInstance {
             .tributary_plugin_aggregate()
             .call_load(&mut self.store, slot, state)
             .map_err(|e| trap(&self.plugin, e))?
-            .map_err(|message| PluginError::Trap { what: self.plugin.what.clone(), message })
+            .map_err(|message| PluginError::Trap {
+                what: self.plugin.what.clone(),
+                message,
+            })
     }
 
     pub fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
-        self.bindings.tributary_plugin_aggregate().call_free(&mut self.store, slots).map_err(|e| trap(&self.plugin, e))
+        self.bindings
+            .tributary_plugin_aggregate()
+            .call_free(&mut self.store, slots)
+            .map_err(|e| trap(&self.plugin, e))
     }
 }

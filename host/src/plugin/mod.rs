@@ -8,10 +8,10 @@ mod bindings;
 mod columns;
 mod instance;
 
+pub use bindings::types as wit;
 pub use bindings::ConfigValue;
 pub use columns::{from_wit, to_wit, Converted, FieldSpec, FieldType};
 pub use instance::{AggregateInstance, Spec, TransformInstance, Transformed};
-pub use bindings::types as wit;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -45,11 +45,18 @@ pub enum PluginError {
     #[error("no bundled plugin named `{name}`; bundled plugins are: {}. To use your own, give the path to its `.wasm` file, like `plugin = \"plugins/my_plugin.wasm\"`", bundled_names().join(", "))]
     UnknownName { name: String },
     #[error("cannot read plugin file `{path}`: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{what}` is not a valid plugin: {message}")]
     Invalid { what: String, message: String },
-    #[error("`{what}` is a {found} plugin, but this stage needs a {wanted} plugin")]
-    WrongKind { what: String, found: &'static str, wanted: &'static str },
+    #[error("`{what}` is a {found} plugin, but this stage needs {wanted}")]
+    WrongKind {
+        what: String,
+        found: &'static str,
+        wanted: &'static str,
+    },
     #[error("plugin `{what}` rejected its config: {message}")]
     Init { what: String, message: String },
     #[error("plugin `{what}` failed: {message}")]
@@ -81,10 +88,17 @@ impl PluginHost {
     pub fn new() -> Result<Self, PluginError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
-        let engine = Engine::new(&config)
-            .map_err(|e| PluginError::Invalid { what: "engine".into(), message: format!("{e:#}") })?;
+        let engine = Engine::new(&config).map_err(|e| PluginError::Invalid {
+            what: "engine".into(),
+            message: format!("{e:#}"),
+        })?;
         let linker = Linker::new(&engine);
-        Ok(PluginHost { engine, linker, cache_dir: default_cache_dir(), loaded: Mutex::default() })
+        Ok(PluginHost {
+            engine,
+            linker,
+            cache_dir: default_cache_dir(),
+            loaded: Mutex::default(),
+        })
     }
 
     /// Resolves a plugin named in a config: a bundled name, or a path (relative to `base_dir`).
@@ -92,17 +106,25 @@ impl PluginHost {
         let looks_like_path = spec.ends_with(".wasm") || spec.contains('/') || spec.contains('\\');
         if !looks_like_path {
             let Some((_, _, bytes)) = bundled::BUNDLED.iter().find(|(n, _, _)| *n == spec) else {
-                return Err(PluginError::UnknownName { name: spec.to_string() });
+                return Err(PluginError::UnknownName {
+                    name: spec.to_string(),
+                });
             };
             return self.compile(spec, bytes);
         }
         let path = base_dir.join(spec);
-        let bytes = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| PluginError::Read {
+            path: path.clone(),
+            source,
+        })?;
         self.compile(spec, &bytes)
     }
 
     fn compile(&self, what: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
-        let invalid = |message: String| PluginError::Invalid { what: what.to_string(), message };
+        let invalid = |message: String| PluginError::Invalid {
+            what: what.to_string(),
+            message,
+        };
         let key = {
             let mut h = std::hash::DefaultHasher::new();
             bytes.hash(&mut h);
@@ -110,9 +132,15 @@ impl PluginHost {
             h.finish()
         };
         if let Some(p) = self.loaded.lock().unwrap().get(&key) {
-            return Ok(Plugin { what: what.to_string(), ..p.clone() });
+            return Ok(Plugin {
+                what: what.to_string(),
+                ..p.clone()
+            });
         }
-        let cached = self.cache_dir.as_ref().map(|d| d.join(format!("{key:016x}.cwasm")));
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{key:016x}.cwasm")));
         let component = match cached.as_ref().and_then(|p| self.load_cached(p)) {
             Some(c) => c,
             None => {
@@ -126,8 +154,10 @@ impl PluginHost {
                 } else {
                     return Err(invalid("not a WebAssembly file".into()));
                 };
-                let compiled =
-                    self.engine.precompile_component(&component_bytes).map_err(|e| invalid(format!("{e:#}")))?;
+                let compiled = self
+                    .engine
+                    .precompile_component(&component_bytes)
+                    .map_err(|e| invalid(format!("{e:#}")))?;
                 if let Some(path) = &cached {
                     // The cache only saves time; failing to write it is not an error.
                     let _ = std::fs::create_dir_all(path.parent().unwrap())
@@ -135,13 +165,21 @@ impl PluginHost {
                         .and_then(|_| std::fs::rename(path.with_extension("tmp"), path));
                 }
                 // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
-                unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(|e| invalid(format!("{e:#}")))?
+                unsafe { Component::deserialize(&self.engine, &compiled) }
+                    .map_err(|e| invalid(format!("{e:#}")))?
             }
         };
         let kind = kind_of(&self.engine, &component).ok_or_else(|| {
-            invalid("it exports neither `tributary:plugin/transform` nor `tributary:plugin/aggregate`".into())
+            invalid(
+                "it exports neither `tributary:plugin/transform` nor `tributary:plugin/aggregate`"
+                    .into(),
+            )
         })?;
-        let plugin = Plugin { what: what.to_string(), kind, component };
+        let plugin = Plugin {
+            what: what.to_string(),
+            kind,
+            component,
+        };
         self.loaded.lock().unwrap().insert(key, plugin.clone());
         Ok(plugin)
     }
@@ -157,13 +195,21 @@ impl PluginHost {
     }
 
     /// Instantiates a transform plugin and hands it its config.
-    pub fn transform(&self, plugin: &Plugin, config: &[(String, ConfigValue)]) -> Result<TransformInstance, PluginError> {
+    pub fn transform(
+        &self,
+        plugin: &Plugin,
+        config: &[(String, ConfigValue)],
+    ) -> Result<TransformInstance, PluginError> {
         want(plugin, PluginKind::Transform)?;
         TransformInstance::new(&self.engine, &self.linker, plugin, config)
     }
 
     /// Instantiates an aggregate plugin and hands it its config.
-    pub fn aggregate(&self, plugin: &Plugin, config: &[(String, ConfigValue)]) -> Result<AggregateInstance, PluginError> {
+    pub fn aggregate(
+        &self,
+        plugin: &Plugin,
+        config: &[(String, ConfigValue)],
+    ) -> Result<AggregateInstance, PluginError> {
         want(plugin, PluginKind::Aggregate)?;
         AggregateInstance::new(&self.engine, &self.linker, plugin, config)
     }
@@ -173,7 +219,15 @@ fn want(plugin: &Plugin, kind: PluginKind) -> Result<(), PluginError> {
     if plugin.kind == kind {
         Ok(())
     } else {
-        Err(PluginError::WrongKind { what: plugin.what.clone(), found: plugin.kind.as_str(), wanted: kind.as_str() })
+        Err(PluginError::WrongKind {
+            what: plugin.what.clone(),
+            found: plugin.kind.as_str(),
+            wanted: if kind == PluginKind::Transform {
+                "a transform plugin"
+            } else {
+                "an aggregate plugin"
+            },
+        })
     }
 }
 

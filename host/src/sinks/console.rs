@@ -40,7 +40,10 @@ pub struct ColumnConfig {
 
 impl StageConfig for ConsoleConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Built, BuildError> {
-        Ok(Built::Sink(Box::new(ConsoleSink { config: self.clone(), rows: Vec::new() })))
+        Ok(Built::Sink(Box::new(ConsoleSink {
+            config: self.clone(),
+            rows: Vec::new(),
+        })))
     }
 }
 
@@ -53,7 +56,9 @@ pub struct ConsoleSink {
 pub fn cell(v: Option<&Value>, column: &ColumnConfig) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
-        Some(v @ (Value::Int(_) | Value::Float(_))) if column.scale.is_some() || column.decimals.is_some() => {
+        Some(v @ (Value::Int(_) | Value::Float(_)))
+            if column.scale.is_some() || column.decimals.is_some() =>
+        {
             let x = v.as_f64().unwrap() * column.scale.unwrap_or(1.0);
             match column.decimals {
                 Some(d) => format!("{x:.d$}"),
@@ -67,10 +72,21 @@ pub fn cell(v: Option<&Value>, column: &ColumnConfig) -> String {
 /// A markdown table with padded columns, like the seed project's README.
 pub fn markdown(headers: &[String], cells: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..headers.len())
-        .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([headers[i].chars().count()]).max().unwrap_or(0))
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |row: &[String]| {
-        let parts: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!(" {c:<w$} ")).collect();
+        let parts: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect();
         format!("|{}|\n", parts.join("|"))
     };
     let mut s = line(headers);
@@ -99,18 +115,37 @@ impl Sink for ConsoleSink {
                     }
                 }
             }
-            names.iter().map(|n| ColumnConfig { field: n.to_string(), header: None, scale: None, decimals: None }).collect()
+            names
+                .iter()
+                .map(|n| ColumnConfig {
+                    field: n.to_string(),
+                    header: None,
+                    scale: None,
+                    decimals: None,
+                })
+                .collect()
         } else {
             c.columns.clone()
         };
         let order = ranked(&self.rows, c.sort_by.as_deref(), c.ascending, c.top);
-        let headers: Vec<String> = columns.iter().map(|col| col.header.clone().unwrap_or_else(|| col.field.clone())).collect();
+        let headers: Vec<String> = columns
+            .iter()
+            .map(|col| col.header.clone().unwrap_or_else(|| col.field.clone()))
+            .collect();
         let cells: Vec<Vec<String>> = order
             .iter()
             .map(|&i| {
                 columns
                     .iter()
-                    .map(|col| cell(self.rows[i].iter().find(|(n, _)| **n == *col.field).map(|(_, v)| v), col))
+                    .map(|col| {
+                        cell(
+                            self.rows[i]
+                                .iter()
+                                .find(|(n, _)| **n == *col.field)
+                                .map(|(_, v)| v),
+                            col,
+                        )
+                    })
                     .collect()
             })
             .collect();
@@ -132,9 +167,20 @@ mod tests {
 
     #[test]
     fn pads_columns_and_formats_numbers() {
-        let col = ColumnConfig { field: "avg".into(), header: None, scale: Some(1e-9), decimals: Some(3) };
+        let col = ColumnConfig {
+            field: "avg".into(),
+            header: None,
+            scale: Some(1e-9),
+            decimals: Some(3),
+        };
         assert_eq!(cell(Some(&Value::Float(1_936_000_000.0)), &col), "1.936");
-        let t = markdown(&["Genre".into(), "Avg".into()], &[vec!["Jazz/Big Band".into(), "1.936".into()]]);
-        assert_eq!(t, "| Genre         | Avg   |\n|---------------|-------|\n| Jazz/Big Band | 1.936 |\n");
+        let t = markdown(
+            &["Genre".into(), "Avg".into()],
+            &[vec!["Jazz/Big Band".into(), "1.936".into()]],
+        );
+        assert_eq!(
+            t,
+            "| Genre         | Avg   |\n|---------------|-------|\n| Jazz/Big Band | 1.936 |\n"
+        );
     }
 }

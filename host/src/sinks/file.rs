@@ -19,9 +19,15 @@ pub struct FileConfig {
 impl StageConfig for FileConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         if self.path.get_ref().as_os_str().is_empty() {
-            return Err(BuildError::new(Some(self.path.span()), "`path` is empty; name the output file"));
+            return Err(BuildError::new(
+                Some(self.path.span()),
+                "`path` is empty; name the output file",
+            ));
         }
-        Ok(Built::Sink(Box::new(FileSink { path: ctx.path(self.path.get_ref()), out: None })))
+        Ok(Built::Sink(Box::new(FileSink {
+            path: ctx.path(self.path.get_ref()),
+            out: None,
+        })))
     }
 }
 
@@ -41,7 +47,9 @@ impl Sink for FileSink {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         }
-        self.out = Some(BufWriter::new(File::create(&self.path).map_err(|e| self.io(e))?));
+        self.out = Some(BufWriter::new(
+            File::create(&self.path).map_err(|e| self.io(e))?,
+        ));
         Ok(())
     }
 
@@ -51,8 +59,11 @@ impl Sink for FileSink {
         let mut result = Ok(());
         for row in 0..batch.len {
             line.clear();
-            let object: serde_json::Map<String, serde_json::Value> =
-                batch.columns.iter().map(|c| (c.name.to_string(), c.values[row].to_json())).collect();
+            let object: serde_json::Map<String, serde_json::Value> = batch
+                .columns
+                .iter()
+                .map(|c| (c.name.to_string(), c.values[row].to_json()))
+                .collect();
             serde_json::to_writer(&mut line, &object).expect("JSON values serialise");
             line.push(b'\n');
             if let Err(e) = out.write_all(&line) {
@@ -60,7 +71,9 @@ impl Sink for FileSink {
                 break;
             }
         }
-        result.map_err(|e| self.io(e))
+        // Flushed per batch: once `write` returns, the rows are in the file, so the batch's progress
+        // tokens may let the source commit (a live run's rows also show up as windows close).
+        result.and_then(|()| out.flush()).map_err(|e| self.io(e))
     }
 
     fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {

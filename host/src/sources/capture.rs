@@ -29,13 +29,22 @@ pub fn parse_line(line: &str) -> Result<CaptureLine<'_>, String> {
 
 /// Decodes a payload into fields. Live Kafka records go through this same function, so a live run and a
 /// replay of the same records see identical records.
-pub fn decode_payload(payload: &str, interner: &mut Interner) -> Result<Vec<(Arc<str>, Value)>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(payload).map_err(|e| format!("record value is not valid JSON: {e}"))?;
+pub fn decode_payload(
+    payload: &str,
+    interner: &mut Interner,
+) -> Result<Vec<(Arc<str>, Value)>, String> {
+    let value: serde_json::Value = serde_json::from_str(payload)
+        .map_err(|e| format!("record value is not valid JSON: {e}"))?;
     let serde_json::Value::Object(map) = value else {
-        return Err(format!("record value must be a JSON object, found {}", json_kind(&value)));
+        return Err(format!(
+            "record value must be a JSON object, found {}",
+            json_kind(&value)
+        ));
     };
-    Ok(map.into_iter().map(|(k, v)| (interner.intern(&k), Value::from_json(v, interner))).collect())
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (interner.intern(&k), Value::from_json(v, interner)))
+        .collect())
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -57,7 +66,10 @@ mod tests {
     fn decodes_lines_and_payloads() {
         let line = r#"{"topic":"t","partition":0,"offset":3,"timestamp":1717243200000,"key":"k","value":"{\"genre\":\"Rock\",\"streams\":19.36,\"year\":1975}"}"#;
         let l = parse_line(line).unwrap();
-        assert_eq!((l.partition, l.offset, l.timestamp, l.key.as_deref()), (0, 3, 1717243200000, Some("k")));
+        assert_eq!(
+            (l.partition, l.offset, l.timestamp, l.key.as_deref()),
+            (0, 3, 1717243200000, Some("k"))
+        );
         let fields = decode_payload(&l.value, &mut Interner::default()).unwrap();
         assert_eq!(fields.len(), 3);
         assert!(fields.contains(&("streams".into(), Value::Float(19.36))));
@@ -66,11 +78,19 @@ mod tests {
 
     #[test]
     fn explains_bad_input() {
-        assert!(parse_line("nope").unwrap_err().starts_with("invalid capture line"));
+        assert!(parse_line("nope")
+            .unwrap_err()
+            .starts_with("invalid capture line"));
         let missing = r#"{"topic":"t","partition":0,"offset":3,"key":null,"value":"{}"}"#;
-        assert!(parse_line(missing).unwrap_err().contains("missing field `timestamp`"));
+        assert!(parse_line(missing)
+            .unwrap_err()
+            .contains("missing field `timestamp`"));
         let mut i = Interner::default();
-        assert!(decode_payload("{\"streams\":NaN}", &mut i).unwrap_err().starts_with("record value is not valid JSON"));
-        assert!(decode_payload("[1]", &mut i).unwrap_err().contains("must be a JSON object, found an array"));
+        assert!(decode_payload("{\"streams\":NaN}", &mut i)
+            .unwrap_err()
+            .starts_with("record value is not valid JSON"));
+        assert!(decode_payload("[1]", &mut i)
+            .unwrap_err()
+            .contains("must be a JSON object, found an array"));
     }
 }

@@ -1,4 +1,5 @@
 //! Sources: where records enter a pipeline. One file per `type`; the list is in `topology::registry`.
 
 pub mod capture;
+pub mod kafka;
 pub mod replay;

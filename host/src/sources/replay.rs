@@ -33,19 +33,32 @@ impl StageConfig for ReplayConfig {
         if !path.is_file() {
             return Err(BuildError::new(
                 Some(self.path.span()),
-                format!("capture file `{}` not found; check `path` (relative to the pipeline file)", path.display()),
+                format!(
+                    "capture file `{}` not found; check `path` (relative to the pipeline file)",
+                    path.display()
+                ),
             ));
         }
         let speed = self.speed.as_ref().map_or(0.0, |s| *s.get_ref());
         if !(speed.is_finite() && speed >= 0.0) {
             let span = self.speed.as_ref().map(|s| s.span());
-            return Err(BuildError::new(span, "`speed` must be 0 (as fast as possible) or a positive number"));
+            return Err(BuildError::new(
+                span,
+                "`speed` must be 0 (as fast as possible) or a positive number",
+            ));
         }
         let batch_size = *self.batch_size.get_ref();
         if batch_size == 0 || batch_size > 1 << 20 {
-            return Err(BuildError::new(Some(self.batch_size.span()), "`batch_size` must be between 1 and 1048576"));
+            return Err(BuildError::new(
+                Some(self.batch_size.span()),
+                "`batch_size` must be between 1 and 1048576",
+            ));
         }
-        Ok(Built::Source(Box::new(Replay { path, speed, batch_size })))
+        Ok(Built::Source(Box::new(Replay {
+            path,
+            speed,
+            batch_size,
+        })))
     }
 }
 
@@ -57,8 +70,9 @@ pub struct Replay {
 
 impl Source for Replay {
     fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
-        let file = std::fs::File::open(&self.path)
-            .map_err(|e| StageError::with(format!("cannot open capture `{}`", self.path.display()), e))?;
+        let file = std::fs::File::open(&self.path).map_err(|e| {
+            StageError::with(format!("cannot open capture `{}`", self.path.display()), e)
+        })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
         let mut builder = BatchBuilder::default();
         let mut interner = Interner::default();
@@ -68,12 +82,17 @@ impl Source for Replay {
             if out.stopping() {
                 break;
             }
-            let line = line.map_err(|e| StageError::with(format!("cannot read capture `{}`", self.path.display()), e))?;
+            let line = line.map_err(|e| {
+                StageError::with(format!("cannot read capture `{}`", self.path.display()), e)
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
-            out.stats.records_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let location = || serde_json::json!({ "file": self.path.display().to_string(), "line": n + 1 });
+            out.stats
+                .records_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let location =
+                || serde_json::json!({ "file": self.path.display().to_string(), "line": n + 1 });
             let capture = match parse_line(&line) {
                 Ok(c) => c,
                 Err(reason) => {
@@ -90,7 +109,9 @@ impl Source for Replay {
             };
             if self.speed > 0.0 {
                 let first = *first_ts.get_or_insert(capture.timestamp);
-                let due = Duration::from_secs_f64((capture.timestamp - first).max(0) as f64 / 1000.0 / self.speed);
+                let due = Duration::from_secs_f64(
+                    (capture.timestamp - first).max(0) as f64 / 1000.0 / self.speed,
+                );
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     // Hand over what is ready before sleeping, so downstream sees records on time.
                     if !builder.is_empty() && !out.emit(builder.take()) {
@@ -99,7 +120,14 @@ impl Source for Replay {
                     out.sleep(wait);
                 }
             }
-            builder.push(capture.timestamp, Origin { partition: capture.partition, offset: capture.offset }, fields);
+            builder.push(
+                capture.timestamp,
+                Origin {
+                    partition: capture.partition,
+                    offset: capture.offset,
+                },
+                fields,
+            );
             if builder.len() >= self.batch_size && !out.emit(builder.take()) {
                 return Ok(());
             }

@@ -1,12 +1,14 @@
 //! Builds the DAG from a validated pipeline and runs it: one thread per stage, bounded channels of
 //! batches between them, end of input propagated by closing channels.
 
+mod progress;
 pub mod registry;
 
 use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
-use crate::plugin::PluginHost;
+use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
 use crate::record::Batch;
+pub use progress::Progress;
 use registry::Role;
 use std::fmt;
 use std::ops::Range;
@@ -67,6 +69,33 @@ impl BuildContext<'_> {
     pub fn path(&self, p: &std::path::Path) -> PathBuf {
         self.pipeline.resolve(p)
     }
+
+    /// Loads the plugin a stage names and hands it the stage's `config` table. An error points at
+    /// `config` when the plugin rejected it, and at `plugin` otherwise.
+    pub fn plugin<T>(
+        &self,
+        plugin: &toml::Spanned<String>,
+        config: &crate::config::PluginConfig,
+        instantiate: impl FnOnce(
+            &PluginHost,
+            &Plugin,
+            &[(String, ConfigValue)],
+        ) -> Result<T, PluginError>,
+    ) -> Result<T, BuildError> {
+        let at_plugin = |e: PluginError| BuildError::new(Some(plugin.span()), e.to_string());
+        let loaded = self
+            .plugins
+            .load(plugin.get_ref(), &self.pipeline.base_dir)
+            .map_err(at_plugin)?;
+        let config_span = config.span().or(Some(plugin.span()));
+        let entries = config
+            .entries()
+            .map_err(|e| BuildError::new(config_span.clone(), e))?;
+        instantiate(self.plugins, &loaded, &entries).map_err(|e| match e {
+            PluginError::Init { .. } => BuildError::new(config_span, e.to_string()),
+            e => at_plugin(e),
+        })
+    }
 }
 
 /// A config that does not fit the world, pointing at the value at fault.
@@ -79,7 +108,10 @@ pub struct BuildError {
 
 impl BuildError {
     pub fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
-        BuildError { span, message: message.into() }
+        BuildError {
+            span,
+            message: message.into(),
+        }
     }
 }
 
@@ -94,10 +126,19 @@ pub struct StageError {
 
 impl StageError {
     pub fn msg(message: impl Into<String>) -> Self {
-        StageError { message: message.into(), source: None }
+        StageError {
+            message: message.into(),
+            source: None,
+        }
     }
-    pub fn with(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        StageError { message: message.into(), source: Some(Box::new(source)) }
+    pub fn with(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StageError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 }
 
@@ -108,6 +149,8 @@ pub struct StageStats {
     pub records_out: AtomicU64,
     pub dead: AtomicU64,
     pub late: AtomicU64,
+    /// Records a window skipped after a restart because their windows were emitted before it.
+    pub replayed: AtomicU64,
     /// One line a stage adds to the run summary (a sink saying what it wrote where).
     pub note: std::sync::Mutex<Option<String>>,
 }
@@ -143,6 +186,7 @@ pub struct Output {
     pub stats: Arc<StageStats>,
     dead: DeadLetters,
     stop: StopFlag,
+    progress: Arc<Progress>,
 }
 
 impl Output {
@@ -167,12 +211,36 @@ impl Output {
         &self.stage
     }
 
+    /// The run's stop flag, for progress tokens that must not count work a stop abandons.
+    pub fn stop_flag(&self) -> StopFlag {
+        self.stop.clone()
+    }
+
+    /// The run's progress board: window watermarks, committed and restored by sources.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Counts records a window skipped because they were emitted before a restart (not dead-lettered:
+    /// they are in results already written).
+    pub fn replayed(&self, n: u64) {
+        self.stats.replayed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Ends this stage's output while the stage keeps running: downstream sees the end of input (a
+    /// source that waits for its results to be written before it commits). Later `emit`s return `false`.
+    pub fn close(&mut self) {
+        self.senders.clear();
+    }
+
     /// Sends a batch to every downstream stage. `false` means none is listening any more.
     pub fn emit(&mut self, batch: Batch) -> bool {
         if batch.len == 0 {
             return !self.senders.is_empty();
         }
-        self.stats.records_out.fetch_add(batch.len as u64, Ordering::Relaxed);
+        self.stats
+            .records_out
+            .fetch_add(batch.len as u64, Ordering::Relaxed);
         let batch = Arc::new(batch);
         self.senders.retain(|s| s.send(batch.clone()).is_ok());
         !self.senders.is_empty()
@@ -215,6 +283,7 @@ pub struct StageReport {
     pub records_out: u64,
     pub dead: u64,
     pub late: u64,
+    pub replayed: u64,
     pub note: Option<String>,
 }
 
@@ -229,7 +298,12 @@ pub struct RunReport {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self.stages.iter().map(|s| s.name.len() + s.type_name.len() + 3).max().unwrap_or(0);
+        let w = self
+            .stages
+            .iter()
+            .map(|s| s.name.len() + s.type_name.len() + 3)
+            .max()
+            .unwrap_or(0);
         for s in &self.stages {
             let label = format!("{} ({})", s.name, s.type_name);
             writeln!(
@@ -245,12 +319,26 @@ impl fmt::Display for RunReport {
         }
         let dead: u64 = self.stages.iter().map(|s| s.dead + s.late).sum();
         if dead > 0 {
-            write!(f, "  {dead} record(s) dead-lettered to {}", self.dead_letter_path.display())?;
+            write!(
+                f,
+                "  {dead} record(s) dead-lettered to {}",
+                self.dead_letter_path.display()
+            )?;
         } else {
             write!(f, "  no record dead-lettered")?;
         }
+        let replayed: u64 = self.stages.iter().map(|s| s.replayed).sum();
+        if replayed > 0 {
+            write!(
+                f,
+                "\n  {replayed} record(s) read again after the restart skipped: their windows were emitted before it"
+            )?;
+        }
         if self.stopped {
-            write!(f, "\n  stopped before the end of input: open windows were not emitted")?;
+            write!(
+                f,
+                "\n  stopped before the end of input: open windows were not emitted"
+            )?;
         }
         Ok(())
     }
@@ -266,11 +354,18 @@ pub struct RunError {
 }
 
 /// Builds every stage, reporting every problem at once with file, line and column.
-pub fn build(pipeline: &Pipeline, plugins: &PluginHost) -> Result<Vec<(usize, Built)>, Diagnostics> {
+pub fn build(
+    pipeline: &Pipeline,
+    plugins: &PluginHost,
+) -> Result<Vec<(usize, Built)>, Diagnostics> {
     let mut built = Vec::new();
     let mut problems: Vec<Diagnostic> = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let ctx = BuildContext { pipeline, stage: &stage.name, plugins };
+        let ctx = BuildContext {
+            pipeline,
+            stage: &stage.name,
+            plugins,
+        };
         match stage.config.build(&ctx) {
             Ok(b) => built.push((i, b)),
             Err(e) => problems.push(pipeline.diagnostic(
@@ -295,16 +390,28 @@ pub fn run(
 ) -> Result<RunReport, Vec<RunError>> {
     let stages = &pipeline.stages;
     // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
-    let mut inboxes: Vec<Option<(SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>)>> = stages
+    type Inbox = (SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>);
+    let mut inboxes: Vec<Option<Inbox>> = stages
         .iter()
-        .map(|s| if s.role == Role::Source { None } else { Some(sync_channel(8)) })
+        .map(|s| {
+            if s.role == Role::Source {
+                None
+            } else {
+                Some(sync_channel(8))
+            }
+        })
         .collect();
+    let progress = Progress::new(stop.clone());
     let mut nodes: Vec<Node> = Vec::new();
     for (i, stage) in built {
         let senders = stages
             .iter()
             .enumerate()
-            .filter(|(_, down)| down.inputs.iter().any(|inp| inp.get_ref() == &stages[i].name))
+            .filter(|(_, down)| {
+                down.inputs
+                    .iter()
+                    .any(|inp| inp.get_ref() == &stages[i].name)
+            })
             .filter_map(|(j, _)| inboxes[j].as_ref().map(|(tx, _)| tx.clone()))
             .collect();
         nodes.push(Node {
@@ -318,6 +425,7 @@ pub fn run(
                 stats: Arc::default(),
                 dead: dead.clone(),
                 stop: stop.clone(),
+                progress: progress.clone(),
             },
         });
     }
@@ -327,8 +435,10 @@ pub fn run(
     }
     drop(inboxes);
 
-    let stats: Vec<(String, String, Arc<StageStats>)> =
-        nodes.iter().map(|n| (n.name.clone(), n.type_name.clone(), n.output.stats.clone())).collect();
+    let stats: Vec<(String, String, Arc<StageStats>)> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.type_name.clone(), n.output.stats.clone()))
+        .collect();
     let handles: Vec<_> = nodes
         .into_iter()
         .map(|node| {
@@ -351,12 +461,18 @@ pub fn run(
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                errors.push(RunError { stage, error: StageError::msg(format!("internal error (panic): {msg}")) });
+                errors.push(RunError {
+                    stage,
+                    error: StageError::msg(format!("internal error (panic): {msg}")),
+                });
             }
         }
     }
     if let Err(e) = dead.flush() {
-        errors.push(RunError { stage: "dead_letter".into(), error: StageError::with("cannot write the dead-letter file", e) });
+        errors.push(RunError {
+            stage: "dead_letter".into(),
+            error: StageError::with("cannot write the dead-letter file", e),
+        });
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -372,6 +488,7 @@ pub fn run(
                 records_out: load(&s.records_out),
                 dead: load(&s.dead),
                 late: load(&s.late),
+                replayed: load(&s.replayed),
                 note: s.note.lock().unwrap_or_else(|p| p.into_inner()).take(),
             })
             .collect(),
@@ -380,27 +497,45 @@ pub fn run(
     })
 }
 
+/// Runs one stage. A stage that fails stops the whole run, before it lets go of the batch it failed on:
+/// records it did not handle must not count as done at their source (see `record::Ack`).
 fn run_node(node: Node) -> Result<(), StageError> {
-    let Node { stage, inbox, mut output, .. } = node;
+    let Node {
+        stage,
+        inbox,
+        mut output,
+        ..
+    } = node;
+    let stop = output.stop.clone();
+    let failed = |e: StageError| {
+        stop.stop();
+        e
+    };
     match stage {
-        Built::Source(mut s) => s.run(&mut output),
+        Built::Source(mut s) => s.run(&mut output).map_err(failed),
         Built::Operator(mut op) => {
             for batch in inbox.expect("operators have an inbox") {
-                output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
-                op.process(batch, &mut output)?;
+                output
+                    .stats
+                    .records_in
+                    .fetch_add(batch.len as u64, Ordering::Relaxed);
+                op.process(batch.clone(), &mut output).map_err(failed)?;
             }
             if output.stopping() {
                 return Ok(());
             }
-            op.finish(&mut output)
+            op.finish(&mut output).map_err(failed)
         }
         Built::Sink(mut sink) => {
-            sink.open()?;
+            sink.open().map_err(failed)?;
             for batch in inbox.expect("sinks have an inbox") {
-                output.stats.records_in.fetch_add(batch.len as u64, Ordering::Relaxed);
-                sink.write(&batch, &mut output)?;
+                output
+                    .stats
+                    .records_in
+                    .fetch_add(batch.len as u64, Ordering::Relaxed);
+                sink.write(&batch, &mut output).map_err(failed)?;
             }
-            sink.finish(&mut output)
+            sink.finish(&mut output).map_err(failed)
         }
     }
 }

@@ -25,12 +25,20 @@ fn parse<T: StageConfig + DeserializeOwned + 'static>(
     Ok(Box::new(T::deserialize(d)?))
 }
 
-const fn entry<T: StageConfig + DeserializeOwned + 'static>(type_name: &'static str, role: Role) -> Registration {
-    Registration { type_name, role, parse: parse::<T> }
+const fn entry<T: StageConfig + DeserializeOwned + 'static>(
+    type_name: &'static str,
+    role: Role,
+) -> Registration {
+    Registration {
+        type_name,
+        role,
+        parse: parse::<T>,
+    }
 }
 
 pub const REGISTRY: &[Registration] = &[
     entry::<sources::replay::ReplayConfig>("replay", Role::Source),
+    entry::<sources::kafka::KafkaConfig>("kafka", Role::Source),
     entry::<operators::transform::TransformConfig>("transform", Role::Operator),
     entry::<operators::window::WindowConfig>("window", Role::Operator),
     entry::<sinks::console::ConsoleConfig>("console", Role::Sink),

@@ -14,11 +14,16 @@ impl Aggregate for Average {
 
     fn init(config: &Config) -> Result<Self, String> {
         config.only(&["field"])?;
-        Ok(Average { field: config.str("field")?.to_string() })
+        Ok(Average {
+            field: config.str("field")?.to_string(),
+        })
     }
 
     fn spec(&self) -> Spec {
-        Spec::new().input(Field::float(&self.field)).output(Field::float("avg")).output(Field::int("count"))
+        Spec::new()
+            .input(Field::float(&self.field))
+            .output(Field::float("avg"))
+            .output(Field::int("count"))
     }
 
     fn add(&self, acc: &mut Self::Acc, row: Row<'_>) -> Result<(), String> {
@@ -38,3 +43,57 @@ impl Aggregate for Average {
 }
 
 export_aggregate!(Average);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_sdk::aggregate::Instance;
+
+    fn average() -> Instance<Average> {
+        Instance::new(Average::init(&Config::from_pairs(&[("field", "streams".into())])).unwrap())
+    }
+
+    #[test]
+    fn averages_each_slot_and_counts() {
+        let mut agg = average();
+        let batch = Batch {
+            rows: 3,
+            columns: vec![Column::Float(vec![1.0, 3.0, 10.0])],
+        };
+        assert!(agg.add(&[0, 0, 1], &batch).is_empty());
+        let out = agg.finish(&[0, 1]);
+        assert_eq!(
+            out.columns,
+            vec![Column::Float(vec![2.0, 10.0]), Column::Int(vec![2, 1])]
+        );
+    }
+
+    #[test]
+    fn merge_and_state_round_trip_keep_the_exact_mean() {
+        let mut agg = average();
+        agg.add(
+            &[0, 1],
+            &Batch {
+                rows: 2,
+                columns: vec![Column::Float(vec![1.0, 2.0])],
+            },
+        );
+        agg.merge(0, 1);
+        let saved = agg.save(0);
+        let mut restored = average();
+        restored.load(5, &saved).unwrap();
+        assert_eq!(restored.finish(&[5]).columns[0], Column::Float(vec![1.5]));
+        assert!(restored.load(6, &saved[..3]).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_config() {
+        let err = Average::init(&Config::from_pairs(&[
+            ("field", "x".into()),
+            ("fields", "y".into()),
+        ]))
+        .err()
+        .unwrap();
+        assert!(err.contains("unknown config key `fields`"));
+    }
+}

@@ -14,11 +14,15 @@ impl Aggregate for Max {
 
     fn init(config: &Config) -> Result<Self, String> {
         config.only(&["field"])?;
-        Ok(Max { field: config.str("field")?.to_string() })
+        Ok(Max {
+            field: config.str("field")?.to_string(),
+        })
     }
 
     fn spec(&self) -> Spec {
-        Spec::new().input(Field::float(&self.field)).output(Field::float("max"))
+        Spec::new()
+            .input(Field::float(&self.field))
+            .output(Field::float("max"))
     }
 
     fn add(&self, acc: &mut Self::Acc, row: Row<'_>) -> Result<(), String> {

@@ -14,13 +14,20 @@ impl Transform for Scale {
         config.only(&["field", "factor"])?;
         let factor = config.f64("factor")?;
         if !factor.is_finite() {
-            return Err(format!("config key `factor` must be a finite number, found {factor}"));
+            return Err(format!(
+                "config key `factor` must be a finite number, found {factor}"
+            ));
         }
-        Ok(Scale { field: config.str("field")?.to_string(), factor })
+        Ok(Scale {
+            field: config.str("field")?.to_string(),
+            factor,
+        })
     }
 
     fn spec(&self) -> Spec {
-        Spec::new().input(Field::float(&self.field)).output(Field::float(&self.field))
+        Spec::new()
+            .input(Field::float(&self.field))
+            .output(Field::float(&self.field))
     }
 
     fn apply(&mut self, input: &Batch) -> Transformed {
@@ -30,3 +37,39 @@ impl Transform for Scale {
 }
 
 export_transform!(Scale);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_the_field() {
+        let mut s = Scale::init(&Config::from_pairs(&[
+            ("field", "streams".into()),
+            ("factor", 1e8.into()),
+        ]))
+        .unwrap();
+        assert_eq!(s.spec().inputs, vec![Field::float("streams")]);
+        let out = s.apply(&Batch {
+            rows: 2,
+            columns: vec![Column::Float(vec![19.36, 0.5])],
+        });
+        assert_eq!(
+            out,
+            Transformed::map(vec![Column::Float(vec![19.36 * 1e8, 0.5e8])])
+        );
+    }
+
+    #[test]
+    fn requires_a_finite_factor() {
+        let cfg = Config::from_pairs(&[
+            ("field", "streams".into()),
+            ("factor", f64::INFINITY.into()),
+        ]);
+        assert!(Scale::init(&cfg).err().unwrap().contains("finite"));
+        assert!(Scale::init(&Config::from_pairs(&[("field", "s".into())]))
+            .err()
+            .unwrap()
+            .contains("`factor`"));
+    }
+}

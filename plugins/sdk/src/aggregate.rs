@@ -29,7 +29,11 @@ pub struct Instance<T: Aggregate> {
 impl<T: Aggregate> Instance<T> {
     pub fn new(plugin: T) -> Self {
         let outputs = plugin.spec().outputs;
-        Instance { plugin, outputs, slots: Vec::new() }
+        Instance {
+            plugin,
+            outputs,
+            slots: Vec::new(),
+        }
     }
 
     fn slot(&mut self, slot: u32) -> &mut T::Acc {
@@ -69,7 +73,10 @@ impl<T: Aggregate> Instance<T> {
         for &s in slots {
             self.plugin.finish(&self.slots[s as usize], &mut out);
         }
-        Batch { rows: slots.len(), columns: out.finish() }
+        Batch {
+            rows: slots.len(),
+            columns: out.finish(),
+        }
     }
 
     pub fn save(&mut self, slot: u32) -> Vec<u8> {
@@ -103,16 +110,27 @@ pub mod glue {
     type Slot<T> = &'static std::thread::LocalKey<RefCell<Option<Instance<T>>>>;
 
     fn with<T: Aggregate, R>(slot: Slot<T>, f: impl FnOnce(&mut Instance<T>) -> R) -> R {
-        slot.with(|s| f(s.borrow_mut().as_mut().expect("the host calls `init` first")))
+        slot.with(|s| {
+            f(s.borrow_mut()
+                .as_mut()
+                .expect("the host calls `init` first"))
+        })
     }
 
-    pub fn init<T: Aggregate>(slot: Slot<T>, config: Vec<(String, wit::ConfigValue)>) -> Result<wit::Spec, String> {
+    pub fn init<T: Aggregate>(
+        slot: Slot<T>,
+        config: Vec<(String, wit::ConfigValue)>,
+    ) -> Result<wit::Spec, String> {
         let plugin = T::init(&convert::config(config))?;
         let spec = convert::spec(plugin.spec());
         slot.with(|s| *s.borrow_mut() = Some(Instance::new(plugin)));
         Ok(spec)
     }
-    pub fn add<T: Aggregate>(slot: Slot<T>, slots: Vec<u32>, input: wit::Batch) -> Vec<wit::RowError> {
+    pub fn add<T: Aggregate>(
+        slot: Slot<T>,
+        slots: Vec<u32>,
+        input: wit::Batch,
+    ) -> Vec<wit::RowError> {
         let input = convert::batch_in(input);
         convert::errors_out(with(slot, |i| i.add(&slots, &input)))
     }
@@ -121,7 +139,10 @@ pub mod glue {
     }
     pub fn finish<T: Aggregate>(slot: Slot<T>, slots: Vec<u32>) -> wit::Batch {
         let b = with(slot, |i| i.finish(&slots));
-        wit::Batch { rows: b.rows as u32, columns: b.columns.into_iter().map(convert::column_out).collect() }
+        wit::Batch {
+            rows: b.rows as u32,
+            columns: b.columns.into_iter().map(convert::column_out).collect(),
+        }
     }
     pub fn save<T: Aggregate>(slot: Slot<T>, s: u32) -> Vec<u8> {
         with(slot, |i| i.save(s))
@@ -138,39 +159,46 @@ pub mod glue {
 #[macro_export]
 macro_rules! export_aggregate {
     ($plugin:ty) => {
-        thread_local! {
-            static __TRIBUTARY_PLUGIN: ::std::cell::RefCell<Option<$crate::aggregate::Instance<$plugin>>> =
-                const { ::std::cell::RefCell::new(None) };
+        // Exports exist only in the WebAssembly build; natively the crate is a plain library, so a
+        // plugin's unit tests run with `cargo test`.
+        #[cfg(target_arch = "wasm32")]
+        mod __tributary_export {
+            #[allow(unused_imports)]
+            use super::*;
+            thread_local! {
+                static __TRIBUTARY_PLUGIN: ::std::cell::RefCell<Option<$crate::aggregate::Instance<$plugin>>> =
+                    const { ::std::cell::RefCell::new(None) };
+            }
+            struct __TributaryAggregate;
+            impl $crate::bindings::iface::Guest for __TributaryAggregate {
+                fn init(
+                    config: Vec<(String, $crate::bindings::types::ConfigValue)>,
+                ) -> Result<$crate::bindings::types::Spec, String> {
+                    $crate::aggregate::glue::init::<$plugin>(&__TRIBUTARY_PLUGIN, config)
+                }
+                fn add(
+                    slots: Vec<u32>,
+                    input: $crate::bindings::types::Batch,
+                ) -> Vec<$crate::bindings::types::RowError> {
+                    $crate::aggregate::glue::add::<$plugin>(&__TRIBUTARY_PLUGIN, slots, input)
+                }
+                fn merge(dst: u32, src: u32) {
+                    $crate::aggregate::glue::merge::<$plugin>(&__TRIBUTARY_PLUGIN, dst, src)
+                }
+                fn finish(slots: Vec<u32>) -> $crate::bindings::types::Batch {
+                    $crate::aggregate::glue::finish::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
+                }
+                fn save(slot: u32) -> Vec<u8> {
+                    $crate::aggregate::glue::save::<$plugin>(&__TRIBUTARY_PLUGIN, slot)
+                }
+                fn load(slot: u32, state: Vec<u8>) -> Result<(), String> {
+                    $crate::aggregate::glue::load::<$plugin>(&__TRIBUTARY_PLUGIN, slot, state)
+                }
+                fn free(slots: Vec<u32>) {
+                    $crate::aggregate::glue::free::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
+                }
+            }
+            $crate::bindings::__export_aggregate_bindings!(__TributaryAggregate with_types_in $crate::bindings);
         }
-        struct __TributaryAggregate;
-        impl $crate::bindings::iface::Guest for __TributaryAggregate {
-            fn init(
-                config: Vec<(String, $crate::bindings::types::ConfigValue)>,
-            ) -> Result<$crate::bindings::types::Spec, String> {
-                $crate::aggregate::glue::init::<$plugin>(&__TRIBUTARY_PLUGIN, config)
-            }
-            fn add(
-                slots: Vec<u32>,
-                input: $crate::bindings::types::Batch,
-            ) -> Vec<$crate::bindings::types::RowError> {
-                $crate::aggregate::glue::add::<$plugin>(&__TRIBUTARY_PLUGIN, slots, input)
-            }
-            fn merge(dst: u32, src: u32) {
-                $crate::aggregate::glue::merge::<$plugin>(&__TRIBUTARY_PLUGIN, dst, src)
-            }
-            fn finish(slots: Vec<u32>) -> $crate::bindings::types::Batch {
-                $crate::aggregate::glue::finish::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
-            }
-            fn save(slot: u32) -> Vec<u8> {
-                $crate::aggregate::glue::save::<$plugin>(&__TRIBUTARY_PLUGIN, slot)
-            }
-            fn load(slot: u32, state: Vec<u8>) -> Result<(), String> {
-                $crate::aggregate::glue::load::<$plugin>(&__TRIBUTARY_PLUGIN, slot, state)
-            }
-            fn free(slots: Vec<u32>) {
-                $crate::aggregate::glue::free::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
-            }
-        }
-        $crate::bindings::__export_aggregate_bindings!(__TributaryAggregate with_types_in $crate::bindings);
     };
 }

@@ -22,7 +22,12 @@ impl Config {
 
     /// Builds a config in native tests: `Config::from_pairs(&[("field", "streams".into())])`.
     pub fn from_pairs(pairs: &[(&str, ConfigValue)]) -> Self {
-        Config { entries: pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+        Config {
+            entries: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&ConfigValue> {
@@ -33,8 +38,13 @@ impl Config {
     pub fn str(&self, key: &str) -> Result<&str, String> {
         match self.get(key) {
             Some(ConfigValue::Text(s)) => Ok(s),
-            Some(other) => Err(format!("config key `{key}` must be a string, found {}", kind(other))),
-            None => Err(format!("missing config key `{key}`: add `{key} = \"...\"` to the stage's config table")),
+            Some(other) => Err(format!(
+                "config key `{key}` must be a string, found {}",
+                kind(other)
+            )),
+            None => Err(format!(
+                "missing config key `{key}`: add `{key} = \"...\"` to the stage's config table"
+            )),
         }
     }
 
@@ -51,8 +61,13 @@ impl Config {
         match self.get(key) {
             Some(ConfigValue::Float(f)) => Ok(*f),
             Some(ConfigValue::Integer(i)) => Ok(*i as f64),
-            Some(other) => Err(format!("config key `{key}` must be a number, found {}", kind(other))),
-            None => Err(format!("missing config key `{key}`: add `{key} = <number>` to the stage's config table")),
+            Some(other) => Err(format!(
+                "config key `{key}` must be a number, found {}",
+                kind(other)
+            )),
+            None => Err(format!(
+                "missing config key `{key}`: add `{key} = <number>` to the stage's config table"
+            )),
         }
     }
 
@@ -68,7 +83,10 @@ impl Config {
     pub fn only(&self, known: &[&str]) -> Result<(), String> {
         for (k, _) in &self.entries {
             if !known.contains(&k.as_str()) {
-                return Err(format!("unknown config key `{k}`; this plugin takes: {}", known.join(", ")));
+                return Err(format!(
+                    "unknown config key `{k}`; this plugin takes: {}",
+                    known.join(", ")
+                ));
             }
         }
         Ok(())
@@ -113,9 +131,21 @@ mod tests {
     fn errors_name_the_key_and_the_fix() {
         let c = Config::from_pairs(&[("factor", "big".into()), ("field", "streams".into())]);
         assert_eq!(c.str("field").unwrap(), "streams");
-        assert!(c.f64("factor").unwrap_err().contains("`factor` must be a number, found a string"));
-        assert!(c.str("missing").unwrap_err().contains("add `missing = \"...\"`"));
-        assert!(c.only(&["field"]).unwrap_err().contains("unknown config key `factor`"));
-        assert_eq!(Config::from_pairs(&[("n", 3i64.into())]).f64("n").unwrap(), 3.0);
+        assert!(c
+            .f64("factor")
+            .unwrap_err()
+            .contains("`factor` must be a number, found a string"));
+        assert!(c
+            .str("missing")
+            .unwrap_err()
+            .contains("add `missing = \"...\"`"));
+        assert!(c
+            .only(&["field"])
+            .unwrap_err()
+            .contains("unknown config key `factor`"));
+        assert_eq!(
+            Config::from_pairs(&[("n", 3i64.into())]).f64("n").unwrap(),
+            3.0
+        );
     }
 }

@@ -38,14 +38,20 @@ pub fn spec(s: Spec) -> wit::Spec {
 }
 
 pub fn batch_in(b: wit::Batch) -> Batch {
-    Batch { rows: b.rows as usize, columns: b.columns.into_iter().map(column_in).collect() }
+    Batch {
+        rows: b.rows as usize,
+        columns: b.columns.into_iter().map(column_in).collect(),
+    }
 }
 
 pub fn column_in(c: wit::Column) -> Column {
     match c {
         wit::Column::Float(v) => Column::Float(v),
         wit::Column::Int(v) => Column::Int(v),
-        wit::Column::Str(d) => Column::Str(DictColumn { dict: d.dict, codes: d.codes }),
+        wit::Column::Str(d) => Column::Str(DictColumn {
+            dict: d.dict,
+            codes: d.codes,
+        }),
         wit::Column::Boolean(v) => Column::Boolean(v),
     }
 }
@@ -54,11 +60,20 @@ pub fn column_out(c: Column) -> wit::Column {
     match c {
         Column::Float(v) => wit::Column::Float(v),
         Column::Int(v) => wit::Column::Int(v),
-        Column::Str(d) => wit::Column::Str(wit::DictColumn { dict: d.dict, codes: d.codes }),
+        Column::Str(d) => wit::Column::Str(wit::DictColumn {
+            dict: d.dict,
+            codes: d.codes,
+        }),
         Column::Boolean(v) => wit::Column::Boolean(v),
     }
 }
 
 pub fn errors_out(errors: Vec<(usize, String)>) -> Vec<wit::RowError> {
-    errors.into_iter().map(|(row, reason)| wit::RowError { row: row as u32, reason }).collect()
+    errors
+        .into_iter()
+        .map(|(row, reason)| wit::RowError {
+            row: row as u32,
+            reason,
+        })
+        .collect()
 }

@@ -19,7 +19,10 @@ pub struct Field {
 
 impl Field {
     pub fn new(name: impl Into<String>, ty: FieldType) -> Self {
-        Field { name: name.into(), ty }
+        Field {
+            name: name.into(),
+            ty,
+        }
     }
     pub fn float(name: impl Into<String>) -> Self {
         Self::new(name, FieldType::Float)
@@ -249,7 +252,10 @@ impl RowWriter {
 
     /// The columns written so far; every row must have written every field.
     pub fn finish(self) -> Vec<Column> {
-        self.columns.into_iter().map(ColumnBuilder::finish).collect()
+        self.columns
+            .into_iter()
+            .map(ColumnBuilder::finish)
+            .collect()
     }
 }
 
@@ -274,7 +280,10 @@ mod tests {
     fn rows_read_dictionary_strings() {
         let b = Batch {
             rows: 2,
-            columns: vec![Column::Str(DictColumn { dict: vec!["x".into(), "y".into()], codes: vec![1, 0] })],
+            columns: vec![Column::Str(DictColumn {
+                dict: vec!["x".into(), "y".into()],
+                codes: vec![1, 0],
+            })],
         };
         assert_eq!(b.row(0).str(0), "y");
         assert_eq!(b.row(1).str(0), "x");

@@ -5,7 +5,7 @@
 //! rest: the component bindings (generated from `plugins/wit/tributary.wit`), holding the plugin's
 //! state between calls, and reading its config table.
 //!
-//! ```ignore
+//! ```text
 //! use tributary_sdk::*;
 //!
 //! struct Average { field: String }

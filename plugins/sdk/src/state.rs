@@ -11,7 +11,10 @@ pub trait State: Sized {
 
 fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
     if input.len() < n {
-        return Err(format!("state is truncated: wanted {n} more bytes, {} left", input.len()));
+        return Err(format!(
+            "state is truncated: wanted {n} more bytes, {} left",
+            input.len()
+        ));
     }
     let (head, tail) = input.split_at(n);
     *input = tail;
@@ -50,7 +53,11 @@ impl<T: State> State for Option<T> {
         }
     }
     fn load(input: &mut &[u8]) -> Result<Self, String> {
-        Ok(if bool::load(input)? { Some(T::load(input)?) } else { None })
+        Ok(if bool::load(input)? {
+            Some(T::load(input)?)
+        } else {
+            None
+        })
     }
 }
 
@@ -99,7 +106,10 @@ tuple_state!(A, B, C, D);
 pub fn decode<T: State>(mut bytes: &[u8]) -> Result<T, String> {
     let v = T::load(&mut bytes)?;
     if !bytes.is_empty() {
-        return Err(format!("state has {} unexpected trailing bytes", bytes.len()));
+        return Err(format!(
+            "state has {} unexpected trailing bytes",
+            bytes.len()
+        ));
     }
     Ok(v)
 }
@@ -114,6 +124,8 @@ mod tests {
         let mut buf = Vec::new();
         v.save(&mut buf);
         assert_eq!(decode::<(f64, u64, Option<String>)>(&buf).unwrap(), v);
-        assert!(decode::<(f64, u64)>(&buf[..5]).unwrap_err().contains("truncated"));
+        assert!(decode::<(f64, u64)>(&buf[..5])
+            .unwrap_err()
+            .contains("truncated"));
     }
 }

@@ -16,11 +16,19 @@ pub struct Transformed {
 impl Transformed {
     /// One output row per input row (a map).
     pub fn map(columns: Vec<Column>) -> Self {
-        Transformed { rows: None, columns, errors: Vec::new() }
+        Transformed {
+            rows: None,
+            columns,
+            errors: Vec::new(),
+        }
     }
     /// The input rows listed in `rows`, in that order (a filter or flat-map).
     pub fn select(rows: Vec<u32>, columns: Vec<Column>) -> Self {
-        Transformed { rows: Some(rows), columns, errors: Vec::new() }
+        Transformed {
+            rows: Some(rows),
+            columns,
+            errors: Vec::new(),
+        }
     }
     pub fn with_errors(mut self, errors: Vec<(usize, String)>) -> Self {
         self.errors = errors;
@@ -63,7 +71,9 @@ pub mod glue {
         let input = convert::batch_in(input);
         let out = slot.with(|s| {
             let mut s = s.borrow_mut();
-            s.as_mut().expect("the host calls `init` before `apply`").apply(&input)
+            s.as_mut()
+                .expect("the host calls `init` before `apply`")
+                .apply(&input)
         });
         iface::Transformed {
             rows: out.rows,
@@ -77,20 +87,27 @@ pub mod glue {
 #[macro_export]
 macro_rules! export_transform {
     ($plugin:ty) => {
-        thread_local! {
-            static __TRIBUTARY_PLUGIN: ::std::cell::RefCell<Option<$plugin>> = const { ::std::cell::RefCell::new(None) };
-        }
-        struct __TributaryTransform;
-        impl $crate::bindings::iface::Guest for __TributaryTransform {
-            fn init(
-                config: Vec<(String, $crate::bindings::types::ConfigValue)>,
-            ) -> Result<$crate::bindings::types::Spec, String> {
-                $crate::transform::glue::init::<$plugin>(&__TRIBUTARY_PLUGIN, config)
+        // Exports exist only in the WebAssembly build; natively the crate is a plain library, so a
+        // plugin's unit tests run with `cargo test`.
+        #[cfg(target_arch = "wasm32")]
+        mod __tributary_export {
+            #[allow(unused_imports)]
+            use super::*;
+            thread_local! {
+                static __TRIBUTARY_PLUGIN: ::std::cell::RefCell<Option<$plugin>> = const { ::std::cell::RefCell::new(None) };
             }
-            fn apply(input: $crate::bindings::types::Batch) -> $crate::bindings::iface::Transformed {
-                $crate::transform::glue::apply::<$plugin>(&__TRIBUTARY_PLUGIN, input)
+            struct __TributaryTransform;
+            impl $crate::bindings::iface::Guest for __TributaryTransform {
+                fn init(
+                    config: Vec<(String, $crate::bindings::types::ConfigValue)>,
+                ) -> Result<$crate::bindings::types::Spec, String> {
+                    $crate::transform::glue::init::<$plugin>(&__TRIBUTARY_PLUGIN, config)
+                }
+                fn apply(input: $crate::bindings::types::Batch) -> $crate::bindings::iface::Transformed {
+                    $crate::transform::glue::apply::<$plugin>(&__TRIBUTARY_PLUGIN, input)
+                }
             }
+            $crate::bindings::__export_transform_bindings!(__TributaryTransform with_types_in $crate::bindings);
         }
-        $crate::bindings::__export_transform_bindings!(__TributaryTransform with_types_in $crate::bindings);
     };
 }

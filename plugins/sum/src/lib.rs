@@ -13,11 +13,16 @@ impl Aggregate for Sum {
 
     fn init(config: &Config) -> Result<Self, String> {
         config.only(&["field"])?;
-        Ok(Sum { field: config.str("field")?.to_string() })
+        Ok(Sum {
+            field: config.str("field")?.to_string(),
+        })
     }
 
     fn spec(&self) -> Spec {
-        Spec::new().input(Field::float(&self.field)).output(Field::float("sum")).output(Field::int("count"))
+        Spec::new()
+            .input(Field::float(&self.field))
+            .output(Field::float("sum"))
+            .output(Field::int("count"))
     }
 
     fn add(&self, acc: &mut Self::Acc, row: Row<'_>) -> Result<(), String> {

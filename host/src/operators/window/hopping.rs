@@ -20,6 +20,9 @@ mod tests {
         let w: Vec<_> = assign(60_000, 60_000, 20_000).collect();
         assert_eq!(w, [(60_000, 120_000), (40_000, 100_000), (20_000, 80_000)]);
         // slide == size is a tumbling window.
-        assert_eq!(assign(59_999, 60_000, 60_000).collect::<Vec<_>>(), [(0, 60_000)]);
+        assert_eq!(
+            assign(59_999, 60_000, 60_000).collect::<Vec<_>>(),
+            [(0, 60_000)]
+        );
     }
 }

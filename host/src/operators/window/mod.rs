@@ -6,7 +6,22 @@
 //! minus `max_delay`. A window is emitted once the watermark reaches its end and kept for
 //! `allowed_lateness` more, during which a record for it updates it and it is emitted again. A record
 //! behind the watermark by more than `allowed_lateness` is late: it goes to the dead-letter output with
-//! reason `late`. The end of input closes every window.
+//! reason `late` (except for the global window, open until the end of input). The end of input closes
+//! every window.
+//!
+//! Restarts: a window stage's watermark is committed with the Kafka offsets (see
+//! [`Progress`](crate::topology::Progress)) and restored at a restart with `start = "committed"`. Offsets
+//! commit only up to the first batch some open window still holds, so a restart reads again records of
+//! windows that were emitted before the stop; a window that ends at or before the restored watermark was
+//! emitted (or had no record then), so such records are skipped and counted as `replayed` instead of
+//! forming a second, partial result. Known limits, until window state is checkpointed:
+//! - with `allowed_lateness`, a late record that was read but not yet folded into its (emitted, still
+//!   open for updates) window when the run stopped is skipped too, so that update is lost; and a record
+//!   folded into such a window after its emission is skipped rightly, but the window is not emitted
+//!   again with it after the restart;
+//! - a session is recognised as emitted only once it is complete again (its end at or before the
+//!   restored watermark); a re-read record can still bridge it to a new session that then is emitted
+//!   with part of the old one.
 
 mod global;
 mod hopping;
@@ -85,7 +100,10 @@ impl WindowTable {
             ))),
         };
         let unused = |name: &str, d: Option<Duration>| match d {
-            Some(_) => Err(err(format!("a {} window takes no `{name}`; remove it", self.kind.get_ref()))),
+            Some(_) => Err(err(format!(
+                "a {} window takes no `{name}`; remove it",
+                self.kind.get_ref()
+            ))),
             None => Ok(()),
         };
         match self.kind.get_ref().as_str() {
@@ -125,15 +143,8 @@ impl WindowTable {
 impl StageConfig for WindowConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         let kind = self.window.get_ref().kind(self.window.span())?;
-        let plugin = ctx
-            .plugins
-            .load(self.plugin.get_ref(), &ctx.pipeline.base_dir)
-            .map_err(|e| BuildError::new(Some(self.plugin.span()), e.to_string()))?;
-        let config_span = self.config.span().or(Some(self.plugin.span()));
-        let entries = self.config.entries().map_err(|e| BuildError::new(config_span.clone(), e))?;
-        let instance = ctx.plugins.aggregate(&plugin, &entries).map_err(|e| {
-            let span = if matches!(e, PluginError::Init { .. }) { config_span } else { Some(self.plugin.span()) };
-            BuildError::new(span, e.to_string())
+        let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
+            host.aggregate(plugin, config)
         })?;
         let settings = Settings {
             kind,
@@ -142,7 +153,10 @@ impl StageConfig for WindowConfig {
             max_delay: self.max_delay.millis(),
             allowed_lateness: self.allowed_lateness.millis(),
         };
-        Ok(Built::Operator(Box::new(WindowOperator { windows: Windows::new(settings, instance) })))
+        Ok(Built::Operator(Box::new(WindowOperator {
+            windows: Windows::new(settings, instance),
+            started: false,
+        })))
     }
 
     /// A result is identified by its window's bounds and its key.
@@ -156,7 +170,8 @@ impl StageConfig for WindowConfig {
 pub trait Accumulators: Send {
     fn inputs(&self) -> &[FieldSpec];
     fn outputs(&self) -> &[FieldSpec];
-    fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError>;
+    fn add(&mut self, slots: &[u32], input: &wit::Batch)
+        -> Result<Vec<wit::RowError>, PluginError>;
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError>;
     fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError>;
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
@@ -169,7 +184,11 @@ impl Accumulators for AggregateInstance {
     fn outputs(&self) -> &[FieldSpec] {
         &self.spec.outputs
     }
-    fn add(&mut self, slots: &[u32], input: &wit::Batch) -> Result<Vec<wit::RowError>, PluginError> {
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
         AggregateInstance::add(self, slots, input)
     }
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
@@ -200,6 +219,8 @@ struct Pane {
     slot: u32,
     /// Emitted at least once; a later record makes it due again.
     fired: bool,
+    /// Records folded in, counted when the pane turns out to be a replay (see `Windows::resumed`).
+    rows: u64,
     /// Source progress folded into this pane and not yet passed on with a result.
     acks: Vec<Ack>,
 }
@@ -223,6 +244,12 @@ pub struct Windows<A> {
     next_slot: u32,
     /// Largest event time seen, the event time of global results.
     max_time: i64,
+    /// The watermark restored at a restart: every window ending at or before it was emitted before the
+    /// restart. Kept apart from `watermark`, which restarts from the records read again: lifting it
+    /// would make records of windows still open at the stop late (they were on time when first read).
+    resumed: Option<i64>,
+    /// Records skipped since the last `take_replayed` because their windows end at or before `resumed`.
+    replayed: u64,
 }
 
 impl<A: Accumulators> Windows<A> {
@@ -238,11 +265,52 @@ impl<A: Accumulators> Windows<A> {
             free_slots: Vec::new(),
             next_slot: 0,
             max_time: i64::MIN,
+            resumed: None,
+            replayed: 0,
         }
     }
 
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// Restores the watermark committed before a restart (never lowers an earlier one). The global
+    /// window has no use for it: it is emitted only at the end of input, after which nothing commits.
+    pub fn resume(&mut self, watermark: i64) {
+        if self.settings.kind != WindowKind::Global {
+            self.resumed = Some(self.resumed.map_or(watermark, |r| r.max(watermark)));
+        }
+    }
+
+    /// The watermark to commit for a result emitted now: windows ending at or before it are emitted.
+    /// `None` for the global window, and before any record.
+    pub fn resume_point(&self) -> Option<i64> {
+        if self.settings.kind == WindowKind::Global {
+            return None;
+        }
+        let wm = self.watermark.max(self.resumed.unwrap_or(i64::MIN));
+        (wm > i64::MIN).then_some(wm)
+    }
+
+    /// Records skipped as replays since the last call.
+    pub fn take_replayed(&mut self) -> u64 {
+        std::mem::take(&mut self.replayed)
+    }
+
+    /// Whether every window of a record at `ts` was emitted before the restart. Sessions are decided
+    /// when they fire (in `fire`): a record alone does not say where its session ends.
+    fn is_replay(&self, ts: i64) -> bool {
+        let Some(resumed) = self.resumed else {
+            return false;
+        };
+        let last_end = match self.settings.kind {
+            WindowKind::Tumbling { size } => tumbling::assign(ts, size).1,
+            WindowKind::Hopping { size, slide } => hopping::assign(ts, size, slide)
+                .next()
+                .map_or(i64::MIN, |w| w.1),
+            WindowKind::Session { .. } | WindowKind::Global => return false,
+        };
+        last_end <= resumed
     }
 
     fn alloc(&mut self) -> u32 {
@@ -256,7 +324,11 @@ impl<A: Accumulators> Windows<A> {
     pub fn process(&mut self, batch: &Batch) -> Result<(Option<Batch>, Rejected), PluginError> {
         let mut rejected: Rejected = Vec::new();
         let lateness = self.settings.allowed_lateness;
-        let time_col = self.settings.event_time.as_ref().and_then(|f| batch.column(f));
+        let time_col = self
+            .settings
+            .event_time
+            .as_ref()
+            .and_then(|f| batch.column(f));
         let key_col = self.settings.key.as_ref().and_then(|f| batch.column(f));
 
         // Event time, key and lateness, row by row in arrival order: the watermark moves per record, so
@@ -274,7 +346,14 @@ impl<A: Accumulators> Windows<A> {
                         continue;
                     }
                     Some(v) => {
-                        rejected.push((row, format!("event time field `{name}` must be milliseconds since the epoch, found {}", v.type_name()), false));
+                        rejected.push((
+                            row,
+                            format!(
+                                "event time field `{name}` must be milliseconds since the epoch, found {}",
+                                v.type_name()
+                            ),
+                            false,
+                        ));
                         continue;
                     }
                 },
@@ -289,12 +368,32 @@ impl<A: Accumulators> Windows<A> {
                     Some(v) => Key(v.clone()),
                 },
             };
-            if ts < self.watermark.saturating_sub(lateness) {
-                let behind = self.watermark - ts;
-                rejected.push((row, format!("late: event time is {behind} ms behind the watermark (allowed lateness {lateness} ms)"), true));
+            // Before the lateness check: such a record was counted, or dead-lettered as late, before the
+            // restart. It is not dead-lettered again (that would repeat dead letters at every restart);
+            // a record that is new but late for those windows is counted the same way, which is the price
+            // of not knowing where reading stopped. It moves the watermark as it did the first time.
+            if self.is_replay(ts) {
+                self.replayed += 1;
+                self.watermark = self
+                    .watermark
+                    .max(ts.saturating_sub(self.settings.max_delay));
+                self.max_time = self.max_time.max(ts);
                 continue;
             }
-            self.watermark = self.watermark.max(ts.saturating_sub(self.settings.max_delay));
+            // The global window is open until the end of input, so nothing is late for it.
+            let global = self.settings.kind == WindowKind::Global;
+            if !global && ts < self.watermark.saturating_sub(lateness) {
+                let behind = self.watermark - ts;
+                rejected.push((
+                    row,
+                    format!("late: event time is {behind} ms behind the watermark (allowed lateness {lateness} ms)"),
+                    true,
+                ));
+                continue;
+            }
+            self.watermark = self
+                .watermark
+                .max(ts.saturating_sub(self.settings.max_delay));
             self.max_time = self.max_time.max(ts);
             valid.push(row as u32);
             meta.push((ts, key));
@@ -310,7 +409,12 @@ impl<A: Accumulators> Windows<A> {
             converted
                 .kept
                 .iter()
-                .map(|k| it.by_ref().find(|(v, _)| *v == k).map(|(_, m)| m).expect("kept rows are valid rows"))
+                .map(|k| {
+                    it.by_ref()
+                        .find(|(v, _)| *v == k)
+                        .map(|(_, m)| m)
+                        .expect("kept rows are valid rows")
+                })
                 .collect()
         };
 
@@ -326,7 +430,9 @@ impl<A: Accumulators> Windows<A> {
                 }
                 WindowKind::Hopping { size, slide } => {
                     for bounds in hopping::assign(ts, size, slide) {
-                        if bounds.1 + lateness <= self.watermark {
+                        if bounds.1 + lateness <= self.watermark
+                            || self.resumed.is_some_and(|r| bounds.1 <= r)
+                        {
                             continue; // that window has closed for good; the record still counts in the others
                         }
                         let slot = self.pane(bounds, &key, &batch.acks);
@@ -341,13 +447,29 @@ impl<A: Accumulators> Windows<A> {
                 }
                 WindowKind::Session { gap } => {
                     // Merging moves accumulators, so rows already assigned must be folded in first.
-                    let slot = self.session(ts, gap, &key, &batch.acks, &converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+                    let slot = self.session(
+                        ts,
+                        gap,
+                        &key,
+                        &batch.acks,
+                        &converted.batch,
+                        &mut pick,
+                        &mut slots,
+                        &converted.kept,
+                        &mut rejected,
+                    )?;
                     pick.push(i as u32);
                     slots.push(slot);
                 }
             }
         }
-        self.add(&converted.batch, &mut pick, &mut slots, &converted.kept, &mut rejected)?;
+        self.add(
+            &converted.batch,
+            &mut pick,
+            &mut slots,
+            &converted.kept,
+            &mut rejected,
+        )?;
         let emitted = self.fire(self.watermark)?;
         Ok((emitted, rejected))
     }
@@ -364,7 +486,8 @@ impl<A: Accumulators> Windows<A> {
         if slots.is_empty() {
             return Ok(());
         }
-        let identity = pick.len() == input.rows as usize && pick.iter().enumerate().all(|(i, &p)| i as u32 == p);
+        let identity = pick.len() == input.rows as usize
+            && pick.iter().enumerate().all(|(i, &p)| i as u32 == p);
         let gathered;
         let input = if identity {
             input
@@ -373,7 +496,9 @@ impl<A: Accumulators> Windows<A> {
             &gathered
         };
         for e in self.acc.add(slots, input)? {
-            let Some(&p) = pick.get(e.row as usize) else { continue };
+            let Some(&p) = pick.get(e.row as usize) else {
+                continue;
+            };
             rejected.push((kept[p as usize] as usize, e.reason, false));
         }
         pick.clear();
@@ -386,6 +511,7 @@ impl<A: Accumulators> Windows<A> {
         let lateness = self.settings.allowed_lateness;
         if let Some(p) = self.panes.get_mut(&(start, key.clone())) {
             Ack::merge_into(&mut p.acks, acks);
+            p.rows += 1;
             if p.fired {
                 p.fired = false;
                 self.due.insert((end, start, key.clone()));
@@ -393,9 +519,19 @@ impl<A: Accumulators> Windows<A> {
             return p.slot;
         }
         let slot = self.alloc();
-        self.panes.insert((start, key.clone()), Pane { end, slot, fired: false, acks: acks.to_vec() });
+        self.panes.insert(
+            (start, key.clone()),
+            Pane {
+                end,
+                slot,
+                fired: false,
+                rows: 1,
+                acks: acks.to_vec(),
+            },
+        );
         self.due.insert((end, start, key.clone()));
-        self.expiry.insert((end.saturating_add(lateness), start, key.clone()));
+        self.expiry
+            .insert((end.saturating_add(lateness), start, key.clone()));
         slot
     }
 
@@ -426,9 +562,13 @@ impl<A: Accumulators> Windows<A> {
             .collect();
         if touching.len() == 1 {
             let start = touching[0];
-            let p = self.panes.get_mut(&(start, key.clone())).expect("listed session exists");
+            let p = self
+                .panes
+                .get_mut(&(start, key.clone()))
+                .expect("listed session exists");
             if start <= bounds.0 && p.end >= bounds.1 && !p.fired {
                 Ack::merge_into(&mut p.acks, acks);
+                p.rows += 1;
                 return Ok(p.slot);
             }
         }
@@ -438,12 +578,18 @@ impl<A: Accumulators> Windows<A> {
         // Take the touching panes out, fold them into one, and put the grown session back.
         let mut target: Option<u32> = None;
         let mut merged_acks = acks.to_vec();
+        let mut rows = 1;
         for start in &touching {
-            let p = self.panes.remove(&(*start, key.clone())).expect("listed session exists");
+            let p = self
+                .panes
+                .remove(&(*start, key.clone()))
+                .expect("listed session exists");
             self.due.remove(&(p.end, *start, key.clone()));
-            self.expiry.remove(&(p.end.saturating_add(lateness), *start, key.clone()));
+            self.expiry
+                .remove(&(p.end.saturating_add(lateness), *start, key.clone()));
             bounds = (bounds.0.min(*start), bounds.1.max(p.end));
             Ack::merge_into(&mut merged_acks, &p.acks);
+            rows += p.rows;
             match target {
                 None => target = Some(p.slot),
                 Some(t) => {
@@ -456,9 +602,19 @@ impl<A: Accumulators> Windows<A> {
         starts.retain(|s| !touching.contains(s));
         starts.push(bounds.0);
         let slot = target.unwrap_or_else(|| self.alloc());
-        self.panes.insert((bounds.0, key.clone()), Pane { end: bounds.1, slot, fired: false, acks: merged_acks });
+        self.panes.insert(
+            (bounds.0, key.clone()),
+            Pane {
+                end: bounds.1,
+                slot,
+                fired: false,
+                rows,
+                acks: merged_acks,
+            },
+        );
         self.due.insert((bounds.1, bounds.0, key.clone()));
-        self.expiry.insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
+        self.expiry
+            .insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
         Ok(slot)
     }
 
@@ -469,14 +625,28 @@ impl<A: Accumulators> Windows<A> {
             if first.0 > watermark {
                 break;
             }
-            ready.push(self.due.pop_first().unwrap());
+            let next = self.due.pop_first().unwrap();
+            // A session rebuilt from records read again after a restart, ending where the restored
+            // watermark says it was emitted before: a replay. Its records are done (their result was
+            // written then), so its acks are let go.
+            if self.resumed.is_some_and(|r| next.0 <= r) {
+                let pane = self.panes.get_mut(&(next.1, next.2.clone())).unwrap();
+                pane.fired = true;
+                self.replayed += std::mem::take(&mut pane.rows);
+                pane.acks.clear();
+                continue;
+            }
+            ready.push(next);
         }
         // Deterministic order: by window, then key.
         ready.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         let out = if ready.is_empty() {
             None
         } else {
-            let slots: Vec<u32> = ready.iter().map(|(_, s, k)| self.panes[&(*s, k.clone())].slot).collect();
+            let slots: Vec<u32> = ready
+                .iter()
+                .map(|(_, s, k)| self.panes[&(*s, k.clone())].slot)
+                .collect();
             let results = self.acc.finish(&slots)?;
             let mut acks = Vec::new();
             for (_, s, k) in &ready {
@@ -513,29 +683,61 @@ impl<A: Accumulators> Windows<A> {
     }
 
     /// Result rows: `window_start`, `window_end`, the key, then the plugin's fields.
-    fn results(&self, ready: &[(i64, i64, Key)], results: wit::Batch) -> Result<Batch, PluginError> {
+    fn results(
+        &self,
+        ready: &[(i64, i64, Key)],
+        results: wit::Batch,
+    ) -> Result<Batch, PluginError> {
         let n = ready.len();
-        let bad = |message: String| PluginError::Trap { what: "aggregate".into(), message };
+        let bad = |message: String| PluginError::Trap {
+            what: "aggregate".into(),
+            message,
+        };
         if results.rows as usize != n || results.columns.len() != self.acc.outputs().len() {
-            return Err(bad(format!("`finish` returned {} rows and {} columns for {n} slots", results.rows, results.columns.len())));
+            return Err(bad(format!(
+                "`finish` returned {} rows and {} columns for {n} slots",
+                results.rows,
+                results.columns.len()
+            )));
         }
         let global = |end: i64, start: i64| global::is_global((start, end));
-        let time = |v: i64, end: i64, start: i64| if global(end, start) { Value::Null } else { Value::Time(v) };
+        let time = |v: i64, end: i64, start: i64| {
+            if global(end, start) {
+                Value::Null
+            } else {
+                Value::Time(v)
+            }
+        };
         let mut columns = vec![
-            Column { name: "window_start".into(), values: ready.iter().map(|(e, s, _)| time(*s, *e, *s)).collect() },
-            Column { name: "window_end".into(), values: ready.iter().map(|(e, s, _)| time(*e, *e, *s)).collect() },
+            Column {
+                name: "window_start".into(),
+                values: ready.iter().map(|(e, s, _)| time(*s, *e, *s)).collect(),
+            },
+            Column {
+                name: "window_end".into(),
+                values: ready.iter().map(|(e, s, _)| time(*e, *e, *s)).collect(),
+            },
         ];
         if let Some(key) = &self.settings.key {
-            columns.push(Column { name: key.clone(), values: ready.iter().map(|(_, _, k)| k.0.clone()).collect() });
+            columns.push(Column {
+                name: key.clone(),
+                values: ready.iter().map(|(_, _, k)| k.0.clone()).collect(),
+            });
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
             let values = crate::plugin::from_wit(col, n, field).map_err(bad)?;
-            columns.push(Column { name: field.name.clone(), values });
+            columns.push(Column {
+                name: field.name.clone(),
+                values,
+            });
         }
         Ok(Batch {
             len: n,
             // A result's event time is the last instant of its window (the newest record, for global).
-            time: ready.iter().map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 }).collect(),
+            time: ready
+                .iter()
+                .map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 })
+                .collect(),
             origin: vec![Default::default(); n],
             columns,
             acks: Vec::new(),
@@ -555,24 +757,39 @@ fn gather(input: &wit::Batch, rows: &[u32]) -> wit::Batch {
         .columns
         .iter()
         .map(|c| match c {
-            wit::Column::Float(v) => wit::Column::Float(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Float(v) => {
+                wit::Column::Float(rows.iter().map(|&r| v[r as usize]).collect())
+            }
             wit::Column::Int(v) => wit::Column::Int(rows.iter().map(|&r| v[r as usize]).collect()),
-            wit::Column::Boolean(v) => wit::Column::Boolean(rows.iter().map(|&r| v[r as usize]).collect()),
+            wit::Column::Boolean(v) => {
+                wit::Column::Boolean(rows.iter().map(|&r| v[r as usize]).collect())
+            }
             wit::Column::Str(d) => wit::Column::Str(wit::DictColumn {
                 dict: d.dict.clone(),
                 codes: rows.iter().map(|&r| d.codes[r as usize]).collect(),
             }),
         })
         .collect();
-    wit::Batch { rows: rows.len() as u32, columns }
+    wit::Batch {
+        rows: rows.len() as u32,
+        columns,
+    }
 }
 
 pub struct WindowOperator {
     windows: Windows<AggregateInstance>,
+    /// Whether the first batch came: the restored watermark is read then, when a source has restored it.
+    started: bool,
 }
 
 impl WindowOperator {
-    fn handle(&self, out: &mut Output, batch: &Batch, step: (Option<Batch>, Rejected)) {
+    fn handle(
+        &mut self,
+        out: &mut Output,
+        batch: &Batch,
+        step: (Option<Batch>, Rejected),
+        resume_point: Option<i64>,
+    ) {
         let (emitted, rejected) = step;
         for (row, reason, late) in rejected {
             if late {
@@ -581,7 +798,16 @@ impl WindowOperator {
                 out.dead_row(batch, row, &reason);
             }
         }
-        if let Some(b) = emitted {
+        let replayed = self.windows.take_replayed();
+        if replayed > 0 {
+            out.replayed(replayed);
+        }
+        if let Some(mut b) = emitted {
+            if let Some(wm) = resume_point {
+                // First, so it reports before the source acks let the batches commit (see `Progress`).
+                let token = out.progress().written(out.stage(), wm);
+                b.acks.insert(0, token);
+            }
             out.emit(b);
         }
     }
@@ -589,14 +815,31 @@ impl WindowOperator {
 
 impl Operator for WindowOperator {
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
-        let step = self.windows.process(&batch).map_err(|e| StageError::with("plugin call failed", e))?;
-        self.handle(out, &batch, step);
+        if !self.started {
+            self.started = true;
+            // A source restores before its first batch, so this is the time to look.
+            if let Some(wm) = out.progress().restored(out.stage()) {
+                self.windows.resume(wm);
+            }
+        }
+        let step = self
+            .windows
+            .process(&batch)
+            .map_err(|e| StageError::with("plugin call failed", e))?;
+        let point = self.windows.resume_point();
+        self.handle(out, &batch, step, point);
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
-        let emitted = self.windows.finish().map_err(|e| StageError::with("plugin call failed", e))?;
-        self.handle(out, &Batch::default(), (emitted, Vec::new()));
+        // The watermark before the end of input: the end flushes windows the watermark has not reached,
+        // and records for those may still come in a later run.
+        let point = self.windows.resume_point();
+        let emitted = self
+            .windows
+            .finish()
+            .map_err(|e| StageError::with("plugin call failed", e))?;
+        self.handle(out, &Batch::default(), (emitted, Vec::new()), point);
         Ok(())
     }
 }

@@ -1,1 +1,522 @@
+//! Window assignment, watermarks, lateness and end-of-input flush, with a native stand-in for the plugin.
 
+use super::*;
+use crate::plugin::FieldType;
+use crate::record::{BatchBuilder, Origin};
+
+/// Sum and count of `v` per slot: what `sum` does, without WebAssembly.
+#[derive(Default)]
+struct SumCount {
+    inputs: Vec<FieldSpec>,
+    outputs: Vec<FieldSpec>,
+    slots: Vec<(f64, i64)>,
+    merges: usize,
+}
+
+impl SumCount {
+    fn new() -> Self {
+        SumCount {
+            inputs: vec![FieldSpec {
+                name: "v".into(),
+                ty: FieldType::Float,
+            }],
+            outputs: vec![
+                FieldSpec {
+                    name: "sum".into(),
+                    ty: FieldType::Float,
+                },
+                FieldSpec {
+                    name: "count".into(),
+                    ty: FieldType::Int,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+    fn slot(&mut self, s: u32) -> &mut (f64, i64) {
+        if self.slots.len() <= s as usize {
+            self.slots.resize(s as usize + 1, (0.0, 0));
+        }
+        &mut self.slots[s as usize]
+    }
+}
+
+impl Accumulators for SumCount {
+    fn inputs(&self) -> &[FieldSpec] {
+        &self.inputs
+    }
+    fn outputs(&self) -> &[FieldSpec] {
+        &self.outputs
+    }
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
+        let wit::Column::Float(v) = &input.columns[0] else {
+            panic!("float column")
+        };
+        assert_eq!(v.len(), slots.len());
+        for (s, x) in slots.iter().zip(v) {
+            let acc = self.slot(*s);
+            acc.0 += x;
+            acc.1 += 1;
+        }
+        Ok(Vec::new())
+    }
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
+        self.merges += 1;
+        let from = std::mem::take(self.slot(src));
+        let to = self.slot(dst);
+        to.0 += from.0;
+        to.1 += from.1;
+        Ok(())
+    }
+    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
+        let vals: Vec<(f64, i64)> = slots.iter().map(|s| *self.slot(*s)).collect();
+        Ok(wit::Batch {
+            rows: slots.len() as u32,
+            columns: vec![
+                wit::Column::Float(vals.iter().map(|v| v.0).collect()),
+                wit::Column::Int(vals.iter().map(|v| v.1).collect()),
+            ],
+        })
+    }
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
+        for s in slots {
+            *self.slot(*s) = (0.0, 0);
+        }
+        Ok(())
+    }
+}
+
+fn windows(kind: WindowKind, max_delay: i64, allowed_lateness: i64) -> Windows<SumCount> {
+    let settings = Settings {
+        kind,
+        key: Some("k".into()),
+        event_time: None,
+        max_delay,
+        allowed_lateness,
+    };
+    Windows::new(settings, SumCount::new())
+}
+
+/// Records (time, key, value).
+fn batch(records: &[(i64, &str, f64)]) -> Batch {
+    let mut b = BatchBuilder::default();
+    for (i, (t, k, v)) in records.iter().enumerate() {
+        b.push(
+            *t,
+            Origin {
+                partition: 0,
+                offset: i as i64,
+            },
+            [
+                ("k".into(), Value::Str((*k).into())),
+                ("v".into(), Value::Float(*v)),
+            ],
+        );
+    }
+    b.take()
+}
+
+/// Result rows as (start, end, key, sum, count); global bounds are reported as (MIN, MAX).
+fn rows(b: &Option<Batch>) -> Vec<(i64, i64, String, f64, i64)> {
+    let Some(b) = b else { return Vec::new() };
+    (0..b.len)
+        .map(|r| {
+            let t = |name: &str, default: i64| match b.value(name, r) {
+                Value::Time(t) => *t,
+                _ => default,
+            };
+            let Value::Str(k) = b.value("k", r) else {
+                panic!("key")
+            };
+            let Value::Float(sum) = b.value("sum", r) else {
+                panic!("sum")
+            };
+            let Value::Int(count) = b.value("count", r) else {
+                panic!("count")
+            };
+            (
+                t("window_start", i64::MIN),
+                t("window_end", i64::MAX),
+                k.to_string(),
+                *sum,
+                *count,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tumbling_windows_emit_when_the_watermark_passes_their_end() {
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    let (out, rejected) = w
+        .process(&batch(&[
+            (1_000, "a", 1.0),
+            (2_000, "b", 2.0),
+            (59_999, "a", 3.0),
+        ]))
+        .unwrap();
+    assert!(
+        out.is_none(),
+        "nothing is due before the watermark reaches 60s"
+    );
+    assert!(rejected.is_empty());
+    let (out, _) = w.process(&batch(&[(60_000, "a", 10.0)])).unwrap();
+    assert_eq!(
+        rows(&out),
+        [
+            (0, 60_000, "a".into(), 4.0, 2),
+            (0, 60_000, "b".into(), 2.0, 1)
+        ]
+    );
+    let out = w.finish().unwrap();
+    assert_eq!(rows(&out), [(60_000, 120_000, "a".into(), 10.0, 1)]);
+}
+
+#[test]
+fn max_delay_holds_windows_open_for_out_of_order_records() {
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 5_000, 0);
+    let (out, _) = w
+        .process(&batch(&[(59_000, "a", 1.0), (62_000, "a", 1.0)]))
+        .unwrap();
+    assert!(out.is_none(), "watermark is 57s");
+    assert_eq!(w.watermark(), 57_000);
+    // 58s is behind the newest record but not behind the watermark: it still counts in [0, 60s).
+    let (out, rejected) = w
+        .process(&batch(&[(58_000, "a", 1.0), (65_000, "a", 1.0)]))
+        .unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(rows(&out), [(0, 60_000, "a".into(), 2.0, 2)]);
+}
+
+#[test]
+fn late_records_are_rejected_with_reason() {
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    w.process(&batch(&[(70_000, "a", 1.0)])).unwrap();
+    let (out, rejected) = w
+        .process(&batch(&[(69_999, "a", 1.0), (70_000, "a", 1.0)]))
+        .unwrap();
+    assert!(out.is_none());
+    assert_eq!(rejected.len(), 1);
+    let (row, reason, late) = &rejected[0];
+    assert_eq!((*row, *late), (0, true));
+    assert!(
+        reason.starts_with("late: event time is 1 ms behind the watermark"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn allowed_lateness_updates_an_emitted_window() {
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 0, 10_000);
+    let (out, _) = w
+        .process(&batch(&[(1_000, "a", 1.0), (61_000, "a", 1.0)]))
+        .unwrap();
+    assert_eq!(rows(&out), [(0, 60_000, "a".into(), 1.0, 1)]);
+    // Behind the watermark (61s) by 6s, within the 10s lateness: the window is emitted again, updated.
+    let (out, rejected) = w.process(&batch(&[(55_000, "a", 2.0)])).unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(rows(&out), [(0, 60_000, "a".into(), 3.0, 2)]);
+    // Past end + lateness (70s) the window is gone, and records for it are late.
+    w.process(&batch(&[(75_000, "a", 1.0)])).unwrap();
+    let (out, rejected) = w.process(&batch(&[(59_000, "a", 5.0)])).unwrap();
+    assert!(out.is_none());
+    assert!(rejected[0].2, "late");
+}
+
+#[test]
+fn hopping_windows_count_a_record_in_each_window() {
+    let mut w = windows(
+        WindowKind::Hopping {
+            size: 60_000,
+            slide: 30_000,
+        },
+        0,
+        0,
+    );
+    w.process(&batch(&[(40_000, "a", 1.0)])).unwrap();
+    let out = w.finish().unwrap();
+    assert_eq!(
+        rows(&out),
+        [
+            (0, 60_000, "a".into(), 1.0, 1),
+            (30_000, 90_000, "a".into(), 1.0, 1)
+        ]
+    );
+}
+
+#[test]
+fn session_windows_merge_when_a_record_bridges_them() {
+    let mut w = windows(WindowKind::Session { gap: 10_000 }, 0, 0);
+    // Two sessions of key a, 15s apart, plus b; max_delay 0 would close the first, so use one batch
+    // whose records arrive in an order that keeps both open until the bridge arrives.
+    let mut w2 = windows(WindowKind::Session { gap: 10_000 }, 30_000, 0);
+    let (out, _) = w2
+        .process(&batch(&[
+            (0, "a", 1.0),
+            (15_000, "a", 2.0),
+            (1_000, "b", 5.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none());
+    let (out, _) = w2.process(&batch(&[(8_000, "a", 4.0)])).unwrap();
+    assert!(out.is_none());
+    assert_eq!(
+        w2.acc.merges, 1,
+        "the record at 8s bridges [0,10s) and [15s,25s)"
+    );
+    let out = w2.finish().unwrap();
+    assert_eq!(
+        rows(&out),
+        [
+            (1_000, 11_000, "b".into(), 5.0, 1),
+            (0, 25_000, "a".into(), 7.0, 3)
+        ]
+    );
+
+    // With no delay, a gap longer than `gap` closes the session as soon as the watermark passes it.
+    let (out, _) = w
+        .process(&batch(&[
+            (0, "a", 1.0),
+            (5_000, "a", 1.0),
+            (20_000, "a", 1.0),
+        ]))
+        .unwrap();
+    assert_eq!(rows(&out), [(0, 15_000, "a".into(), 2.0, 2)]);
+}
+
+#[test]
+fn global_window_emits_only_at_end_of_input() {
+    let mut w = windows(WindowKind::Global, 0, 0);
+    let (out, _) = w
+        .process(&batch(&[
+            (0, "a", 1.0),
+            (i64::MAX / 2, "a", 2.0),
+            (5, "b", 3.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none());
+    let out = w.finish().unwrap();
+    let b = out.as_ref().unwrap();
+    assert_eq!(b.value("window_start", 0), &Value::Null);
+    assert_eq!(
+        rows(&out),
+        [
+            (i64::MIN, i64::MAX, "a".into(), 3.0, 2),
+            (i64::MIN, i64::MAX, "b".into(), 3.0, 1)
+        ]
+    );
+}
+
+#[test]
+fn end_of_input_flushes_every_open_window_in_order() {
+    let mut w = windows(WindowKind::Tumbling { size: 10 }, 1_000, 0);
+    w.process(&batch(&[
+        (25, "b", 1.0),
+        (5, "a", 1.0),
+        (15, "a", 1.0),
+        (5, "c", 1.0),
+    ]))
+    .unwrap();
+    let out = w.finish().unwrap();
+    let r: Vec<(i64, String)> = rows(&out).into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(
+        r,
+        [
+            (0, "a".into()),
+            (0, "c".into()),
+            (10, "a".into()),
+            (20, "b".into())
+        ]
+    );
+    assert!(w.finish().unwrap().is_none(), "a window is emitted once");
+}
+
+#[test]
+fn bad_rows_are_set_aside_and_the_rest_aggregate() {
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    let mut b = BatchBuilder::default();
+    b.push(
+        1,
+        Origin::default(),
+        [
+            ("k".into(), Value::Str("a".into())),
+            ("v".into(), Value::Float(1.0)),
+        ],
+    );
+    b.push(
+        2,
+        Origin::default(),
+        [
+            ("k".into(), Value::Str("a".into())),
+            ("v".into(), Value::Str("x".into())),
+        ],
+    );
+    b.push(3, Origin::default(), [("v".into(), Value::Float(1.0))]);
+    b.push(
+        4,
+        Origin::default(),
+        [
+            ("k".into(), Value::Str("a".into())),
+            ("v".into(), Value::Float(f64::NAN)),
+        ],
+    );
+    let (_, rejected) = w.process(&b.take()).unwrap();
+    let reasons: Vec<(usize, &str)> = rejected.iter().map(|(r, m, _)| (*r, m.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            (2, "missing key field `k`"),
+            (1, "field `v` must be a number, found a string"),
+            (3, "field `v` is NaN, not a finite number")
+        ]
+    );
+    assert_eq!(
+        rows(&w.finish().unwrap()),
+        [(0, 60_000, "a".into(), 1.0, 1)]
+    );
+}
+
+#[test]
+fn results_hold_the_acks_of_the_records_they_contain() {
+    let mut w = windows(WindowKind::Tumbling { size: 10 }, 0, 0);
+    let token = Ack::new(());
+    let mut b = batch(&[(1, "a", 1.0)]);
+    b.acks = vec![token.clone()];
+    w.process(&b).unwrap();
+    let out = w.finish().unwrap().unwrap();
+    assert_eq!(out.acks.len(), 1);
+    assert!(out.acks[0].same(&token));
+}
+
+#[test]
+fn window_table_checks_its_fields() {
+    let t = |kind: &str, size: Option<i64>, slide: Option<i64>, gap: Option<i64>| WindowTable {
+        kind: Spanned::new(0..1, kind.to_string()),
+        size: size.map(Duration),
+        slide: slide.map(Duration),
+        gap: gap.map(Duration),
+    };
+    assert_eq!(
+        t("tumbling", Some(60_000), None, None).kind(0..1).unwrap(),
+        WindowKind::Tumbling { size: 60_000 }
+    );
+    assert!(t("tumbling", None, None, None)
+        .kind(0..1)
+        .unwrap_err()
+        .message
+        .contains("needs `size`"));
+    assert!(t("hopping", Some(10), Some(20), None)
+        .kind(0..1)
+        .unwrap_err()
+        .message
+        .contains("must not exceed"));
+    assert!(t("session", None, None, None)
+        .kind(0..1)
+        .unwrap_err()
+        .message
+        .contains("`gap`"));
+    assert!(t("global", Some(1), None, None)
+        .kind(0..1)
+        .unwrap_err()
+        .message
+        .contains("takes no `size`"));
+    assert!(t("sliding", None, None, None)
+        .kind(0..1)
+        .unwrap_err()
+        .message
+        .contains("unknown window kind `sliding`"));
+}
+
+#[test]
+fn a_restored_watermark_skips_records_of_emitted_windows_and_keeps_open_ones() {
+    // Before the stop, [0, 60s) was emitted at watermark 95s (the 100s record, max delay 5s); [60s,
+    // 120s) was still open. The restart reads a batch again that straddles them.
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 5_000, 0);
+    w.resume(95_000);
+    assert_eq!(w.resume_point(), Some(95_000), "before any record");
+    let (out, rejected) = w
+        .process(&batch(&[
+            (50_000, "a", 1.0),
+            (59_999, "b", 2.0),
+            (70_000, "a", 3.0),
+            (90_000, "a", 4.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none(), "no partial [0, 60s) again");
+    assert!(
+        rejected.is_empty(),
+        "records of emitted windows are not dead-lettered"
+    );
+    assert_eq!(w.take_replayed(), 2);
+    assert_eq!(w.take_replayed(), 0, "taken");
+    // 70s and 90s are behind the restored watermark but their window was open: they still count, and
+    // the live watermark (85s) did not jump to 95s, so 87s is not late either.
+    assert_eq!(w.watermark(), 85_000);
+    assert_eq!(
+        w.resume_point(),
+        Some(95_000),
+        "never below the restored one"
+    );
+    let (out, rejected) = w
+        .process(&batch(&[(87_000, "a", 1.0), (125_000, "a", 5.0)]))
+        .unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(rows(&out), [(60_000, 120_000, "a".into(), 8.0, 3)]);
+    assert_eq!(w.resume_point(), Some(120_000));
+    // A record for an emitted window that is also late for the live watermark counts as a replay.
+    let (out, rejected) = w.process(&batch(&[(10_000, "a", 1.0)])).unwrap();
+    assert!(out.is_none() && rejected.is_empty());
+    assert_eq!(w.take_replayed(), 1);
+}
+
+#[test]
+fn a_restored_watermark_skips_only_the_emitted_windows_of_a_hopping_record() {
+    let mut w = windows(
+        WindowKind::Hopping {
+            size: 60_000,
+            slide: 30_000,
+        },
+        0,
+        0,
+    );
+    w.resume(60_000);
+    // 45s is in [0, 60s) (emitted) and [30s, 90s) (open): it counts in the open one only.
+    let (_, rejected) = w.process(&batch(&[(45_000, "a", 1.0)])).unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(w.take_replayed(), 0);
+    let out = w.finish().unwrap();
+    assert_eq!(rows(&out), [(30_000, 90_000, "a".into(), 1.0, 1)]);
+}
+
+#[test]
+fn a_rebuilt_session_that_ended_before_the_restored_watermark_is_not_emitted_again() {
+    let mut w = windows(WindowKind::Session { gap: 10_000 }, 0, 0);
+    w.resume(30_000);
+    // The session [1s, 15s) ended before 30s: emitted before the restart. [25s, 45s) was still open.
+    let (out, _) = w
+        .process(&batch(&[
+            (1_000, "a", 1.0),
+            (5_000, "a", 1.0),
+            (25_000, "a", 2.0),
+            (35_000, "a", 2.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none(), "the old session is skipped, not emitted");
+    assert_eq!(w.take_replayed(), 2);
+    let out = w.finish().unwrap();
+    assert_eq!(rows(&out), [(25_000, 45_000, "a".into(), 4.0, 2)]);
+}
+
+#[test]
+fn the_global_window_ignores_a_restored_watermark() {
+    let mut w = windows(WindowKind::Global, 0, 0);
+    w.resume(60_000);
+    assert_eq!(w.resume_point(), None);
+    w.process(&batch(&[(1_000, "a", 1.0)])).unwrap();
+    assert_eq!(w.take_replayed(), 0);
+    assert_eq!(rows(&w.finish().unwrap()).len(), 1);
+}

@@ -62,10 +62,16 @@ fn default_height() -> u32 {
 impl StageConfig for ChartConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         if self.png.is_none() && self.svg.is_none() {
-            return Err(BuildError::new(None, "a chart needs `png = \"...\"`, `svg = \"...\"` or both"));
+            return Err(BuildError::new(
+                None,
+                "a chart needs `png = \"...\"`, `svg = \"...\"` or both",
+            ));
         }
         if !self.scale.is_finite() || self.scale == 0.0 {
-            return Err(BuildError::new(None, "`scale` must be a finite, non-zero number"));
+            return Err(BuildError::new(
+                None,
+                "`scale` must be a finite, non-zero number",
+            ));
         }
         Ok(Built::Sink(Box::new(ChartSink {
             png: self.png.as_ref().map(|p| ctx.path(p)),
@@ -85,9 +91,11 @@ pub struct ChartSink {
 
 fn write(path: &PathBuf, bytes: &[u8]) -> Result<(), StageError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StageError::with(format!("cannot create `{}`", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StageError::with(format!("cannot create `{}`", dir.display()), e))?;
     }
-    std::fs::write(path, bytes).map_err(|e| StageError::with(format!("cannot write `{}`", path.display()), e))
+    std::fs::write(path, bytes)
+        .map_err(|e| StageError::with(format!("cannot write `{}`", path.display()), e))
 }
 
 impl Sink for ChartSink {
@@ -99,13 +107,20 @@ impl Sink for ChartSink {
     fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
         let c = &self.config;
         let order = ranked(&self.rows, Some(&c.value), false, Some(c.top));
-        let field = |row: &[(Arc<str>, Value)], name: &str| row.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.clone());
+        let field = |row: &[(Arc<str>, Value)], name: &str| {
+            row.iter()
+                .find(|(n, _)| &**n == name)
+                .map(|(_, v)| v.clone())
+        };
         let bars = order
             .iter()
             .filter_map(|&i| {
                 let row = &self.rows[i];
                 let value = field(row, &c.value)?.as_f64()? * c.scale;
-                Some((field(row, &c.label).unwrap_or(Value::Null).to_string(), value))
+                Some((
+                    field(row, &c.label).unwrap_or(Value::Null).to_string(),
+                    value,
+                ))
             })
             .collect();
         let chart = BarChart {

@@ -763,7 +763,9 @@ mod tests {
     fn svg_has_one_rect_per_bar_proportional_to_values() {
         let c = sample();
         let doc = svg(&c);
-        assert!(doc.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"800\" viewBox=\"0 0 1200 800\""));
+        assert!(doc.starts_with(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"800\" viewBox=\"0 0 1200 800\""
+        ));
         let rects = rects(&doc);
         assert_eq!(rects.len(), c.bars.len());
         let w0 = attr(rects[0], "width");

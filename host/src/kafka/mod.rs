@@ -1,0 +1,355 @@
+//! Talking to Kafka through librdkafka (the `rdkafka` crate, no async runtime): client settings, error
+//! reporting, topic metadata, timestamp-ordered reading, and the `produce` and `record` commands. The
+//! pipeline stage built on it is `sources::kafka`.
+//!
+//! Security: this build links the system OpenSSL, so `security.protocol` may be `PLAINTEXT`, `SSL`,
+//! `SASL_PLAINTEXT` or `SASL_SSL`, with `sasl.mechanism` `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or
+//! `OAUTHBEARER` (with a static or unsecured token; no OIDC token fetching). `GSSAPI` (Kerberos) is not
+//! built: it needs Cyrus SASL.
+
+pub mod interleave;
+pub mod produce;
+pub mod record;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+/// What can go wrong talking to Kafka, worded for the person running the command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("client property `{key}`: {reason}")]
+    Property { key: String, reason: String },
+    #[error("client property `{key}` is managed by tributary ({why}); remove it")]
+    Reserved { key: String, why: &'static str },
+    #[error("client property `{0}` must be written `KEY=VALUE`")]
+    PropertySyntax(String),
+    #[error("cannot create the kafka client")]
+    Client(#[source] KafkaError),
+    #[error("no kafka broker answered at `{brokers}` within {timeout:?}; check the address and that a broker is running")]
+    Unreachable { brokers: String, timeout: Duration },
+    #[error("topic `{topic}` not found at `{brokers}`; create it, e.g. with `tributary produce --partitions N`")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot create topic `{topic}`: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{failed} of {sent} records were not delivered to topic `{topic}` (first error: {first})"
+    )]
+    Delivery {
+        topic: String,
+        failed: u64,
+        sent: u64,
+        first: String,
+    },
+    #[error("{what}")]
+    Kafka { what: String, source: KafkaError },
+}
+
+/// Properties tributary sets itself, and why a user may not.
+const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set `brokers`"),
+    ("metadata.broker.list", "set `brokers`"),
+    ("group.id", "set `group_id`"),
+    (
+        "enable.auto.commit",
+        "offsets are committed once the sinks hold the results",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed once the sinks hold the results",
+    ),
+    (
+        "enable.partition.eof",
+        "tributary needs it to know when a partition is read to its end",
+    ),
+];
+
+/// Checks user properties: none reserved, every name and value known to librdkafka.
+pub fn check_properties(properties: &[(String, String)]) -> Result<(), Error> {
+    for (key, _) in properties {
+        if let Some((_, why)) = RESERVED.iter().find(|(k, _)| k == key) {
+            return Err(Error::Reserved {
+                key: key.clone(),
+                why,
+            });
+        }
+    }
+    let mut config = ClientConfig::new();
+    for (key, value) in properties {
+        config.set(key, value);
+        if let Err(e) = config.create_native_config() {
+            let reason = match e {
+                KafkaError::ClientConfig(_, desc, _, _) => desc,
+                other => other.to_string(),
+            };
+            return Err(Error::Property {
+                key: key.clone(),
+                reason: lowercase_first(&reason),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Parses `KEY=VALUE` command-line properties.
+pub fn parse_properties(args: &[String]) -> Result<Vec<(String, String)>, Error> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(Error::PropertySyntax(a.clone())),
+        })
+        .collect()
+}
+
+/// A client config with the brokers and the user's properties. librdkafka's own log lines are dropped:
+/// errors reach the [`Reporter`] instead, one line per problem.
+pub fn client_config(brokers: &str, properties: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set_log_level(RDKafkaLogLevel::Emerg);
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Reports client errors as single lines on standard error: a lost broker once per outage (librdkafka
+/// retries with backoff on its own), any other error once a minute at most.
+pub struct Reporter {
+    label: String,
+    state: Mutex<ReporterState>,
+    /// Mirrors `state.down`, so [`Reporter::alive`] costs one load per record.
+    down: AtomicBool,
+}
+
+#[derive(Default)]
+struct ReporterState {
+    quiet: bool,
+    down: bool,
+    last: HashMap<String, Instant>,
+}
+
+impl Reporter {
+    pub fn new(label: impl Into<String>) -> Self {
+        Reporter {
+            label: label.into(),
+            state: Mutex::default(),
+            down: AtomicBool::new(false),
+        }
+    }
+
+    /// While quiet, nothing is printed (a probe whose outcome the caller reports itself).
+    pub fn set_quiet(&self, quiet: bool) {
+        self.lock().quiet = quiet;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReporterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn error(&self, error: &KafkaError, reason: &str) {
+        let text = if reason.is_empty() {
+            error.to_string()
+        } else {
+            reason.to_string()
+        };
+        let mut st = self.lock();
+        if is_transport(error) {
+            if !st.down && !st.quiet {
+                eprintln!(
+                    "warning: {}: cannot reach kafka ({text}); retrying with backoff, work resumes where it stopped",
+                    self.label
+                );
+            }
+            st.down = true;
+            self.down.store(true, Ordering::Relaxed);
+            return;
+        }
+        if st.quiet {
+            return;
+        }
+        let now = Instant::now();
+        let key = error.to_string();
+        if st
+            .last
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        st.last.insert(key, now);
+        eprintln!("warning: {}: kafka: {text}", self.label);
+    }
+
+    /// Something came back from a broker: if contact had been lost, say it is back.
+    pub fn alive(&self) {
+        if !self.down.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.lock();
+        self.down.store(false, Ordering::Relaxed);
+        if st.down {
+            st.down = false;
+            if !st.quiet {
+                eprintln!("{}: reconnected to kafka", self.label);
+            }
+        }
+    }
+
+    /// Whether contact with the brokers is currently lost.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors that mean "no broker is reachable right now", which librdkafka retries by itself.
+fn is_transport(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::BrokerNotAvailable
+        )
+    )
+}
+
+/// The consumer context of the Kafka source and `record`: errors and failed commits go to a [`Reporter`].
+pub struct ConsumerReporter(pub Arc<Reporter>);
+
+impl ClientContext for ConsumerReporter {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+
+    /// Every error event passes here first (the consumer's poll then returns it too): report it once,
+    /// here. Reaching the end of a partition is news, not an error.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            self.0.error(&error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerReporter {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.0.alive(),
+            Err(e) => self.0.error(
+                &e,
+                &format!("committing offsets failed: {e}; retrying at the next commit"),
+            ),
+        }
+    }
+}
+
+/// The partitions of each topic, in the order given; `None` for a topic the cluster does not have.
+/// An error means no broker answered within `timeout`.
+pub fn topic_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<Option<Vec<i32>>>, KafkaError> {
+    let deadline = Instant::now() + timeout;
+    let mut found = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let metadata = consumer.fetch_metadata(Some(topic), left)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| {
+                let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                ids.sort_unstable();
+                ids
+            });
+        found.push(partitions);
+    }
+    Ok(found)
+}
+
+/// Runs a future to completion on this thread (the admin API returns futures; there is no runtime).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_checked_by_librdkafka() {
+        let ok = [
+            ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ("sasl.mechanism".into(), "PLAIN".into()),
+        ];
+        check_properties(&ok).unwrap();
+        let unknown = [("no.such.property".to_string(), "1".to_string())];
+        let e = check_properties(&unknown).unwrap_err().to_string();
+        assert!(e.starts_with("client property `no.such.property`: "), "{e}");
+        let reserved = [("group.id".to_string(), "g".to_string())];
+        assert!(check_properties(&reserved)
+            .unwrap_err()
+            .to_string()
+            .contains("set `group_id`"));
+        assert!(
+            parse_properties(&["a=b=c".into()]).unwrap() == [("a".to_string(), "b=c".to_string())]
+        );
+        assert!(parse_properties(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn scram_and_ssl_are_built_in() {
+        let features = [
+            ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+        ];
+        check_properties(&features).unwrap();
+    }
+}

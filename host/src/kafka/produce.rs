@@ -1,0 +1,294 @@
+//! `tributary produce`: loads a capture into a topic, keeping each record's key and timestamp, and its
+//! partition when the topic has that partition (otherwise the key picks one, as Java clients do).
+
+use super::{block_on, client_config, Error};
+use crate::sources::capture::parse_line;
+use crate::topology::StopFlag;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to produce, and where.
+pub struct ProduceOptions<'a> {
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    pub file: &'a Path,
+    /// Pacing by record timestamps: `0` as fast as possible, `1.0` real time, `10.0` ten times faster.
+    pub speed: f64,
+    /// Create the topic with this many partitions (if it does not exist yet).
+    pub partitions: Option<i32>,
+    pub properties: &'a [(String, String)],
+}
+
+/// What a `produce` did.
+#[derive(Debug)]
+pub struct ProduceReport {
+    pub records: u64,
+    /// Records placed by key hash because the topic lacks their captured partition.
+    pub by_key: u64,
+    /// Capture lines that could not be read (reported on standard error, not produced).
+    pub skipped: u64,
+    pub partitions: usize,
+    pub created: bool,
+}
+
+/// Counts delivery failures (reported by librdkafka after the fact).
+struct Deliveries {
+    reporter: Arc<super::Reporter>,
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.reporter.error(&error, reason);
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.reporter.alive(),
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceReport, Error> {
+    super::check_properties(opts.properties)?;
+    let reporter = Arc::new(super::Reporter::new("produce"));
+    let context = Deliveries {
+        reporter,
+        failed: AtomicU64::new(0),
+        first: Mutex::new(None),
+    };
+    let mut config = client_config(opts.brokers, opts.properties);
+    // Idempotence keeps each partition in file order through retries, so offsets follow the capture.
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        // The Java clients' key hash, so keys land where other producers would put them.
+        .set("partitioner", "murmur2_random")
+        // A missing topic is an error to report (or `--partitions` creates it), not one to create quietly.
+        .set("allow.auto.create.topics", "false");
+    let producer: BaseProducer<Deliveries> =
+        config.create_with_context(context).map_err(Error::Client)?;
+
+    let mut created = false;
+    if let Some(n) = opts.partitions {
+        created = create_topic(opts, n)?;
+    }
+    let partitions = wait_for_partitions(&producer, opts)?;
+
+    let file = std::fs::File::open(opts.file).map_err(|e| Error::Read {
+        path: opts.file.to_path_buf(),
+        source: e,
+    })?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut report = ProduceReport {
+        records: 0,
+        by_key: 0,
+        skipped: 0,
+        partitions,
+        created,
+    };
+    let started = Instant::now();
+    let mut first_ts: Option<i64> = None;
+    for (n, line) in reader.lines().enumerate() {
+        if stop.is_stopped() {
+            break;
+        }
+        let line = line.map_err(|e| Error::Read {
+            path: opts.file.to_path_buf(),
+            source: e,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let capture = match parse_line(&line) {
+            Ok(c) => c,
+            Err(reason) => {
+                report.skipped += 1;
+                if report.skipped <= 10 {
+                    eprintln!(
+                        "warning: {}:{}: {reason}; line skipped",
+                        opts.file.display(),
+                        n + 1
+                    );
+                }
+                continue;
+            }
+        };
+        if opts.speed > 0.0 {
+            let first = *first_ts.get_or_insert(capture.timestamp);
+            let due = Duration::from_secs_f64(
+                (capture.timestamp - first).max(0) as f64 / 1000.0 / opts.speed,
+            );
+            if let Some(mut wait) = due.checked_sub(started.elapsed()) {
+                // Deliver what is queued before sleeping, so consumers see records on time.
+                producer.poll(Duration::ZERO);
+                while !wait.is_zero() && !stop.is_stopped() {
+                    let step = wait.min(Duration::from_millis(50));
+                    producer.poll(step);
+                    wait = wait.saturating_sub(step);
+                }
+            }
+        }
+        let mut record = BaseRecord::to(opts.topic)
+            .payload(capture.value.as_ref())
+            .timestamp(capture.timestamp);
+        if let Some(key) = &capture.key {
+            record = record.key(key.as_ref());
+        }
+        if capture.partition >= 0 && (capture.partition as usize) < partitions {
+            record = record.partition(capture.partition);
+        } else {
+            report.by_key += 1;
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => {
+                    return Err(Error::Kafka {
+                        what: format!("cannot produce to topic `{}`", opts.topic),
+                        source: e,
+                    })
+                }
+            }
+        }
+        report.records += 1;
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| Error::Kafka {
+            what: format!(
+                "not every record reached topic `{}` within 60s; is the broker up?",
+                opts.topic
+            ),
+            source: e,
+        })?;
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = producer
+            .context()
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        return Err(Error::Delivery {
+            topic: opts.topic.to_string(),
+            failed,
+            sent: report.records,
+            first,
+        });
+    }
+    Ok(report)
+}
+
+/// Creates the topic; `false` if it already existed (then it is used as it is).
+fn create_topic(opts: &ProduceOptions<'_>, partitions: i32) -> Result<bool, Error> {
+    if partitions < 1 {
+        return Err(Error::CreateTopic {
+            topic: opts.topic.into(),
+            reason: "`--partitions` must be at least 1".into(),
+        });
+    }
+    let admin: AdminClient<DefaultClientContext> = {
+        let mut config = client_config(opts.brokers, opts.properties);
+        config.set("log_level", "0");
+        config.create().map_err(Error::Client)?
+    };
+    // Replication -1: the broker's default replication factor. Captures carry their original (old)
+    // timestamps, which time-based retention measures: with the default 7 days, the broker would
+    // delete a 2024 capture at its next retention check. Topics made here keep their records.
+    let topic = NewTopic::new(opts.topic, partitions, TopicReplication::Fixed(-1))
+        .set("retention.ms", "-1");
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
+    let results =
+        block_on(admin.create_topics([&topic], &options)).map_err(|e| Error::CreateTopic {
+            topic: opts.topic.into(),
+            reason: e.to_string(),
+        })?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+        Some(Err((_, code))) => Err(Error::CreateTopic {
+            topic: opts.topic.into(),
+            reason: code.to_string(),
+        }),
+        None => Err(Error::CreateTopic {
+            topic: opts.topic.into(),
+            reason: "the broker sent no result".into(),
+        }),
+    }
+}
+
+/// The topic's partition count, once its metadata shows it (a new topic takes a moment).
+fn wait_for_partitions(
+    producer: &BaseProducer<Deliveries>,
+    opts: &ProduceOptions<'_>,
+) -> Result<usize, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match producer
+            .client()
+            .fetch_metadata(Some(opts.topic), left.max(Duration::from_millis(100)))
+        {
+            Ok(m) => {
+                if let Some(t) = m.topics().iter().find(|t| {
+                    t.name() == opts.topic && t.error().is_none() && !t.partitions().is_empty()
+                }) {
+                    return Ok(t.partitions().len());
+                }
+                if opts.partitions.is_none() {
+                    return Err(Error::NoTopic {
+                        topic: opts.topic.into(),
+                        brokers: opts.brokers.into(),
+                    });
+                }
+            }
+            Err(_) if Instant::now() >= deadline => {
+                return Err(Error::Unreachable {
+                    brokers: opts.brokers.into(),
+                    timeout: Duration::from_secs(30),
+                })
+            }
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NoTopic {
+                topic: opts.topic.into(),
+                brokers: opts.brokers.into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

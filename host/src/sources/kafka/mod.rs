@@ -1,0 +1,894 @@
+//! `type = "kafka"`: reads every partition of one or more topics, decodes records exactly as `replay`
+//! decodes capture lines, and commits offsets only once every sink downstream holds the results (at
+//! least once). A run ends on a stop signal, after `idle_timeout` without records once every partition is
+//! read to its end, or after `max_records`. With `fallback`, a capture is replayed when no broker answers
+//! at start. Each commit also stores the window stages' watermarks (see `resume`), which a restart with
+//! `start = "committed"` restores so that windows emitted before it are not emitted again.
+
+mod offsets;
+mod resume;
+
+use super::capture::{decode_payload, CaptureLine};
+use super::replay::ReplayConfig;
+use crate::config::Duration;
+use crate::kafka::interleave::Interleaver;
+use crate::kafka::{self, ConsumerReporter, Reporter};
+use crate::record::{Ack, BatchBuilder, Interner, Origin};
+use crate::topology::{
+    BuildContext, BuildError, Built, Output, Progress, Source, StageConfig, StageError,
+};
+use offsets::{BatchDone, Shared};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+use toml::Spanned;
+
+/// Reads Kafka topics through a consumer group (see the README for the at-least-once guarantee).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers as `host:port`, comma-separated, like `"127.0.0.1:9092"`.
+    pub brokers: Spanned<String>,
+    /// The topics to read, like `["music_streaming_events"]`; every partition of each is read.
+    pub topics: Spanned<Vec<String>>,
+    /// The consumer group under which offsets are committed; `start = "committed"` resumes from them.
+    /// One tributary process reads all partitions: the group records progress, it does not share work.
+    pub group_id: Spanned<String>,
+    /// Where reading begins in each partition: `earliest` (the default: everything the topic holds),
+    /// `latest` (only records that arrive from now on) or `committed` (after the group's last commit,
+    /// from the beginning where the group has none).
+    #[serde(default)]
+    pub start: Start,
+    /// librdkafka client properties, passed through as they are, e.g.
+    /// `{ "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512", "sasl.username" = "…" }`.
+    /// TLS and SASL `PLAIN`, `SCRAM-SHA-256/512` and `OAUTHBEARER` are built in; `GSSAPI` is not.
+    pub properties: Option<Spanned<toml::Table>>,
+    /// Records per batch handed downstream (default 1024), as for `replay`.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: Spanned<usize>,
+    /// The longest a record waits before it is handed on: for its batch to fill, and for the other
+    /// partitions, so records go out in timestamp order. Default `100ms`.
+    pub linger: Option<Spanned<Duration>>,
+    /// How often offsets of handled records are committed. Default `5s`; they are also committed when
+    /// the run ends or is stopped.
+    pub commit_interval: Option<Spanned<Duration>>,
+    /// End the input once every partition has been read to its end and no record came for this long,
+    /// like `"10s"`: windows then flush as at the end of a replay. Default: read until stopped.
+    pub idle_timeout: Option<Spanned<Duration>>,
+    /// End the input after this many records. Default: no limit.
+    pub max_records: Option<Spanned<u64>>,
+    /// A capture to replay instead when no broker answers at start: `"capture.jsonl"`, or
+    /// `{ replay = "capture.jsonl", connect_timeout = "5s" }`.
+    pub fallback: Option<Spanned<Fallback>>,
+}
+
+/// Where reading begins; see [`KafkaConfig::start`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Everything each partition holds.
+    #[default]
+    Earliest,
+    /// Only records that arrive after the start.
+    Latest,
+    /// After the group's last commit, or from the beginning where it has none.
+    Committed,
+}
+
+impl Start {
+    fn as_str(self) -> &'static str {
+        match self {
+            Start::Earliest => "earliest",
+            Start::Latest => "latest",
+            Start::Committed => "committed",
+        }
+    }
+}
+
+/// The `fallback` table; a plain string is its `replay`.
+#[derive(Debug)]
+pub struct Fallback {
+    /// The capture (JSON Lines, as `replay` reads) to replay, relative to the pipeline file.
+    pub replay: PathBuf,
+    /// How long to wait at start for a broker to answer before replaying instead. Default `5s`.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for Fallback {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fallback;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a capture path, or a table like `{ replay = \"capture.jsonl\", connect_timeout = \"5s\" }`")
+            }
+            fn visit_str<E: de::Error>(self, path: &str) -> Result<Fallback, E> {
+                Ok(Fallback {
+                    replay: path.into(),
+                    connect_timeout: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Fallback, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    replay: PathBuf,
+                    connect_timeout: Option<Duration>,
+                }
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Fallback {
+                    replay: t.replay,
+                    connect_timeout: t.connect_timeout,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn default_batch_size() -> Spanned<usize> {
+    Spanned::new(0..0, 1024)
+}
+
+const DEFAULT_LINGER_MS: i64 = 100;
+const DEFAULT_COMMIT_INTERVAL_MS: i64 = 5_000;
+const DEFAULT_CONNECT_TIMEOUT_MS: i64 = 5_000;
+/// Records buffered for timestamp ordering before the oldest goes out regardless.
+const INTERLEAVE_CAP: usize = 1 << 16;
+
+impl StageConfig for KafkaConfig {
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+        let err = |span: std::ops::Range<usize>, m: String| BuildError::new(Some(span), m);
+        if self.brokers.get_ref().trim().is_empty() {
+            return Err(err(
+                self.brokers.span(),
+                "`brokers` is empty; list them like `\"127.0.0.1:9092\"`".into(),
+            ));
+        }
+        let topics = self.topics.get_ref();
+        if topics.is_empty() || topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(err(
+                self.topics.span(),
+                "`topics` must name at least one topic, and no empty one".into(),
+            ));
+        }
+        if self.group_id.get_ref().trim().is_empty() {
+            return Err(err(
+                self.group_id.span(),
+                "`group_id` is empty; name the consumer group".into(),
+            ));
+        }
+        let mut properties = Vec::new();
+        if let Some(table) = &self.properties {
+            for (key, value) in table.get_ref() {
+                let value = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
+                    other => {
+                        return Err(err(
+                            table.span(),
+                            format!("`properties.{key}` is {}; client properties are strings, numbers or booleans", other.type_str()),
+                        ))
+                    }
+                };
+                properties.push((key.clone(), value));
+            }
+            kafka::check_properties(&properties)
+                .map_err(|e| err(table.span(), format!("`properties`: {e}")))?;
+        }
+        let batch_size = *self.batch_size.get_ref();
+        if batch_size == 0 || batch_size > 1 << 20 {
+            return Err(err(
+                self.batch_size.span(),
+                "`batch_size` must be between 1 and 1048576".into(),
+            ));
+        }
+        let positive =
+            |d: &Option<Spanned<Duration>>, name: &str, default: i64, zero_ok: bool| match d {
+                Some(d) if d.get_ref().millis() > 0 || (zero_ok && d.get_ref().millis() == 0) => {
+                    Ok(StdDuration::from_millis(d.get_ref().millis() as u64))
+                }
+                Some(d) => Err(err(d.span(), format!("`{name}` must be longer than 0"))),
+                None => Ok(StdDuration::from_millis(default as u64)),
+            };
+        let linger = positive(&self.linger, "linger", DEFAULT_LINGER_MS, true)?;
+        let commit_interval = positive(
+            &self.commit_interval,
+            "commit_interval",
+            DEFAULT_COMMIT_INTERVAL_MS,
+            false,
+        )?;
+        let idle_timeout = match &self.idle_timeout {
+            Some(_) => Some(positive(&self.idle_timeout, "idle_timeout", 0, false)?),
+            None => None,
+        };
+        let max_records = match &self.max_records {
+            Some(m) if *m.get_ref() == 0 => {
+                return Err(err(
+                    m.span(),
+                    "`max_records` must be at least 1; remove it to read without limit".into(),
+                ))
+            }
+            m => m.as_ref().map(|m| *m.get_ref()),
+        };
+        let fallback = match &self.fallback {
+            None => None,
+            Some(fb) => {
+                let f = fb.get_ref();
+                let timeout = f
+                    .connect_timeout
+                    .map_or(DEFAULT_CONNECT_TIMEOUT_MS, |d| d.millis());
+                if timeout <= 0 {
+                    return Err(err(
+                        fb.span(),
+                        "`fallback.connect_timeout` must be longer than 0".into(),
+                    ));
+                }
+                // The replay source checks the capture and does the replaying: one implementation.
+                let replay = ReplayConfig {
+                    path: Spanned::new(fb.span(), f.replay.clone()),
+                    speed: None,
+                    batch_size: Spanned::new(self.batch_size.span(), batch_size),
+                };
+                let Built::Source(source) = replay
+                    .build(ctx)
+                    .map_err(|e| BuildError::new(e.span, format!("`fallback`: {}", e.message)))?
+                else {
+                    unreachable!("replay builds a source")
+                };
+                Some(FallbackSource {
+                    path: f.replay.clone(),
+                    timeout: StdDuration::from_millis(timeout as u64),
+                    source,
+                })
+            }
+        };
+        Ok(Built::Source(Box::new(KafkaSource {
+            stage: ctx.stage.to_string(),
+            brokers: self.brokers.get_ref().trim().to_string(),
+            topics: topics.clone(),
+            group_id: self.group_id.get_ref().clone(),
+            start: self.start,
+            properties,
+            batch_size,
+            linger,
+            commit_interval,
+            idle_timeout,
+            max_records,
+            fallback,
+            said_metadata_too_long: AtomicBool::new(false),
+        })))
+    }
+}
+
+struct FallbackSource {
+    path: PathBuf,
+    timeout: StdDuration,
+    source: Box<dyn Source>,
+}
+
+pub struct KafkaSource {
+    stage: String,
+    brokers: String,
+    topics: Vec<String>,
+    group_id: String,
+    start: Start,
+    properties: Vec<(String, String)>,
+    batch_size: usize,
+    linger: StdDuration,
+    commit_interval: StdDuration,
+    idle_timeout: Option<StdDuration>,
+    max_records: Option<u64>,
+    fallback: Option<FallbackSource>,
+    /// The watermarks outgrew the commit metadata once already: warn once, not at every commit.
+    said_metadata_too_long: AtomicBool,
+}
+
+type Consumer_ = BaseConsumer<ConsumerReporter>;
+
+/// One partition being read.
+struct Slot {
+    topic: String,
+    partition: i32,
+}
+
+/// A record as polled, kept until the interleaver hands it on.
+struct Polled {
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+/// How finding the partitions ended.
+enum Found {
+    Partitions(Vec<Slot>),
+    /// No broker answered within the fallback's timeout.
+    Unreachable,
+    /// Stopped, or the topics never appeared within `idle_timeout`: no input.
+    Nothing,
+}
+
+/// The batch being built and the offsets it covers.
+struct Pending {
+    builder: BatchBuilder,
+    interner: Interner,
+    /// Last offset consumed into this batch, per slot (dead-lettered records included).
+    last: Vec<Option<i64>>,
+    since: Option<Instant>,
+}
+
+impl KafkaSource {
+    fn label(&self) -> String {
+        format!("stage `{}`", self.stage)
+    }
+
+    fn consumer(&self, reporter: Arc<Reporter>) -> Result<Consumer_, StageError> {
+        let mut config = kafka::client_config(&self.brokers, &self.properties);
+        config
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            // Where a committed offset no longer exists (retention), start at the oldest record left.
+            .set("auto.offset.reset", "earliest");
+        config
+            .create_with_context(ConsumerReporter(reporter))
+            .map_err(|e| {
+                StageError::with("cannot create the kafka consumer; check `properties`", e)
+            })
+    }
+
+    /// Asks the brokers for the topics' partitions: until they answer (or the fallback's time is up) and
+    /// until every topic exists (or `idle_timeout` passes).
+    fn find_partitions(&self, consumer: &Consumer_, reporter: &Reporter, out: &Output) -> Found {
+        let started = Instant::now();
+        let (mut said_unreachable, mut said_missing) = (false, false);
+        loop {
+            if out.stopping() {
+                return Found::Nothing;
+            }
+            let timeout = match &self.fallback {
+                Some(fb) => fb
+                    .timeout
+                    .saturating_sub(started.elapsed())
+                    .max(StdDuration::from_millis(100)),
+                None => StdDuration::from_secs(5),
+            };
+            match kafka::topic_partitions(consumer, &self.topics, timeout) {
+                Err(e) => {
+                    if let Some(fb) = &self.fallback {
+                        if started.elapsed() >= fb.timeout {
+                            return Found::Unreachable;
+                        }
+                    } else if !said_unreachable && !reporter.is_down() {
+                        eprintln!("warning: {}: no kafka broker answers at `{}` yet ({e}); waiting for one", self.label(), self.brokers);
+                        said_unreachable = true;
+                    }
+                    out.sleep(StdDuration::from_millis(200));
+                }
+                Ok(found) => {
+                    reporter.alive();
+                    let missing: Vec<&str> = self
+                        .topics
+                        .iter()
+                        .zip(&found)
+                        .filter(|(_, p)| p.is_none())
+                        .map(|(t, _)| t.as_str())
+                        .collect();
+                    if missing.is_empty() {
+                        let slots = self
+                            .topics
+                            .iter()
+                            .zip(found)
+                            .flat_map(|(t, ps)| {
+                                ps.unwrap_or_default().into_iter().map(|p| Slot {
+                                    topic: t.clone(),
+                                    partition: p,
+                                })
+                            })
+                            .collect();
+                        return Found::Partitions(slots);
+                    }
+                    let names = missing
+                        .iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if !said_missing {
+                        eprintln!(
+                            "warning: {}: topic {names} not found at `{}`; waiting for it to be created (load a capture with `tributary produce --partitions N`)",
+                            self.label(),
+                            self.brokers
+                        );
+                        said_missing = true;
+                    }
+                    if let Some(idle) = self.idle_timeout {
+                        if started.elapsed() >= idle {
+                            eprintln!("warning: {}: still no topic {names} after `idle_timeout`; ending the input", self.label());
+                            return Found::Nothing;
+                        }
+                    }
+                    out.sleep(StdDuration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Assigns every partition at its start offset.
+    fn assign(
+        &self,
+        consumer: &Consumer_,
+        slots: &[Slot],
+        out: &Output,
+    ) -> Result<bool, StageError> {
+        let mut all = TopicPartitionList::new();
+        for s in slots {
+            all.add_partition(&s.topic, s.partition);
+        }
+        let committed = loop {
+            if self.start != Start::Committed {
+                break None;
+            }
+            match consumer.committed_offsets(all.clone(), StdDuration::from_secs(10)) {
+                Ok(c) => break Some(c),
+                Err(e) => {
+                    eprintln!("warning: {}: cannot read the committed offsets of group `{}` ({e}); retrying", self.label(), self.group_id);
+                    out.sleep(StdDuration::from_secs(1));
+                    if out.stopping() {
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        if let Some(c) = &committed {
+            self.restore(c, out.progress());
+        }
+        let mut assignment = TopicPartitionList::new();
+        for s in slots {
+            let offset = match self.start {
+                Start::Earliest => Offset::Beginning,
+                Start::Latest => Offset::End,
+                Start::Committed => match committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(&s.topic, s.partition))
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(n)) if n >= 0 => Offset::Offset(n),
+                    _ => Offset::Beginning,
+                },
+            };
+            assignment
+                .add_partition_offset(&s.topic, s.partition, offset)
+                .map_err(|e| StageError::with("cannot build the partition assignment", e))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| StageError::with("cannot assign the topics' partitions", e))?;
+        Ok(true)
+    }
+
+    /// Hands the window watermarks stored with the committed offsets to the progress board, before the
+    /// first batch. Unreadable metadata restores nothing from that partition: records read again then
+    /// form windows anew, as before watermarks were committed.
+    fn restore(&self, committed: &TopicPartitionList, progress: &Progress) {
+        let mut parts = Vec::new();
+        for e in committed.elements() {
+            if !matches!(e.offset(), Offset::Offset(n) if n >= 0) {
+                continue;
+            }
+            match resume::decode(e.metadata()) {
+                Ok(w) => parts.push(w),
+                Err(err) => eprintln!(
+                    "warning: {}: partition {} of `{}`: {err}; its records read again may be emitted again",
+                    self.label(),
+                    e.partition(),
+                    e.topic()
+                ),
+            }
+        }
+        let watermarks = resume::merge(parts);
+        if watermarks.is_empty() {
+            return;
+        }
+        let stages = watermarks
+            .keys()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "tributary: {} restores the watermarks of {stages} from the last commit of group `{}`",
+            self.label(),
+            self.group_id
+        );
+        progress.restore(watermarks);
+    }
+
+    /// Reads until the end of input (`true`) or a stop (`false`).
+    fn consume(
+        &self,
+        consumer: &Consumer_,
+        slots: &[Slot],
+        shared: &Arc<Shared>,
+        reporter: &Reporter,
+        out: &mut Output,
+    ) -> Result<bool, StageError> {
+        let index: HashMap<(&str, i32), usize> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.topic.as_str(), s.partition), i))
+            .collect();
+        let mut by_partition: HashMap<i32, Vec<usize>> = HashMap::new();
+        for (i, s) in slots.iter().enumerate() {
+            by_partition.entry(s.partition).or_default().push(i);
+        }
+        let mut merge: Interleaver<Polled> =
+            Interleaver::new(slots.len(), self.linger, INTERLEAVE_CAP);
+        let mut pending = Pending {
+            builder: BatchBuilder::default(),
+            interner: Interner::default(),
+            last: vec![None; slots.len()],
+            since: None,
+        };
+        let mut consumed: u64 = 0;
+        let mut last_record = Instant::now();
+        let mut last_commit = Instant::now();
+        let mut last_probe = Instant::now();
+        loop {
+            if out.stopping() {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            let mut wait = StdDuration::from_millis(100);
+            if let Some(d) = merge.next_deadline(now) {
+                wait = wait.min(d);
+            }
+            if let Some(since) = pending.since {
+                wait = wait.min((since + self.linger).saturating_duration_since(now));
+            }
+            // One blocking poll, then whatever else is ready, up to a batch.
+            let mut timeout = wait.max(StdDuration::from_millis(1));
+            for _ in 0..self.batch_size {
+                let Some(polled) = consumer.poll(timeout) else {
+                    break;
+                };
+                timeout = StdDuration::ZERO;
+                match polled {
+                    Ok(m) => {
+                        reporter.alive();
+                        let Some(&slot) = index.get(&(m.topic(), m.partition())) else {
+                            continue;
+                        };
+                        let record = Polled {
+                            offset: m.offset(),
+                            timestamp: m.timestamp().to_millis(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            value: m.payload().map(<[u8]>::to_vec),
+                        };
+                        // Records without a timestamp sort first; they are dead-lettered anyway.
+                        merge.push(
+                            slot,
+                            record.timestamp.unwrap_or(i64::MIN),
+                            record,
+                            Instant::now(),
+                        );
+                        last_record = Instant::now();
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        reporter.alive();
+                        // The event names the partition but not the topic: with several topics, every
+                        // partition of that number counts as read to its end until its next record.
+                        for &slot in by_partition.get(&p).into_iter().flatten() {
+                            merge.reached_end(slot, Instant::now());
+                        }
+                    }
+                    // Already reported by the client context, which sees every error event first.
+                    Err(_) => {}
+                }
+                if merge.len() >= INTERLEAVE_CAP {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            while let Some((slot, record)) = merge.pop(now) {
+                self.take(slots, slot, record, &mut pending, out);
+                consumed += 1;
+                if pending.builder.len() >= self.batch_size && !self.emit(&mut pending, shared, out)
+                {
+                    return Ok(true);
+                }
+                if self.max_records.is_some_and(|m| consumed >= m) {
+                    self.emit(&mut pending, shared, out);
+                    return Ok(true);
+                }
+            }
+            if pending.since.is_some_and(|s| s.elapsed() >= self.linger)
+                && !self.emit(&mut pending, shared, out)
+            {
+                return Ok(true);
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                last_commit = Instant::now();
+                self.commit(
+                    consumer,
+                    slots,
+                    shared,
+                    out.progress(),
+                    CommitMode::Async,
+                    false,
+                    reporter,
+                );
+            }
+            if reporter.is_down() && last_probe.elapsed() >= StdDuration::from_secs(2) {
+                // librdkafka reports no reconnection; ask for metadata to learn whether a broker is back.
+                last_probe = Instant::now();
+                if consumer
+                    .fetch_metadata(Some(&slots[0].topic), StdDuration::from_secs(1))
+                    .is_ok()
+                {
+                    reporter.alive();
+                }
+            }
+            if let Some(idle) = self.idle_timeout {
+                // Idle means idle while connected: an outage is not the end of the input.
+                if reporter.is_down() {
+                    last_record = Instant::now();
+                }
+                if merge.drained() && last_record.elapsed() >= idle {
+                    self.emit(&mut pending, shared, out);
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Decodes one record into the pending batch, as `replay` decodes a capture line.
+    fn take(
+        &self,
+        slots: &[Slot],
+        slot: usize,
+        record: Polled,
+        pending: &mut Pending,
+        out: &Output,
+    ) {
+        out.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        pending.last[slot] = Some(record.offset);
+        pending.since.get_or_insert_with(Instant::now);
+        let s = &slots[slot];
+        let decoded = match (record.timestamp, record.value.as_deref()) {
+            (None, _) => Err("record has no timestamp".to_string()),
+            (_, None) => Err("record has no value".to_string()),
+            (Some(_), Some(bytes)) => match std::str::from_utf8(bytes) {
+                Ok(text) => decode_payload(text, &mut pending.interner),
+                Err(_) => Err("record value is not UTF-8".to_string()),
+            },
+        };
+        match decoded {
+            Ok(fields) => pending.builder.push(
+                record.timestamp.expect("checked above"),
+                Origin {
+                    partition: s.partition,
+                    offset: record.offset,
+                },
+                fields,
+            ),
+            Err(reason) => {
+                // Dead-lettered in the capture format, so a fixed record can be replayed.
+                let line = CaptureLine {
+                    topic: Cow::Borrowed(&s.topic),
+                    partition: s.partition,
+                    offset: record.offset,
+                    timestamp: record.timestamp.unwrap_or(-1),
+                    key: record.key.as_deref().map(String::from_utf8_lossy),
+                    value: record
+                        .value
+                        .as_deref()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default(),
+                };
+                let text = serde_json::to_string(&line).expect("a capture line serialises");
+                let at = serde_json::json!({ "topic": s.topic, "partition": s.partition, "offset": record.offset });
+                out.dead_line(&text, at, &reason);
+            }
+        }
+    }
+
+    /// Hands the pending batch on with one token for its offsets. `false` if nobody listens any more.
+    fn emit(&self, pending: &mut Pending, shared: &Arc<Shared>, out: &mut Output) -> bool {
+        pending.since = None;
+        let runs: Vec<(usize, i64)> = pending
+            .last
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, last)| last.take().map(|l| (slot, l)))
+            .collect();
+        let mut batch = pending.builder.take();
+        if runs.is_empty() {
+            return out.emit(batch);
+        }
+        let id = shared.lock().open(&runs);
+        let slots = runs.iter().map(|(s, _)| *s).collect();
+        batch.acks = vec![Ack::new(BatchDone {
+            shared: shared.clone(),
+            batch: id,
+            slots,
+        })];
+        // An empty batch (all dead-lettered) is dropped right away, which marks its offsets done.
+        out.emit(batch)
+    }
+
+    /// Commits the offsets after the done prefix of each partition. `all` resends every known point (the
+    /// last commit), not only those that moved. Failures are reported, not fatal: the records are read
+    /// again after a restart, which at-least-once allows.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        consumer: &Consumer_,
+        slots: &[Slot],
+        shared: &Shared,
+        progress: &Progress,
+        mode: CommitMode,
+        all: bool,
+        reporter: &Reporter,
+    ) -> bool {
+        let points = {
+            let mut t = shared.lock();
+            if all {
+                t.take_commits();
+                t.commit_points()
+            } else {
+                t.take_commits()
+            }
+        };
+        if points.is_empty() {
+            return true;
+        }
+        // After the points: a batch done by now had its windows' watermarks reported before it was done
+        // (see `Progress`), so the snapshot covers every window the committed records went into.
+        let metadata = resume::encode(&progress.snapshot()).unwrap_or_else(|| {
+            if !self.said_metadata_too_long.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "warning: {}: the window watermarks exceed the {} bytes of kafka commit metadata; committing offsets without them, so a restart may emit windows again",
+                    self.label(),
+                    resume::MAX_METADATA_BYTES
+                );
+            }
+            String::new()
+        });
+        let mut tpl = TopicPartitionList::new();
+        for (slot, next) in points {
+            let s = &slots[slot];
+            let mut e = tpl.add_partition(&s.topic, s.partition);
+            if e.set_offset(Offset::Offset(next)).is_err() {
+                return false;
+            }
+            e.set_metadata(&metadata);
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => true,
+            Err(e) => {
+                reporter.error(
+                    &e,
+                    &format!(
+                        "committing offsets of group `{}` failed: {e}",
+                        self.group_id
+                    ),
+                );
+                false
+            }
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
+        let reporter = Arc::new(Reporter::new(self.label()));
+        // With a fallback, the connection attempt is reported by one line below, not error by error.
+        reporter.set_quiet(self.fallback.is_some());
+        let consumer = self.consumer(reporter.clone())?;
+        let slots = match self.find_partitions(&consumer, &reporter, out) {
+            Found::Partitions(slots) => slots,
+            Found::Nothing => return Ok(()),
+            Found::Unreachable => {
+                drop(consumer);
+                let fb = self
+                    .fallback
+                    .as_mut()
+                    .expect("only a fallback gives up on connecting");
+                eprintln!(
+                    "warning: {}: no kafka broker answered at `{}` within {:?}; replaying the capture `{}` instead",
+                    format_args!("stage `{}`", self.stage),
+                    self.brokers,
+                    fb.timeout,
+                    fb.path.display()
+                );
+                return fb.source.run(out);
+            }
+        };
+        reporter.set_quiet(false);
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "tributary: {} reads {topics} from kafka at `{}` ({} partitions, group `{}`, start `{}`)",
+            self.label(),
+            self.brokers,
+            slots.len(),
+            self.group_id,
+            self.start.as_str()
+        );
+        if !self.assign(&consumer, &slots, out)? {
+            return Ok(());
+        }
+        let shared = Shared::new(slots.len(), out.stop_flag());
+        let ended = self.consume(&consumer, &slots, &shared, &reporter, out)?;
+        if ended {
+            // End of input: downstream flushes its windows and writes them; then their offsets are done.
+            out.close();
+            shared.wait_idle();
+        }
+        if !self.commit(
+            &consumer,
+            &slots,
+            &shared,
+            out.progress(),
+            CommitMode::Sync,
+            true,
+            &reporter,
+        ) {
+            eprintln!(
+                "warning: {}: the last offsets could not be committed; a run with `start = \"committed\"` reads those records again",
+                self.label()
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Pipeline;
+    use std::path::Path;
+
+    fn parse(source: &str) -> Result<(), String> {
+        let text = format!(
+            "{source}\n[stages.out]\ntype = \"file\"\ninputs = [\"events\"]\npath = \"x.jsonl\"\n"
+        );
+        Pipeline::parse(Path::new("p.toml"), text)
+            .map(|_| ())
+            .map_err(|d| d.to_string())
+    }
+
+    #[test]
+    fn fallback_is_a_path_or_a_table() {
+        let base = "[stages.events]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n";
+        parse(&format!("{base}fallback = \"c.jsonl\"")).unwrap();
+        parse(&format!(
+            "{base}fallback = {{ replay = \"c.jsonl\", connect_timeout = \"2s\" }}"
+        ))
+        .unwrap();
+        let e = parse(&format!(
+            "{base}fallback = {{ replay = \"c.jsonl\", timeout = \"2s\" }}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("unknown field `timeout`"), "{e}");
+        let e = parse(&format!("{base}start = \"beginning\"")).unwrap_err();
+        assert!(e.contains("unknown variant `beginning`"), "{e}");
+        let e =
+            parse("[stages.events]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopics = [\"t\"]\n")
+                .unwrap_err();
+        assert!(e.contains("missing field `group_id`"), "{e}");
+    }
+}

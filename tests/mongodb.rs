@@ -154,25 +154,18 @@ fn run(dir: &Path, file: &Path, uri: &str) -> String {
     err
 }
 
-/// The repository's pipeline.toml, copied to `dir` with the fixture path made absolute and the
-/// database renamed; `uri` is left out, so the run takes it from `MONGODB_URI`.
+/// The repository's pipeline.toml, replaying the fixture, with the database renamed; written to `dir`.
+/// `uri` is left out, so the run takes it from `MONGODB_URI`.
 fn default_pipeline(dir: &Path, db: &str) -> PathBuf {
-    let text = std::fs::read_to_string(common::repo().join("pipeline.toml")).unwrap();
-    let fixtures = format!("path = \"{}/", common::repo().join("fixtures").display());
-    for needle in [
-        "path = \"fixtures/",
-        "database = \"tributary\"",
-        "[stages.per_minute_mongodb]",
-    ] {
+    let text = common::default_pipeline_replaying(&common::fixture("music_streaming_events.jsonl"));
+    for needle in ["database = \"tributary\"", "[stages.per_minute_mongodb]"] {
         assert_eq!(
             text.matches(needle).count(),
             1,
             "pipeline.toml should hold `{needle}` once"
         );
     }
-    let text = text
-        .replace("path = \"fixtures/", &fixtures)
-        .replace("database = \"tributary\"", &format!("database = \"{db}\""));
+    let text = text.replace("database = \"tributary\"", &format!("database = \"{db}\""));
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
     path

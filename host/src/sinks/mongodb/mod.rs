@@ -53,8 +53,9 @@ const BACKOFF: (std::time::Duration, std::time::Duration) = (
 /// matched a document until the command ends, from a pool of 100, so a command updating 100 existing
 /// documents never returns (v1.24.2, `msg_update.go`).
 const FERRETDB1_MAX_STATEMENTS: usize = 50;
-/// At the end of a run, a server that failed this recently is not tried again.
-const RECENT_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
+/// At the end of a run, a server that failed this recently is not tried again (a run without a server
+/// must not wait for it twice).
+const RECENT_FAILURE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Upserts each record into a MongoDB collection as a typed document: one document per value of
 /// `key_fields`, replaced when a record with the same key arrives (a window updated by late data).

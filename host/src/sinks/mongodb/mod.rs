@@ -168,21 +168,21 @@ struct Settings {
 
 impl StageConfig for MongodbConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-        let (uri, uri_span, origin) = match &self.uri {
-            Some(u) => (u.get_ref().clone(), Some(u.span()), "`uri`"),
+        let (uri, origin) = match &self.uri {
+            Some(u) => (u.get_ref().clone(), "`uri`"),
             None => match std::env::var("MONGODB_URI") {
-                Ok(u) if !u.trim().is_empty() => {
-                    (u, None, "the `MONGODB_URI` environment variable")
-                }
-                _ => (DEFAULT_URI.to_string(), None, "the default `uri`"),
+                Ok(u) if !u.trim().is_empty() => (u, "the `MONGODB_URI` environment variable"),
+                _ => (DEFAULT_URI.to_string(), "the default `uri`"),
             },
         };
         let shown_uri = redact_uri(&uri);
         let secrets = uri_secrets(&uri);
         if let Err(e) = ConnectionString::parse(&uri) {
-            let reason = scrub(&e.to_string(), &secrets);
+            let reason = scrub(&e.kind.to_string(), &secrets);
+            // Anchored at the stage, not at the value: the message quotes the line it points at, and
+            // that line holds the password.
             return Err(BuildError::new(
-                uri_span,
+                None,
                 format!("{origin} `{shown_uri}` is not a MongoDB connection string: {reason}; write it like `{DEFAULT_URI}`"),
             ));
         }
@@ -390,15 +390,16 @@ struct Rejected {
     reason: String,
 }
 
-impl MongodbSink {
-    fn dead_letter_rejected(&self, out: &Output) {
-        let Some(w) = &self.writer else { return };
-        for r in w.rejected.try_iter() {
-            let at = serde_json::json!({ "database": self.settings.database, "collection": self.settings.collection });
-            out.dead_line(&r.line, at, &r.reason);
-        }
+/// Dead-letters the documents the server refused so far, naming where they were going.
+fn dead_letter(settings: &Settings, rejected: &std::sync::mpsc::Receiver<Rejected>, out: &Output) {
+    for r in rejected.try_iter() {
+        let at =
+            serde_json::json!({ "database": settings.database, "collection": settings.collection });
+        out.dead_line(&r.line, at, &r.reason);
     }
+}
 
+impl MongodbSink {
     /// The writer's own error once it has stopped taking documents.
     fn writer_failed(&mut self) -> StageError {
         match self.writer.take().map(|w| w.thread.join()) {
@@ -440,7 +441,9 @@ impl Sink for MongodbSink {
     }
 
     fn write(&mut self, batch: &Batch, out: &mut Output) -> Result<(), StageError> {
-        self.dead_letter_rejected(out);
+        if let Some(w) = &self.writer {
+            dead_letter(&self.settings, &w.rejected, out);
+        }
         let missing = self
             .settings
             .key_fields
@@ -502,10 +505,7 @@ impl Sink for MongodbSink {
         };
         drop(tx);
         let result = thread.join();
-        for r in rejected.try_iter() {
-            let at = serde_json::json!({ "database": self.settings.database, "collection": self.settings.collection });
-            out.dead_line(&r.line, at, &r.reason);
-        }
+        dead_letter(&self.settings, &rejected, out);
         let summary = match result {
             Ok(r) => r?,
             Err(_) => return Err(StageError::msg("the mongodb writer thread panicked")),
@@ -1176,7 +1176,37 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Pipeline;
     use crate::record::{Column, Origin};
+    use std::path::Path;
+
+    fn parse(fields: &str) -> Result<String, String> {
+        let text = format!(
+            "[stages.events]\ntype = \"replay\"\npath = \"x.jsonl\"\n\n[stages.store]\ntype = \"mongodb\"\ninputs = [\"events\"]\n{fields}\n"
+        );
+        let p = Pipeline::parse(Path::new("p.toml"), text).map_err(|d| d.to_string())?;
+        Ok(format!("{:?}", p.stages[1].config))
+    }
+
+    #[test]
+    fn config_fields_parse_and_typos_are_refused() {
+        let names = "database = \"db\"\ncollection = \"c\"\n";
+        let full = parse(&format!(
+            "{names}uri = \"mongodb://h:1\"\nkey_fields = [\"id\"]\nbatch_size = 10\nflush_interval = \"250ms\"\ntimeout = \"5s\"\nspool = \"s\"\ndrain_timeout = \"1s\"\nwrite_concern = {{ w = \"majority\", journal = true, timeout = \"2s\" }}"
+        ))
+        .unwrap();
+        assert!(
+            full.contains("Named(\"majority\")") && full.contains("journal: Some(true)"),
+            "{full}"
+        );
+        assert!(parse(&format!("{names}write_concern = {{ w = 2 }}"))
+            .unwrap()
+            .contains("Nodes(2)"));
+        let typo = parse(&format!("{names}colection = \"x\"")).unwrap_err();
+        assert!(typo.contains("unknown field `colection`"), "{typo}");
+        let missing = parse("database = \"db\"").unwrap_err();
+        assert!(missing.contains("missing field `collection`"), "{missing}");
+    }
 
     #[test]
     fn documents_are_typed() {

@@ -597,3 +597,79 @@ fn a_server_restart_in_the_middle_of_a_paced_run_loses_nothing() {
     );
     assert_eq!(by_key(&docs), expected);
 }
+
+#[test]
+fn a_document_the_server_refuses_is_dead_lettered_and_the_others_are_written() {
+    let _serial = serial();
+    let uri = common::service("mongodb");
+    let db = "tributary_test_refused";
+    drop_database(&uri, db);
+    let dir = common::scratch("mongodb-refused");
+    // The fixture's first 20 records, and one more whose payload has a field MongoDB refuses at the top
+    // level of a document (`$weird`): the records keyed by track go straight to the sink.
+    let text = std::fs::read_to_string(common::fixture("music_streaming_events.jsonl")).unwrap();
+    let mut lines: Vec<String> = text.lines().take(20).map(str::to_string).collect();
+    let bad_payload =
+        r#"{"track":"Bad One","artist":"x","genre":"Rock","streams":1.0,"year":2000,"$weird":1}"#;
+    let bad = serde_json::json!({
+        "topic": "music_streaming_events", "partition": 0, "offset": 20,
+        "timestamp": 1_717_243_300_000_i64, "key": "bad", "value": bad_payload,
+    });
+    lines.insert(10, bad.to_string());
+    let capture = dir.join("capture.jsonl");
+    std::fs::write(&capture, lines.join("\n") + "\n").unwrap();
+    let file = dir.join("refused.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[stages.events]\ntype = \"replay\"\npath = {:?}\n\n[stages.store]\ntype = \"mongodb\"\ninputs = [\"events\"]\nuri = \"{uri}\"\ndatabase = \"{db}\"\ncollection = \"{COLLECTION}\"\nkey_fields = [\"track\"]\n",
+            capture.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let err = run(&dir, &file, &uri);
+
+    let dead = common::read_jsonl(&dir.join("out/dead_letter.jsonl"));
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the bad record is dead-lettered: {dead:?}\n{err}"
+    );
+    assert!(
+        dead[0]["line"].as_str().unwrap().contains("Bad One"),
+        "{:?}",
+        dead[0]
+    );
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("MongoDB refused the document"),
+        "{:?}",
+        dead[0]
+    );
+    let tracks: std::collections::BTreeSet<String> = documents(&uri, db)
+        .iter()
+        .map(|d| d.get_str("track").unwrap().to_string())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = text
+        .lines()
+        .take(20)
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            let payload: serde_json::Value =
+                serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
+            payload["track"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(tracks, expected, "every other record is written");
+    // Records without the refused field do not carry it as null.
+    assert!(documents(&uri, db)
+        .iter()
+        .all(|d| !d.contains_key("$weird")));
+    assert!(
+        err.contains(&format!("store: {} document(s) written", expected.len())),
+        "{err}"
+    );
+}

@@ -459,7 +459,7 @@ impl Sink for MongodbSink {
                 );
                 continue;
             }
-            let doc = to_document(batch, row);
+            let doc = to_document(batch, row, &self.settings.key_fields);
             match doc.to_vec().map(|v| v.len()) {
                 Ok(n) if n <= MAX_DOCUMENT_BYTES => docs.push(doc),
                 Ok(n) => out.dead_row(
@@ -872,12 +872,15 @@ impl Writer {
     async fn upsert(&mut self, docs: &[Document]) -> Result<(), Unavailable> {
         self.ensure_ready().await?;
         let mut i = 0;
+        // After a refused statement, the statements of that command go again one a command, up to here.
+        let mut singly_until = 0;
         while i < docs.len() {
             let start = i;
+            let limit = if i < singly_until { 1 } else { self.statements };
             let mut updates = Vec::new();
             let mut bytes = 0;
             while i < docs.len()
-                && updates.len() < self.statements
+                && updates.len() < limit
                 && (updates.is_empty() || bytes < MAX_COMMAND_BYTES)
             {
                 bytes += docs[i].to_vec().map_or(0, |v| v.len());
@@ -904,29 +907,27 @@ impl Writer {
                     reason: format!("the write concern was not met: {msg}"),
                 });
             }
-            // Ordered: the first refused statement stops the command; the ones after it did not run.
+            // A refused statement: the `index` MongoDB reports is not to be trusted everywhere (FerretDB 1.x
+            // says 0 and may have applied the statements before it), so the command's statements go again
+            // one a command; upserts are idempotent and keep their order. Alone, the refusal is the
+            // document's own: it is dead-lettered.
             let refused = reply
                 .get_array("writeErrors")
                 .ok()
                 .and_then(|errors| errors.first())
                 .and_then(Bson::as_document);
             match refused {
+                Some(_) if n > 1 => {
+                    singly_until = i;
+                    i = start;
+                }
                 Some(err) => {
-                    let index = match err.get("index") {
-                        Some(Bson::Int32(x)) => *x as usize,
-                        Some(Bson::Int64(x)) => *x as usize,
-                        _ => 0,
-                    }
-                    .min(n - 1);
                     let code = err.get("code").map(ToString::to_string).unwrap_or_default();
                     let msg = err.get_str("errmsg").unwrap_or("no message");
-                    let failed = start + index;
-                    self.summary.written += index as u64;
                     self.reject(
-                        &docs[failed],
+                        &docs[start],
                         format!("MongoDB refused the document (code {code}): {msg}"),
                     );
-                    i = failed + 1;
                 }
                 None => self.summary.written += n as u64,
             }
@@ -1032,11 +1033,17 @@ fn spool_failed(e: SpoolError) -> StageError {
     StageError::with("cannot keep records safe in the spool", e)
 }
 
-/// A record as a document: its fields in column order, typed.
-pub fn to_document(batch: &Batch, row: usize) -> Document {
+/// A record as a document: its fields in column order, typed. A null field is left out (a record
+/// without a field holds null only because others in its batch have it), except a key field, which is
+/// always written so the document shows its whole key.
+pub fn to_document(batch: &Batch, row: usize, key_fields: &[String]) -> Document {
     let mut d = Document::new();
     for c in &batch.columns {
-        d.insert(c.name.to_string(), to_bson(&c.values[row]));
+        let v = &c.values[row];
+        if *v == Value::Null && !key_fields.iter().any(|k| **k == *c.name) {
+            continue;
+        }
+        d.insert(c.name.to_string(), to_bson(v));
     }
     d
 }
@@ -1234,7 +1241,7 @@ mod tests {
             .collect(),
             acks: Vec::new(),
         };
-        let d = to_document(&batch, 0);
+        let d = to_document(&batch, 0, &["window_start".into(), "none".into()]);
         let expected = doc! {
             "window_start": DateTime::from_millis(1_717_243_200_000),
             "genre": "Jazz/Big Band",
@@ -1261,6 +1268,9 @@ mod tests {
         assert!(matches!(d.get("count"), Some(Bson::Int64(3))));
         assert!(matches!(d.get("avg"), Some(Bson::Double(_))));
         assert!(matches!(d.get("meta"), Some(Bson::Document(_))));
+        // A null outside the key is left out.
+        let d = to_document(&batch, 0, &["window_start".into()]);
+        assert!(!d.contains_key("none") && d.len() == 6, "{d}");
 
         let filter = key_filter(
             &d,

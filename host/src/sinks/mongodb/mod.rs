@@ -1282,6 +1282,75 @@ mod tests {
         );
     }
 
+    /// Sets its flag when dropped: stands for a source's progress token.
+    struct Token(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Token {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn acks_are_released_once_the_documents_are_spooled() {
+        let dir = std::env::temp_dir().join(format!("tributary-acks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spool_path = dir.join("store.jsonl");
+        // Nothing listens on port 1: every write fails at once.
+        let uri = "mongodb://u:pw@127.0.0.1:1/?serverSelectionTimeoutMS=200".to_string();
+        let settings = Arc::new(Settings {
+            stage: "store".into(),
+            shown_uri: redact_uri(&uri),
+            secrets: uri_secrets(&uri),
+            uri,
+            database: "db".into(),
+            collection: "c".into(),
+            key_fields: vec!["k".into()],
+            batch_size: 10,
+            flush_interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(5),
+            write_concern: None,
+            spool_path: spool_path.clone(),
+            drain_timeout: std::time::Duration::from_secs(1),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, _rx) = std::sync::mpsc::channel();
+            let spool = Spool::open(&spool_path).unwrap();
+            let mut w = Writer::new(settings, spool, tx).await.unwrap();
+            let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            w.pending.push(Chunk {
+                docs: vec![doc! { "k": 1_i64, "v": "a" }, doc! { "k": 2_i64, "v": "b" }],
+                acks: vec![Ack::new(Token(released.clone()))],
+            });
+            w.pending_docs = 2;
+            assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
+            w.flush().await.unwrap();
+            assert!(
+                released.load(std::sync::atomic::Ordering::SeqCst),
+                "spooled: the ack goes"
+            );
+            assert_eq!(w.spool.pending(), 2);
+            assert!(matches!(w.link, Link::Down { .. }));
+            let summary = w.shutdown().await.unwrap();
+            assert_eq!((summary.written, summary.left), (0, 2));
+            assert!(
+                !summary.describe(&w.s).contains("pw"),
+                "{}",
+                summary.describe(&w.s)
+            );
+        });
+        assert_eq!(
+            std::fs::read_to_string(&spool_path)
+                .unwrap()
+                .lines()
+                .count(),
+            2
+        );
+    }
+
     #[test]
     fn uris_lose_their_secrets() {
         let uri = "mongodb://app:p%40ss:w0rd@db1:27017,db2/admin?authSource=admin&tlsCertificateKeyFilePassword=hunter2&w=majority";

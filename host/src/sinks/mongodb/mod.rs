@@ -59,8 +59,9 @@ const RECENT_FAILURE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Upserts each record into a MongoDB collection as a typed document: one document per value of
 /// `key_fields`, replaced when a record with the same key arrives (a window updated by late data).
-/// Timestamps become BSON dates, floats doubles, integers 64-bit integers, JSON values sub-documents.
-/// While the server cannot be reached, records are kept in a spool file and written when it is back.
+/// Timestamps become BSON dates, floats doubles, integers 64-bit integers, strings strings, JSON values
+/// sub-documents or arrays; null fields are left out, except key fields. While the server cannot be
+/// reached, records are kept in a spool file and written when it is back.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MongodbConfig {
@@ -81,7 +82,9 @@ pub struct MongodbConfig {
     /// stage. A record without one of these fields is dead-lettered; a null value is a value (a
     /// global window's bounds are null).
     pub key_fields: Option<Spanned<Vec<String>>>,
-    /// Documents per `update` command, 1 to 100000. Default 1000.
+    /// Documents written together: a write starts once this many wait, and one `update` command
+    /// carries at most this many (at most 50 against FerretDB 1.x, which hangs on commands updating
+    /// 100 existing documents). 1 to 100000. Default 1000.
     #[serde(default = "default_batch_size")]
     pub batch_size: Spanned<usize>,
     /// Records are written at least this often, even when fewer than `batch_size` are waiting.
@@ -414,7 +417,7 @@ impl Sink for MongodbSink {
     fn open(&mut self) -> Result<(), StageError> {
         let spool = Spool::open(&self.settings.spool_path)
             .map_err(|e| StageError::with("cannot keep a spool", e))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let (rejected_tx, rejected) = std::sync::mpsc::channel();
         let settings = self.settings.clone();
         let thread = std::thread::Builder::new()
@@ -427,8 +430,13 @@ impl Sink for MongodbSink {
                         StageError::with("cannot start the mongodb writer's runtime", e)
                     })?;
                 rt.block_on(async move {
-                    let writer = Writer::new(settings, spool, rejected_tx).await?;
-                    writer.run(rx).await
+                    match Writer::new(settings, spool, rejected_tx).await {
+                        Ok(writer) => writer.run(rx).await,
+                        Err(e) => {
+                            hold_queued(&mut rx);
+                            Err(e)
+                        }
+                    }
                 })
             })
             .map_err(|e| StageError::with("cannot start the mongodb writer thread", e))?;
@@ -646,10 +654,7 @@ impl Writer {
     ) -> Result<Summary, StageError> {
         if let Err(e) = self.work(&mut rx).await {
             // Failed: what is still buffered or queued was neither written nor spooled.
-            rx.close();
-            while let Ok(chunk) = rx.try_recv() {
-                hold_forever(chunk.acks);
-            }
+            hold_queued(&mut rx);
             for chunk in std::mem::take(&mut self.pending) {
                 hold_forever(chunk.acks);
             }
@@ -1027,6 +1032,14 @@ impl Writer {
 /// spooled never releases their acks, so the source delivers them again on the next run.
 fn hold_forever(acks: Vec<Ack>) {
     std::mem::forget(acks);
+}
+
+/// A failed writer's queue: closed, and its acks held for good.
+fn hold_queued(rx: &mut tokio::sync::mpsc::Receiver<Chunk>) {
+    rx.close();
+    while let Ok(chunk) = rx.try_recv() {
+        hold_forever(chunk.acks);
+    }
 }
 
 fn spool_failed(e: SpoolError) -> StageError {

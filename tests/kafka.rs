@@ -146,6 +146,35 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> (i32, String, String
     (code, out, err)
 }
 
+/// Runs a pipeline until its per-minute file has a row, lets it go on for `settle`, stops it with SIGTERM
+/// and returns its stderr, asserting a clean stop.
+fn stop_after_first_window(file: &Path, settle: Duration) -> String {
+    let rows = file
+        .parent()
+        .unwrap()
+        .join("out/avg_streams_per_genre_1m.jsonl");
+    let mut child = spawn_pipeline(file);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&rows) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended by itself"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no window was emitted within 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(settle);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (code, _, err) = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(code, 0, "stopped run failed:\n{err}");
+    assert!(err.contains("stopped before the end of input"), "{err}");
+    err
+}
+
 fn spawn_pipeline(file: &Path) -> Child {
     let mut cmd = tributary();
     cmd.current_dir(file.parent().unwrap())
@@ -354,29 +383,7 @@ fn sigterm_then_restart_recomputes_open_windows() {
             "start = \"committed\"",
         )),
     );
-    let rows = file
-        .parent()
-        .unwrap()
-        .join("out/avg_streams_per_genre_1m.jsonl");
-    let mut child = spawn_pipeline(&file);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while line_count(&rows) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended by itself"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no window was emitted within 30s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (code, _, err) = wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert_eq!(code, 0, "stopped run failed:\n{err}");
-    assert!(err.contains("stopped before the end of input"), "{err}");
+    let err = stop_after_first_window(&file, Duration::from_secs(1));
     let first = outputs(file.parent().unwrap(), String::new(), err);
     assert!(!first.per_minute.is_empty());
     for row in &first.per_minute {
@@ -571,30 +578,8 @@ fn sigterm_then_restart_does_not_emit_a_window_twice() {
             "start = \"committed\"\nbatch_size = 50\ncommit_interval = \"1s\"",
         )),
     );
-    let rows = file
-        .parent()
-        .unwrap()
-        .join("out/avg_streams_per_genre_1m.jsonl");
-    let mut child = spawn_pipeline(&file);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while line_count(&rows) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended by itself"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no window was emitted within 30s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // Past a periodic commit, so the stop is not the first commit.
-    std::thread::sleep(Duration::from_secs(2));
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (code, _, err) = wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert_eq!(code, 0, "stopped run failed:\n{err}");
-    assert!(err.contains("stopped before the end of input"), "{err}");
+    let err = stop_after_first_window(&file, Duration::from_secs(2));
     let first = outputs(file.parent().unwrap(), String::new(), err);
     let first_windows: std::collections::BTreeSet<String> = first
         .per_minute

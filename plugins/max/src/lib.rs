@@ -43,3 +43,29 @@ impl Aggregate for Max {
 }
 
 export_aggregate!(Max);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_sdk::aggregate::Instance;
+
+    #[test]
+    fn keeps_the_largest_value_per_slot_and_merges() {
+        let mut agg =
+            Instance::new(Max::init(&Config::from_pairs(&[("field", "streams".into())])).unwrap());
+        agg.add(
+            &[0, 0, 1, 2],
+            &Batch {
+                rows: 4,
+                columns: vec![Column::Float(vec![1.0, 7.5, -3.0, 2.0])],
+            },
+        );
+        agg.merge(1, 2);
+        let out = agg.finish(&[0, 1, 3]);
+        let Column::Float(v) = &out.columns[0] else {
+            panic!("float output")
+        };
+        assert_eq!(&v[..2], &[7.5, 2.0]);
+        assert!(v[2].is_nan(), "an empty slot has no maximum");
+    }
+}

@@ -42,3 +42,27 @@ impl Aggregate for Sum {
 }
 
 export_aggregate!(Sum);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_sdk::aggregate::Instance;
+
+    #[test]
+    fn sums_and_counts_per_slot() {
+        let mut agg =
+            Instance::new(Sum::init(&Config::from_pairs(&[("field", "streams".into())])).unwrap());
+        agg.add(
+            &[1, 0, 1],
+            &Batch {
+                rows: 3,
+                columns: vec![Column::Float(vec![1.5, 2.0, 3.0])],
+            },
+        );
+        let out = agg.finish(&[0, 1]);
+        assert_eq!(
+            out.columns,
+            vec![Column::Float(vec![2.0, 4.5]), Column::Int(vec![1, 2])]
+        );
+    }
+}

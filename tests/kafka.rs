@@ -175,6 +175,19 @@ fn stop_after_first_window(file: &Path, settle: Duration) -> String {
     err
 }
 
+/// Splits a capture into `head.jsonl` (its first `n` lines) and `tail.jsonl` (the rest) in `dir`.
+fn split_capture(dir: &Path, capture: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let lines: Vec<String> = std::fs::read_to_string(capture)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (head, tail) = (dir.join("head.jsonl"), dir.join("tail.jsonl"));
+    std::fs::write(&head, lines[..n].join("\n") + "\n").unwrap();
+    std::fs::write(&tail, lines[n..].join("\n") + "\n").unwrap();
+    (head, tail)
+}
+
 fn spawn_pipeline(file: &Path) -> Child {
     let mut cmd = tributary();
     cmd.current_dir(file.parent().unwrap())
@@ -359,14 +372,7 @@ fn sigterm_then_restart_recomputes_open_windows() {
     let brokers = service("kafka");
     let dir = scratch("kafka_sigterm_restart");
     let capture = capture3(&dir);
-    let lines: Vec<String> = std::fs::read_to_string(&capture)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let (head, tail) = (dir.join("head.jsonl"), dir.join("tail.jsonl"));
-    std::fs::write(&head, lines[..150].join("\n") + "\n").unwrap();
-    std::fs::write(&tail, lines[150..].join("\n") + "\n").unwrap();
+    let (head, tail) = split_capture(&dir, &capture, 150);
     let topic = unique("sigterm");
     let group = unique("group");
     produce(&brokers, &topic, &head, &["--partitions", "3"]);
@@ -544,16 +550,9 @@ fn sigterm_then_restart_does_not_emit_a_window_twice() {
     let brokers = service("kafka");
     let dir = scratch("kafka_sigterm_no_double_window");
     let capture = capture3(&dir);
-    let lines: Vec<String> = std::fs::read_to_string(&capture)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
     // 150 records span minutes 0 and 1 and half of minute 2; with batches of 50 the last batch holds
     // records of minute 1 (emitted once minute 2's records pass its end) and of minute 2 (still open).
-    let (head, tail) = (dir.join("head.jsonl"), dir.join("tail.jsonl"));
-    std::fs::write(&head, lines[..150].join("\n") + "\n").unwrap();
-    std::fs::write(&tail, lines[150..].join("\n") + "\n").unwrap();
+    let (head, tail) = split_capture(&dir, &capture, 150);
     let topic = unique("resume");
     let group = unique("group");
     produce(&brokers, &topic, &head, &["--partitions", "3"]);

@@ -78,6 +78,10 @@ enum Command {
         /// Stop after this long, like `30s` or `5m`. Without a limit, record until Ctrl-C.
         #[arg(long)]
         duration: Option<String>,
+        /// How long a partition read to its end holds back the others' newer records, in case older
+        /// ones are produced to it (the `kafka` source's `idle_partition`).
+        #[arg(long, default_value = "5s")]
+        idle_partition: String,
         /// A librdkafka client property, `KEY=VALUE` (repeatable).
         #[arg(long = "property", value_name = "KEY=VALUE")]
         properties: Vec<String>,
@@ -148,15 +152,16 @@ pub fn main() -> anyhow::Result<ExitCode> {
             out,
             max_records,
             duration,
+            idle_partition,
             properties,
         } => {
-            let duration = duration
-                .map(|d| {
-                    tributary::config::Duration::parse(&d)
-                        .map_err(|e| anyhow::anyhow!("`--duration`: {e}"))
-                })
-                .transpose()?
-                .map(|d| std::time::Duration::from_millis(d.millis().max(0) as u64));
+            let parse = |flag: &str, d: &str| {
+                tributary::config::Duration::parse(d)
+                    .map(|d| std::time::Duration::from_millis(d.millis().max(0) as u64))
+                    .map_err(|e| anyhow::anyhow!("`{flag}`: {e}"))
+            };
+            let duration = duration.map(|d| parse("--duration", &d)).transpose()?;
+            let idle_partition = parse("--idle-partition", &idle_partition)?;
             let properties = kafka::parse_properties(&properties)?;
             let opts = kafka::record::RecordOptions {
                 brokers: &brokers,
@@ -164,6 +169,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 out: &out,
                 max_records,
                 duration,
+                idle_partition,
                 properties: &properties,
             };
             let stop = topology::StopFlag::default();

@@ -1,14 +1,12 @@
 //! `tributary record`: writes what a topic holds (from the beginning of each partition, then live) as a
 //! capture that `replay` and `produce` read, in timestamp order across partitions.
 
-use super::interleave::Interleaver;
-use super::{client_config, topic_partitions, ConsumerReporter, Error, Reporter};
+use super::reader::{Assignment, Polled, Reader};
+use super::{consumer_config, topic_partitions, ConsumerReporter, Error, Reporter};
 use crate::sources::capture::CaptureLine;
 use crate::topology::StopFlag;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::Offset;
 use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -22,6 +20,9 @@ pub struct RecordOptions<'a> {
     pub out: &'a Path,
     pub max_records: Option<u64>,
     pub duration: Option<Duration>,
+    /// How long a partition read to its end may hold the others back (the `kafka` source's
+    /// `idle_partition`).
+    pub idle_partition: Duration,
     pub properties: &'a [(String, String)],
 }
 
@@ -34,18 +35,11 @@ pub struct RecordReport {
     pub skipped: u64,
 }
 
-struct Held {
-    offset: i64,
-    timestamp: i64,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-}
-
 pub fn record(opts: &RecordOptions<'_>, stop: &StopFlag) -> Result<RecordReport, Error> {
     super::check_properties(opts.properties)?;
     let started = Instant::now();
     let reporter = Arc::new(Reporter::new("record"));
-    let mut config = client_config(opts.brokers, opts.properties);
+    let mut config = consumer_config(opts.brokers, opts.properties);
     // librdkafka wants a group even for assigned partitions; a capture commits nothing to it.
     config
         .set("group.id", "tributary-record")
@@ -68,16 +62,16 @@ pub fn record(opts: &RecordOptions<'_>, stop: &StopFlag) -> Result<RecordReport,
         topic: opts.topic.into(),
         brokers: opts.brokers.into(),
     })?;
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        assignment
-            .add_partition_offset(opts.topic, *p, Offset::Beginning)
-            .map_err(|e| Error::Kafka {
-                what: "cannot build the partition assignment".into(),
-                source: e,
-            })?;
-    }
-    consumer.assign(&assignment).map_err(|e| Error::Kafka {
+    let mut reader = Reader::new(consumer, reporter, opts.idle_partition);
+    let assignment = partitions
+        .iter()
+        .map(|&partition| Assignment {
+            topic: opts.topic.to_string(),
+            partition,
+            start: Offset::Beginning,
+        })
+        .collect();
+    reader.assign(assignment).map_err(|e| Error::Kafka {
         what: "cannot assign the topic's partitions".into(),
         source: e,
     })?;
@@ -92,88 +86,94 @@ pub fn record(opts: &RecordOptions<'_>, stop: &StopFlag) -> Result<RecordReport,
         path: opts.out.to_path_buf(),
         source: e,
     })?;
-    let mut out = BufWriter::new(file);
+    let mut out = CaptureWriter {
+        out: BufWriter::new(file),
+        line: Vec::with_capacity(512),
+        topic: opts.topic,
+    };
     let write_err = |e| Error::Write {
         path: opts.out.to_path_buf(),
         source: e,
     };
-    let slot_of = |p: i32| partitions.binary_search(&p).ok();
-    let mut merge: Interleaver<Held> =
-        Interleaver::new(partitions.len(), Duration::from_millis(200), 1 << 16);
     let mut report = RecordReport {
         records: 0,
         partitions: partitions.len(),
         skipped: 0,
     };
-    let mut line = Vec::with_capacity(512);
     let mut last_flush = Instant::now();
+    let mut last_discovery = Instant::now();
+    let topics = [opts.topic.to_string()];
     let done = |report: &RecordReport| {
         stop.is_stopped()
             || opts.max_records.is_some_and(|m| report.records >= m)
             || opts.duration.is_some_and(|d| started.elapsed() >= d)
     };
     while !done(&report) {
-        let mut timeout = merge
+        let wait = reader
             .next_deadline(Instant::now())
             .unwrap_or(Duration::from_millis(100))
             .min(Duration::from_millis(100));
-        for _ in 0..4096 {
-            let Some(polled) = consumer.poll(timeout.max(Duration::from_millis(1))) else {
-                break;
-            };
-            timeout = Duration::ZERO;
-            match polled {
-                Ok(m) => {
-                    reporter.alive();
-                    let Some(slot) = slot_of(m.partition()) else {
-                        continue;
-                    };
-                    match (m.timestamp().to_millis(), m.payload()) {
-                        (Some(ts), Some(value)) => {
-                            let held = Held {
-                                offset: m.offset(),
-                                timestamp: ts,
-                                key: m.key().map(<[u8]>::to_vec),
-                                value: value.to_vec(),
-                            };
-                            merge.push(slot, ts, held, Instant::now());
-                        }
-                        _ => report.skipped += 1,
-                    }
-                }
-                Err(KafkaError::PartitionEOF(p)) => {
-                    if let Some(slot) = slot_of(p) {
-                        merge.reached_end(slot, Instant::now());
-                    }
-                }
-                // Already reported by the client context, which sees every error event first.
-                Err(_) => {}
-            }
-        }
+        reader.fill(wait);
         let now = Instant::now();
         while !done(&report) {
-            let Some((slot, held)) = merge.pop(now) else {
+            let Some((slot, held)) = reader.pop(now) else {
                 break;
             };
-            line.clear();
-            let capture = CaptureLine {
-                topic: Cow::Borrowed(opts.topic),
-                partition: partitions[slot],
-                offset: held.offset,
-                timestamp: held.timestamp,
-                key: held.key.as_deref().map(String::from_utf8_lossy),
-                value: String::from_utf8_lossy(&held.value),
-            };
-            serde_json::to_writer(&mut line, &capture).expect("a capture line serialises");
-            line.push(b'\n');
-            out.write_all(&line).map_err(write_err)?;
-            report.records += 1;
+            out.write(reader.slot(slot).1, held, &mut report)
+                .map_err(write_err)?;
         }
         if last_flush.elapsed() >= Duration::from_secs(1) {
-            out.flush().map_err(write_err)?;
+            out.out.flush().map_err(write_err)?;
             last_flush = Instant::now();
         }
+        if last_discovery.elapsed() >= Duration::from_secs(5) {
+            last_discovery = Instant::now();
+            if let Ok(added) = reader.discover(&topics, Duration::from_millis(500)) {
+                report.partitions += added.len();
+            }
+        }
     }
-    out.flush().map_err(write_err)?;
+    // Stopped by a signal or the duration: what was read goes into the capture too, in order.
+    if opts.max_records.is_none() {
+        while let Some((slot, held)) = reader.pop_any() {
+            out.write(reader.slot(slot).1, held, &mut report)
+                .map_err(write_err)?;
+        }
+    }
+    out.out.flush().map_err(write_err)?;
     Ok(report)
+}
+
+struct CaptureWriter<'a> {
+    out: BufWriter<std::fs::File>,
+    line: Vec<u8>,
+    topic: &'a str,
+}
+
+impl CaptureWriter<'_> {
+    /// Writes one record as a capture line; one without a timestamp or value is only counted.
+    fn write(
+        &mut self,
+        partition: i32,
+        held: Polled,
+        report: &mut RecordReport,
+    ) -> std::io::Result<()> {
+        let (Some(timestamp), Some(value)) = (held.timestamp, held.value.as_deref()) else {
+            report.skipped += 1;
+            return Ok(());
+        };
+        self.line.clear();
+        let capture = CaptureLine {
+            topic: Cow::Borrowed(self.topic),
+            partition,
+            offset: held.offset,
+            timestamp,
+            key: held.key.as_deref().map(String::from_utf8_lossy),
+            value: String::from_utf8_lossy(value),
+        };
+        serde_json::to_writer(&mut self.line, &capture).expect("a capture line serialises");
+        self.line.push(b'\n');
+        report.records += 1;
+        self.out.write_all(&self.line)
+    }
 }

@@ -11,21 +11,18 @@ mod resume;
 use super::capture::{decode_payload, CaptureLine};
 use super::replay::ReplayConfig;
 use crate::config::Duration;
-use crate::kafka::interleave::Interleaver;
+use crate::kafka::reader::{self, Assignment, KafkaConsumer, Polled, Reader};
 use crate::kafka::{self, ConsumerReporter, Reporter};
 use crate::record::{Ack, BatchBuilder, Interner, Origin};
 use crate::topology::{
     BuildContext, BuildError, Built, Output, Progress, Source, StageConfig, StageError,
 };
 use offsets::{BatchDone, Shared};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,9 +52,19 @@ pub struct KafkaConfig {
     /// Records per batch handed downstream (default 1024), as for `replay`.
     #[serde(default = "default_batch_size")]
     pub batch_size: Spanned<usize>,
-    /// The longest a record waits before it is handed on: for its batch to fill, and for the other
-    /// partitions, so records go out in timestamp order. Default `100ms`.
+    /// The longest a record waits for its batch to fill before the batch is handed on. Default
+    /// `100ms`. (Waiting for other partitions is `idle_partition`'s business: linger never hands a
+    /// record on ahead of an older one.)
     pub linger: Option<Spanned<Duration>>,
+    /// Partitions are merged in timestamp order: a record is handed on only once every other
+    /// partition has a later record waiting or is idle. A partition read to its end is idle after it
+    /// has had nothing new for this long (default `5s`); until then it holds the others back, because
+    /// records produced to it later may be older than theirs. A record it delivers after that is late
+    /// if a window's watermark has passed it by more than the window allows. `"0s"`: a partition at its
+    /// end never holds the others back (lower latency; order only as good as the producers'). A
+    /// partition that still has records to read always holds the others back, and no clock runs while
+    /// the brokers are unreachable.
+    pub idle_partition: Option<Spanned<Duration>>,
     /// How often offsets of handled records are committed. Default `5s`; they are also committed when
     /// the run ends or is stopped.
     pub commit_interval: Option<Spanned<Duration>>,
@@ -142,8 +149,11 @@ fn default_batch_size() -> Spanned<usize> {
 const DEFAULT_LINGER_MS: i64 = 100;
 const DEFAULT_COMMIT_INTERVAL_MS: i64 = 5_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: i64 = 5_000;
-/// Records buffered for timestamp ordering before the oldest goes out regardless.
-const INTERLEAVE_CAP: usize = 1 << 16;
+const DEFAULT_IDLE_PARTITION_MS: i64 = 5_000;
+/// How often the topics are checked for partitions added while running.
+const DISCOVERY_INTERVAL: StdDuration = StdDuration::from_secs(5);
+/// A partition that holds the others back this long without being at its end gets a warning.
+const HOLD_WARNING: StdDuration = StdDuration::from_secs(15);
 
 impl StageConfig for KafkaConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
@@ -201,6 +211,12 @@ impl StageConfig for KafkaConfig {
                 None => Ok(StdDuration::from_millis(default as u64)),
             };
         let linger = positive(&self.linger, "linger", DEFAULT_LINGER_MS, true)?;
+        let idle_partition = positive(
+            &self.idle_partition,
+            "idle_partition",
+            DEFAULT_IDLE_PARTITION_MS,
+            true,
+        )?;
         let commit_interval = positive(
             &self.commit_interval,
             "commit_interval",
@@ -261,6 +277,7 @@ impl StageConfig for KafkaConfig {
             properties,
             batch_size,
             linger,
+            idle_partition,
             commit_interval,
             idle_timeout,
             max_records,
@@ -285,6 +302,7 @@ pub struct KafkaSource {
     properties: Vec<(String, String)>,
     batch_size: usize,
     linger: StdDuration,
+    idle_partition: StdDuration,
     commit_interval: StdDuration,
     idle_timeout: Option<StdDuration>,
     max_records: Option<u64>,
@@ -293,20 +311,10 @@ pub struct KafkaSource {
     said_metadata_too_long: AtomicBool,
 }
 
-type Consumer_ = BaseConsumer<ConsumerReporter>;
-
-/// One partition being read.
+/// One partition to read.
 struct Slot {
     topic: String,
     partition: i32,
-}
-
-/// A record as polled, kept until the interleaver hands it on.
-struct Polled {
-    offset: i64,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
 }
 
 /// How finding the partitions ended.
@@ -332,8 +340,8 @@ impl KafkaSource {
         format!("stage `{}`", self.stage)
     }
 
-    fn consumer(&self, reporter: Arc<Reporter>) -> Result<Consumer_, StageError> {
-        let mut config = kafka::client_config(&self.brokers, &self.properties);
+    fn consumer(&self, reporter: Arc<Reporter>) -> Result<KafkaConsumer, StageError> {
+        let mut config = kafka::consumer_config(&self.brokers, &self.properties);
         config
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
@@ -350,7 +358,12 @@ impl KafkaSource {
 
     /// Asks the brokers for the topics' partitions: until they answer (or the fallback's time is up) and
     /// until every topic exists (or `idle_timeout` passes).
-    fn find_partitions(&self, consumer: &Consumer_, reporter: &Reporter, out: &Output) -> Found {
+    fn find_partitions(
+        &self,
+        consumer: &KafkaConsumer,
+        reporter: &Reporter,
+        out: &Output,
+    ) -> Found {
         let started = Instant::now();
         let (mut said_unreachable, mut said_missing) = (false, false);
         loop {
@@ -427,7 +440,7 @@ impl KafkaSource {
     /// Assigns every partition at its start offset.
     fn assign(
         &self,
-        consumer: &Consumer_,
+        reader: &mut Reader,
         slots: &[Slot],
         out: &Output,
     ) -> Result<bool, StageError> {
@@ -439,7 +452,10 @@ impl KafkaSource {
             if self.start != Start::Committed {
                 break None;
             }
-            match consumer.committed_offsets(all.clone(), StdDuration::from_secs(10)) {
+            match reader
+                .consumer()
+                .committed_offsets(all.clone(), StdDuration::from_secs(10))
+            {
                 Ok(c) => break Some(c),
                 Err(e) => {
                     eprintln!("warning: {}: cannot read the committed offsets of group `{}` ({e}); retrying", self.label(), self.group_id);
@@ -453,26 +469,27 @@ impl KafkaSource {
         if let Some(c) = &committed {
             self.restore(c, out.progress());
         }
-        let mut assignment = TopicPartitionList::new();
-        for s in slots {
-            let offset = match self.start {
-                Start::Earliest => Offset::Beginning,
-                Start::Latest => Offset::End,
-                Start::Committed => match committed
-                    .as_ref()
-                    .and_then(|c| c.find_partition(&s.topic, s.partition))
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(n)) if n >= 0 => Offset::Offset(n),
-                    _ => Offset::Beginning,
+        let assignment = slots
+            .iter()
+            .map(|s| Assignment {
+                topic: s.topic.clone(),
+                partition: s.partition,
+                start: match self.start {
+                    Start::Earliest => Offset::Beginning,
+                    Start::Latest => Offset::End,
+                    Start::Committed => match committed
+                        .as_ref()
+                        .and_then(|c| c.find_partition(&s.topic, s.partition))
+                        .map(|e| e.offset())
+                    {
+                        Some(Offset::Offset(n)) if n >= 0 => Offset::Offset(n),
+                        _ => Offset::Beginning,
+                    },
                 },
-            };
-            assignment
-                .add_partition_offset(&s.topic, s.partition, offset)
-                .map_err(|e| StageError::with("cannot build the partition assignment", e))?;
-        }
-        consumer
-            .assign(&assignment)
+            })
+            .collect();
+        reader
+            .assign(assignment)
             .map_err(|e| StageError::with("cannot assign the topics' partitions", e))?;
         Ok(true)
     }
@@ -516,91 +533,40 @@ impl KafkaSource {
     /// Reads until the end of input (`true`) or a stop (`false`).
     fn consume(
         &self,
-        consumer: &Consumer_,
-        slots: &[Slot],
+        reader: &mut Reader,
         shared: &Arc<Shared>,
         reporter: &Reporter,
         out: &mut Output,
     ) -> Result<bool, StageError> {
-        let index: HashMap<(&str, i32), usize> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.topic.as_str(), s.partition), i))
-            .collect();
-        let mut by_partition: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (i, s) in slots.iter().enumerate() {
-            by_partition.entry(s.partition).or_default().push(i);
-        }
-        let mut merge: Interleaver<Polled> =
-            Interleaver::new(slots.len(), self.linger, INTERLEAVE_CAP);
         let mut pending = Pending {
             builder: BatchBuilder::default(),
             interner: Interner::default(),
-            last: vec![None; slots.len()],
+            last: vec![None; reader.partitions()],
             since: None,
         };
         let mut consumed: u64 = 0;
-        let mut last_record = Instant::now();
         let mut last_commit = Instant::now();
         let mut last_probe = Instant::now();
+        let mut last_discovery = Instant::now();
+        // The idle_timeout clock: the last record, or the end of the last outage.
+        let mut quiet_since = Instant::now();
+        let mut warned_hold = false;
         loop {
             if out.stopping() {
                 return Ok(false);
             }
             let now = Instant::now();
             let mut wait = StdDuration::from_millis(100);
-            if let Some(d) = merge.next_deadline(now) {
+            if let Some(d) = reader.next_deadline(now) {
                 wait = wait.min(d);
             }
             if let Some(since) = pending.since {
                 wait = wait.min((since + self.linger).saturating_duration_since(now));
             }
-            // One blocking poll, then whatever else is ready, up to a batch.
-            let mut timeout = wait.max(StdDuration::from_millis(1));
-            for _ in 0..self.batch_size {
-                let Some(polled) = consumer.poll(timeout) else {
-                    break;
-                };
-                timeout = StdDuration::ZERO;
-                match polled {
-                    Ok(m) => {
-                        reporter.alive();
-                        let Some(&slot) = index.get(&(m.topic(), m.partition())) else {
-                            continue;
-                        };
-                        let record = Polled {
-                            offset: m.offset(),
-                            timestamp: m.timestamp().to_millis(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            value: m.payload().map(<[u8]>::to_vec),
-                        };
-                        // Records without a timestamp sort first; they are dead-lettered anyway.
-                        merge.push(
-                            slot,
-                            record.timestamp.unwrap_or(i64::MIN),
-                            record,
-                            Instant::now(),
-                        );
-                        last_record = Instant::now();
-                    }
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        reporter.alive();
-                        // The event names the partition but not the topic: with several topics, every
-                        // partition of that number counts as read to its end until its next record.
-                        for &slot in by_partition.get(&p).into_iter().flatten() {
-                            merge.reached_end(slot, Instant::now());
-                        }
-                    }
-                    // Already reported by the client context, which sees every error event first.
-                    Err(_) => {}
-                }
-                if merge.len() >= INTERLEAVE_CAP {
-                    break;
-                }
-            }
+            reader.fill(wait);
             let now = Instant::now();
-            while let Some((slot, record)) = merge.pop(now) {
-                self.take(slots, slot, record, &mut pending, out);
+            while let Some((slot, record)) = reader.pop(now) {
+                self.take(reader, slot, record, &mut pending, out);
                 consumed += 1;
                 if pending.builder.len() >= self.batch_size && !self.emit(&mut pending, shared, out)
                 {
@@ -619,8 +585,7 @@ impl KafkaSource {
             if last_commit.elapsed() >= self.commit_interval {
                 last_commit = Instant::now();
                 self.commit(
-                    consumer,
-                    slots,
+                    reader,
                     shared,
                     out.progress(),
                     CommitMode::Async,
@@ -631,19 +596,49 @@ impl KafkaSource {
             if reporter.is_down() && last_probe.elapsed() >= StdDuration::from_secs(2) {
                 // librdkafka reports no reconnection; ask for metadata to learn whether a broker is back.
                 last_probe = Instant::now();
-                if consumer
-                    .fetch_metadata(Some(&slots[0].topic), StdDuration::from_secs(1))
+                if reader
+                    .consumer()
+                    .fetch_metadata(Some(&self.topics[0]), StdDuration::from_secs(1))
                     .is_ok()
                 {
                     reporter.alive();
                 }
             }
+            if !reporter.is_down() && last_discovery.elapsed() >= DISCOVERY_INTERVAL {
+                last_discovery = Instant::now();
+                self.discover(reader, shared, &mut pending);
+            }
+            match reader.holding(Instant::now()) {
+                Some((slot, held, false)) if held >= HOLD_WARNING && !reporter.is_down() => {
+                    if !warned_hold {
+                        eprintln!(
+                            "warning: {}: {} has delivered nothing for {} s and is not known to be read to its end; the other partitions' records wait for it",
+                            self.label(),
+                            reader.describe(slot),
+                            held.as_secs()
+                        );
+                        warned_hold = true;
+                    }
+                }
+                Some(_) => {}
+                None => warned_hold = false,
+            }
             if let Some(idle) = self.idle_timeout {
                 // Idle means idle while connected: an outage is not the end of the input.
                 if reporter.is_down() {
-                    last_record = Instant::now();
+                    quiet_since = Instant::now();
                 }
-                if merge.drained() && last_record.elapsed() >= idle {
+                quiet_since = quiet_since.max(reader.last_record());
+                if reader.all_at_end() && quiet_since.elapsed() >= idle {
+                    // The end of the input: what waits for idle partitions goes out now, in order.
+                    while let Some((slot, record)) = reader.pop_any() {
+                        self.take(reader, slot, record, &mut pending, out);
+                        if pending.builder.len() >= self.batch_size
+                            && !self.emit(&mut pending, shared, out)
+                        {
+                            return Ok(true);
+                        }
+                    }
                     self.emit(&mut pending, shared, out);
                     return Ok(true);
                 }
@@ -651,10 +646,28 @@ impl KafkaSource {
         }
     }
 
+    /// Starts reading partitions added to the topics since the start, from their beginning.
+    fn discover(&self, reader: &mut Reader, shared: &Shared, pending: &mut Pending) {
+        // A short timeout: this runs between polls. What fails now is tried again next time.
+        let Ok(added) = reader.discover(&self.topics, StdDuration::from_millis(500)) else {
+            return;
+        };
+        for slot in added {
+            let new = shared.lock().add_partition();
+            debug_assert_eq!(new, slot);
+            pending.last.push(None);
+            eprintln!(
+                "tributary: {}: {} was added; reading it from its beginning",
+                self.label(),
+                reader.describe(slot)
+            );
+        }
+    }
+
     /// Decodes one record into the pending batch, as `replay` decodes a capture line.
     fn take(
         &self,
-        slots: &[Slot],
+        reader: &Reader,
         slot: usize,
         record: Polled,
         pending: &mut Pending,
@@ -663,7 +676,7 @@ impl KafkaSource {
         out.stats.records_in.fetch_add(1, Ordering::Relaxed);
         pending.last[slot] = Some(record.offset);
         pending.since.get_or_insert_with(Instant::now);
-        let s = &slots[slot];
+        let (topic, partition) = reader.slot(slot);
         let decoded = match (record.timestamp, record.value.as_deref()) {
             (None, _) => Err("record has no timestamp".to_string()),
             (_, None) => Err("record has no value".to_string()),
@@ -676,7 +689,7 @@ impl KafkaSource {
             Ok(fields) => pending.builder.push(
                 record.timestamp.expect("checked above"),
                 Origin {
-                    partition: s.partition,
+                    partition,
                     offset: record.offset,
                 },
                 fields,
@@ -684,8 +697,8 @@ impl KafkaSource {
             Err(reason) => {
                 // Dead-lettered in the capture format, so a fixed record can be replayed.
                 let line = CaptureLine {
-                    topic: Cow::Borrowed(&s.topic),
-                    partition: s.partition,
+                    topic: Cow::Borrowed(topic),
+                    partition,
                     offset: record.offset,
                     timestamp: record.timestamp.unwrap_or(-1),
                     key: record.key.as_deref().map(String::from_utf8_lossy),
@@ -696,7 +709,7 @@ impl KafkaSource {
                         .unwrap_or_default(),
                 };
                 let text = serde_json::to_string(&line).expect("a capture line serialises");
-                let at = serde_json::json!({ "topic": s.topic, "partition": s.partition, "offset": record.offset });
+                let at = serde_json::json!({ "topic": topic, "partition": partition, "offset": record.offset });
                 out.dead_line(&text, at, &reason);
             }
         }
@@ -732,8 +745,7 @@ impl KafkaSource {
     #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
-        consumer: &Consumer_,
-        slots: &[Slot],
+        reader: &Reader,
         shared: &Shared,
         progress: &Progress,
         mode: CommitMode,
@@ -766,14 +778,14 @@ impl KafkaSource {
         });
         let mut tpl = TopicPartitionList::new();
         for (slot, next) in points {
-            let s = &slots[slot];
-            let mut e = tpl.add_partition(&s.topic, s.partition);
+            let (topic, partition) = reader.slot(slot);
+            let mut e = tpl.add_partition(topic, partition);
             if e.set_offset(Offset::Offset(next)).is_err() {
                 return false;
             }
             e.set_metadata(&metadata);
         }
-        match consumer.commit(&tpl, mode) {
+        match reader.consumer().commit(&tpl, mode) {
             Ok(()) => true,
             Err(e) => {
                 reporter.error(
@@ -829,19 +841,22 @@ impl Source for KafkaSource {
             self.group_id,
             self.start.as_str()
         );
-        if !self.assign(&consumer, &slots, out)? {
+        let mut reader = Reader::new(consumer, reporter.clone(), self.idle_partition);
+        if !self.assign(&mut reader, &slots, out)? {
             return Ok(());
         }
         let shared = Shared::new(slots.len(), out.stop_flag());
-        let ended = self.consume(&consumer, &slots, &shared, &reporter, out)?;
-        if ended {
+        let ended = self.consume(&mut reader, &shared, &reporter, out);
+        if let Some(waits) = reader::describe_waits(&reader) {
+            out.stats.set_note(waits);
+        }
+        if ended? {
             // End of input: downstream flushes its windows and writes them; then their offsets are done.
             out.close();
             shared.wait_idle();
         }
         if !self.commit(
-            &consumer,
-            &slots,
+            &reader,
             &shared,
             out.progress(),
             CommitMode::Sync,

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Commit bookkeeping for a fixed list of partitions (slots).
+/// Commit bookkeeping per partition (slot), in the order partitions were assigned.
 #[derive(Debug, Default)]
 pub struct Tracker {
     parts: Vec<Part>,
@@ -40,6 +40,12 @@ impl Tracker {
             next_batch: 0,
             open: 0,
         }
+    }
+
+    /// A partition assigned after the start; returns its slot.
+    pub fn add_partition(&mut self) -> usize {
+        self.parts.push(Part::default());
+        self.parts.len() - 1
     }
 
     /// Registers a batch holding, per partition, the consumed offsets after the previous batch's up to

@@ -1,8 +1,11 @@
 //! The Kafka source and the `produce` / `record` commands against a real broker (`common::service`
 //! starts one when TRIBUTARY_TEST_KAFKA is unset; these tests never skip). Every test uses its own
-//! topics and groups, so they run in parallel and against a broker that outlives them.
+//! topics and groups, so they run in parallel and against a broker that outlives them. `merge` holds the
+//! tests at scale of the partition merge: live equals replay however the partitions arrive.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod merge;
 
 use common::{read_jsonl, repo, run, scratch, service, tributary};
 use serde_json::Value;

@@ -142,8 +142,10 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // librdkafka 2.x waits a whole second before fetching again for a partition whose queue was full,
     // which stalled reading for most of a run; fetching again at once costs a timer check.
     ("fetch.queue.backoff.ms", "1"),
-    // Per partition with partition queues (64 MiB by default): 8 MiB is 8 fetches ahead.
-    ("queued.max.messages.kbytes", "8192"),
+    // Per partition with partition queues (100,000 records and 64 MiB by default). Measured on a 200k
+    // record, 3-partition topic: the same read time, peak RSS 37 MB instead of 101 MB.
+    ("queued.min.messages", "5000"),
+    ("queued.max.messages.kbytes", "4096"),
 ];
 
 /// A consumer config: [`client_config`] plus [`CONSUMER_DEFAULTS`] where the user set nothing else.

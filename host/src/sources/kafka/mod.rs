@@ -899,6 +899,9 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("unknown field `timeout`"), "{e}");
+        parse(&format!("{base}idle_partition = \"0s\"")).unwrap();
+        let e = parse(&format!("{base}idle_partition = 5")).unwrap_err();
+        assert!(e.contains("idle_partition"), "{e}");
         let e = parse(&format!("{base}start = \"beginning\"")).unwrap_err();
         assert!(e.contains("unknown variant `beginning`"), "{e}");
         let e =

@@ -78,6 +78,13 @@ fn live_source(brokers: &str, topics: &[&str], extra: &str) -> String {
 
 /// The tumbling-window pipeline replaying `capture`: what every live run of the same records must give.
 fn replay_rows(dir: &Path, name: &str, capture: &Path) -> RunOutput {
+    let replay = replay_any(dir, name, capture);
+    assert!(replay.dead.is_empty(), "the replay dead-letters nothing");
+    replay
+}
+
+/// [`replay_rows`] for a capture that may hold late records.
+fn replay_any(dir: &Path, name: &str, capture: &Path) -> RunOutput {
     let replay = run_in(
         dir,
         name,
@@ -87,7 +94,6 @@ fn replay_rows(dir: &Path, name: &str, capture: &Path) -> RunOutput {
         )),
     );
     assert!(replay.per_minute.len() > 100, "the replay has rows");
-    assert!(replay.dead.is_empty(), "the replay dead-letters nothing");
     replay
 }
 
@@ -131,23 +137,59 @@ fn longest_wait(stderr: &str) -> Option<(f64, String)> {
     Some((seconds, partition))
 }
 
+/// Loads `capture` into a new topic of `partitions` partitions, reads it live once it is all there,
+/// and checks the result against the replay's.
+fn loaded_topic_equals_replay(dir: &Path, capture: &Path, partitions: usize, runs: usize) {
+    let brokers = service("kafka");
+    let topic = unique("topic");
+    let said = produce(
+        &brokers,
+        &topic,
+        capture,
+        &["--partitions", &partitions.to_string()],
+    );
+    assert!(said.contains("created"), "{said}");
+    let replay = replay_rows(dir, "replay", capture);
+    for run in 1..=runs {
+        let source = live_source(&brokers, &[&topic], "idle_timeout = \"5s\"");
+        let live = run_in(dir, &format!("live{run}"), &tumbling_pipeline(&source));
+        assert_same(&live, &replay, &format!("live run {run}"));
+    }
+}
+
+/// Reads a 3-partition topic live while partitions 0 and 1 of a 100k capture are loaded, then, 5 s
+/// later, partition 2. Returns the run's outputs, the capture and the topic.
+fn partition_2_loaded_late(dir: &Path, source_extra: &str) -> (RunOutput, PathBuf, String) {
+    let brokers = service("kafka");
+    let capture = generated(100_000, 3);
+    let first = rewrite(&capture, dir, "p01.jsonl", |_, l| partition_of(l) != 2);
+    let last = rewrite(&capture, dir, "p2.jsonl", |_, l| partition_of(l) == 2);
+    let topic = unique("late");
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    produce(&brokers, &topic, &empty, &["--partitions", "3"]);
+    let source = live_source(&brokers, &[&topic], source_extra);
+    let file = write_pipeline(dir, "live", &tumbling_pipeline(&source));
+    let mut run = spawn_pipeline(&file);
+    produce(&brokers, &topic, &first, &[]);
+    std::thread::sleep(Duration::from_secs(5));
+    produce(&brokers, &topic, &last, &[]);
+    let (code, stdout, stderr) = wait_with_timeout(&mut run, Duration::from_secs(120));
+    assert_eq!(code, 0, "{stderr}");
+    (
+        outputs(file.parent().unwrap(), stdout, stderr),
+        capture,
+        topic,
+    )
+}
+
 /// The reproduction: 200,000 records on 3 partitions, read live three times in a row, each run
 /// equal to the replay. Before the merge waited for every partition, each run dead-lettered 12-43% of
 /// the records as late, a different number every time.
 #[test]
 fn live_equals_replay_at_scale_three_runs_in_a_row() {
-    let brokers = service("kafka");
     let dir = scratch("kafka_merge_200k");
-    let capture = generated(200_000, 3);
-    let topic = unique("big");
-    let said = produce(&brokers, &topic, &capture, &["--partitions", "3"]);
-    assert!(said.contains("produced 200000 records"), "{said}");
-    let replay = replay_rows(&dir, "replay", &capture);
-    for run in 1..=3 {
-        let source = live_source(&brokers, &[&topic], "idle_timeout = \"5s\"");
-        let live = run_in(&dir, &format!("live{run}"), &tumbling_pipeline(&source));
-        assert_same(&live, &replay, &format!("live run {run}"));
-    }
+    loaded_topic_equals_replay(&dir, &generated(200_000, 3), 3, 3);
 }
 
 /// Partition 2 is loaded 5 s after partitions 0 and 1, while the run reads them: it is read to its end
@@ -155,30 +197,10 @@ fn live_equals_replay_at_scale_three_runs_in_a_row() {
 /// the result is the replay's. The summary names the wait.
 #[test]
 fn a_partition_loaded_late_is_waited_for() {
-    let brokers = service("kafka");
     let dir = scratch("kafka_merge_late_partition");
-    let capture = generated(100_000, 3);
-    let first = rewrite(&capture, &dir, "p01.jsonl", |_, l| partition_of(l) != 2);
-    let last = rewrite(&capture, &dir, "p2.jsonl", |_, l| partition_of(l) == 2);
-    let topic = unique("late");
-    let empty = dir.join("empty.jsonl");
-    std::fs::write(&empty, "").unwrap();
-    produce(&brokers, &topic, &empty, &["--partitions", "3"]);
+    let (live, capture, topic) =
+        partition_2_loaded_late(&dir, "idle_timeout = \"8s\"\nidle_partition = \"30s\"");
     let replay = replay_rows(&dir, "replay", &capture);
-
-    let source = live_source(
-        &brokers,
-        &[&topic],
-        "idle_timeout = \"8s\"\nidle_partition = \"30s\"",
-    );
-    let file = write_pipeline(&dir, "live", &tumbling_pipeline(&source));
-    let mut run = spawn_pipeline(&file);
-    produce(&brokers, &topic, &first, &[]);
-    std::thread::sleep(Duration::from_secs(5));
-    produce(&brokers, &topic, &last, &[]);
-    let (code, stdout, stderr) = wait_with_timeout(&mut run, Duration::from_secs(120));
-    assert_eq!(code, 0, "{stderr}");
-    let live = outputs(file.parent().unwrap(), stdout, stderr);
     assert_same(&live, &replay, "partition 2 loaded 5 s late");
     let (waited, partition) = longest_wait(&live.stderr)
         .unwrap_or_else(|| panic!("no wait in the summary:\n{}", live.stderr));
@@ -194,30 +216,11 @@ fn a_partition_loaded_late_is_waited_for() {
 /// are late: dead-lettered with reason `late`, counted in the summary, none lost.
 #[test]
 fn records_of_a_partition_idle_longer_than_idle_partition_are_late() {
-    let brokers = service("kafka");
     let dir = scratch("kafka_merge_idle_partition");
-    let capture = generated(100_000, 3);
-    let first = rewrite(&capture, &dir, "p01.jsonl", |_, l| partition_of(l) != 2);
-    let last = rewrite(&capture, &dir, "p2.jsonl", |_, l| partition_of(l) == 2);
-    let in_last = line_count(&last);
-    let topic = unique("idle");
-    let empty = dir.join("empty.jsonl");
-    std::fs::write(&empty, "").unwrap();
-    produce(&brokers, &topic, &empty, &["--partitions", "3"]);
-
-    let source = live_source(
-        &brokers,
-        &[&topic],
-        "idle_timeout = \"8s\"\nidle_partition = \"1s\"",
-    );
-    let file = write_pipeline(&dir, "live", &tumbling_pipeline(&source));
-    let mut run = spawn_pipeline(&file);
-    produce(&brokers, &topic, &first, &[]);
-    std::thread::sleep(Duration::from_secs(5));
-    produce(&brokers, &topic, &last, &[]);
-    let (code, stdout, stderr) = wait_with_timeout(&mut run, Duration::from_secs(120));
-    assert_eq!(code, 0, "{stderr}");
-    let live = outputs(file.parent().unwrap(), stdout, stderr);
+    // Long enough not to end the input between the two loads on a busy machine.
+    let (live, _, _) =
+        partition_2_loaded_late(&dir, "idle_timeout = \"15s\"\nidle_partition = \"1s\"");
+    let in_last = line_count(&dir.join("p2.jsonl"));
     let late = live
         .dead
         .iter()
@@ -242,24 +245,17 @@ fn records_of_a_partition_idle_longer_than_idle_partition_are_late() {
 /// start, then the run goes on, equal to the replay.
 #[test]
 fn an_empty_partition() {
-    let brokers = service("kafka");
     let dir = scratch("kafka_merge_empty_partition");
     let capture = rewrite(&generated(100_000, 3), &dir, "p01.jsonl", |_, l| {
         partition_of(l) != 2
     });
-    let topic = unique("empty");
-    produce(&brokers, &topic, &capture, &["--partitions", "3"]);
-    let replay = replay_rows(&dir, "replay", &capture);
-    let source = live_source(&brokers, &[&topic], "idle_timeout = \"5s\"");
-    let live = run_in(&dir, "live", &tumbling_pipeline(&source));
-    assert_same(&live, &replay, "an empty partition");
+    loaded_topic_equals_replay(&dir, &capture, 3, 1);
 }
 
 /// Partition 2 holds ten times the records of partitions 0 and 1 over the same time span: the small
 /// partitions wait in librdkafka's prefetch while the large one is read, and nothing is late.
 #[test]
 fn a_partition_ten_times_larger_than_the_others() {
-    let brokers = service("kafka");
     let dir = scratch("kafka_merge_skewed");
     let capture = rewrite(&generated(120_000, 1), &dir, "skewed.jsonl", |i, l| {
         l["partition"] = match i % 12 {
@@ -270,12 +266,7 @@ fn a_partition_ten_times_larger_than_the_others() {
         .into();
         true
     });
-    let topic = unique("skewed");
-    produce(&brokers, &topic, &capture, &["--partitions", "3"]);
-    let replay = replay_rows(&dir, "replay", &capture);
-    let source = live_source(&brokers, &[&topic], "idle_timeout = \"5s\"");
-    let live = run_in(&dir, "live", &tumbling_pipeline(&source));
-    assert_same(&live, &replay, "partition 2 ten times larger");
+    loaded_topic_equals_replay(&dir, &capture, 3, 1);
 }
 
 /// Two topics of two partitions each, read by one source: merged by timestamp as one stream.
@@ -378,7 +369,8 @@ fn a_partition_added_while_running_is_merged_like_the_others() {
     produce(&brokers, &topic, &first, &["--partitions", "2"]);
     let replay = replay_rows(&dir, "replay", &all);
 
-    let source = live_source(&brokers, &[&topic], "idle_timeout = \"8s\"");
+    // Long enough not to end the input before the partition is found and loaded on a busy machine.
+    let source = live_source(&brokers, &[&topic], "idle_timeout = \"15s\"");
     let file = write_pipeline(&dir, "live", &tumbling_pipeline(&source));
     let mut run = Watched::spawn(&file);
     run.wait_for("(2 partitions", Duration::from_secs(30));
@@ -465,9 +457,12 @@ impl Drop for OwnBroker {
     }
 }
 
-/// The broker is stopped and started again while records are produced and read (the producer keeps its
-/// records through the outage, in order). The source says it lost the broker and got it back; no idle
-/// clock ran in between, so no partition was passed over, and the result equals the replay.
+/// The broker is stopped and started again while records are produced and read. The source says it lost
+/// the broker and got it back; no idle clock ran in between, so no partition was passed over, and the
+/// result equals the replay of what the topic holds, as `record` writes it. (That is the capture plus,
+/// at times, a batch the broker wrote twice across its restart although the producer is idempotent:
+/// seen with Kafka 3.9, 87 records at offsets 2164.. repeating 2077..; such copies are late in both runs
+/// alike, since their timestamps are behind the records before them.)
 #[test]
 fn a_broker_restart_mid_run_changes_nothing() {
     let dir = scratch("kafka_merge_broker_restart");
@@ -478,7 +473,6 @@ fn a_broker_restart_mid_run_changes_nothing() {
     let empty = dir.join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     produce(&brokers, &topic, &empty, &["--partitions", "3"]);
-    let replay = replay_rows(&dir, "replay", &capture);
 
     let source = live_source(&brokers, &[&topic], "idle_timeout = \"10s\"");
     let file = write_pipeline(&dir, "live", &tumbling_pipeline(&source));
@@ -492,12 +486,22 @@ fn a_broker_restart_mid_run_changes_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
     let rows = file
         .parent()
         .unwrap()
         .join("out/avg_streams_per_genre_1m.jsonl");
-    assert!(line_count(&rows) > 0, "records are read before the outage");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&rows) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no window was emitted within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        producer.try_wait().unwrap().is_none(),
+        "the producer finished before the outage; make it slower"
+    );
     broker.services("stop");
     std::thread::sleep(Duration::from_secs(3));
     broker.services("start");
@@ -511,5 +515,45 @@ fn a_broker_restart_mid_run_changes_nothing() {
         "the run did not notice the outage:\n{stderr}"
     );
     let live = outputs(file.parent().unwrap(), stdout, stderr);
-    assert_same(&live, &replay, "a broker restart");
+
+    let read: u64 = live
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("events (kafka)"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count for `events` in the summary:\n{}", live.stderr));
+    assert!(read >= 100_000, "the run read {read} records");
+    let recorded = dir.join("recorded.jsonl");
+    let mut cmd = tributary();
+    cmd.args(["record", "--brokers", &brokers, "--topic", &topic])
+        .args([
+            "--max-records",
+            &read.to_string(),
+            "--duration",
+            "60s",
+            "--out",
+        ])
+        .arg(&recorded);
+    let (code, _, err) = common::run(cmd);
+    assert_eq!(code, 0, "record failed:\n{err}");
+    assert!(err.contains(&format!("recorded {read} records")), "{err}");
+    let replay = replay_any(&dir, "replay-recorded", &recorded);
+    assert_eq!(
+        live.dead, replay.dead,
+        "the live run dead-letters what the replay of the topic does"
+    );
+    if read == 100_000 {
+        assert!(live.dead.is_empty());
+        assert_same(
+            &live,
+            &replay_rows(&dir, "replay", &capture),
+            "a broker restart",
+        );
+    }
+    let same_rows = live.per_minute == replay.per_minute;
+    assert!(
+        same_rows,
+        "the live rows differ from the replay of the topic"
+    );
 }

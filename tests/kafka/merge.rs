@@ -474,7 +474,15 @@ fn a_broker_restart_mid_run_changes_nothing() {
     std::fs::write(&empty, "").unwrap();
     produce(&brokers, &topic, &empty, &["--partitions", "3"]);
 
-    let source = live_source(&brokers, &[&topic], "idle_timeout = \"10s\"");
+    // The outage (about 30 s) outlasts `idle_partition`: had the idle clocks run during it, partitions
+    // read to their end would have turned idle, and their records produced through the outage would be
+    // late. After the restart the producer may take some seconds to deliver to every partition again;
+    // 20 s leaves room for that on a busy machine.
+    let source = live_source(
+        &brokers,
+        &[&topic],
+        "idle_timeout = \"10s\"\nidle_partition = \"20s\"",
+    );
     let file = write_pipeline(&dir, "live", &tumbling_pipeline(&source));
     let run = Watched::spawn(&file);
     // 100,000 records about 1 s apart, produced 8,000 times faster: about 12 s.
@@ -503,7 +511,7 @@ fn a_broker_restart_mid_run_changes_nothing() {
         "the producer finished before the outage; make it slower"
     );
     broker.services("stop");
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(22));
     broker.services("start");
     let (p_code, _, p_err) = wait_with_timeout(&mut producer, Duration::from_secs(120));
     assert_eq!(p_code, 0, "produce failed:\n{p_err}");

@@ -519,7 +519,11 @@ fn run_node(node: Node) -> Result<(), StageError> {
                     .stats
                     .records_in
                     .fetch_add(batch.len as u64, Ordering::Relaxed);
-                op.process(batch.clone(), &mut output).map_err(failed)?;
+                // The batch itself goes to the stage, so a sole reader may take its columns without a
+                // copy; its acks stay held here until a failure has stopped the run (see above).
+                let acks = batch.acks.clone();
+                op.process(batch, &mut output).map_err(failed)?;
+                drop(acks);
             }
             if output.stopping() {
                 return Ok(());

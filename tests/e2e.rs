@@ -450,3 +450,77 @@ fn validate_accepts_the_default_pipeline() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("pipeline.toml: ok"), "{stderr}");
 }
+
+/// `validate` points at a Kafka `properties` table the client refuses, and the quoted line hides the
+/// password in it.
+#[test]
+fn validate_never_prints_a_secret() {
+    let dir = scratch("e2e_validate_secret");
+    let file = dir.join("secret.toml");
+    std::fs::write(
+        &file,
+        r#"[stages.events]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+topics = ["t"]
+group_id = "g"
+properties = { "sasl.password" = "hunter2", "no.such.property" = "1" }
+
+[stages.out]
+type = "file"
+inputs = ["events"]
+path = "out.jsonl"
+"#,
+    )
+    .unwrap();
+    let mut cmd = tributary();
+    cmd.arg("validate").arg(&file);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && stderr.contains(r#""sasl.password" = "***""#),
+        "{stderr}"
+    );
+}
+
+/// A capture line that is not UTF-8 (here in the middle of the fixture) is dead-lettered with its
+/// bytes shown lossily and its line number; the replay goes on, and the results are those of the
+/// fixture.
+#[test]
+fn a_line_that_is_not_utf8_is_dead_lettered_and_the_replay_goes_on() {
+    let dir = scratch("e2e_not_utf8");
+    let fixture_text = std::fs::read(fixture("music_streaming_events.jsonl")).unwrap();
+    let cut = fixture_text
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(99)
+        .unwrap()
+        .0
+        + 1;
+    let mut bytes = fixture_text[..cut].to_vec();
+    bytes.extend_from_slice(b"{\"topic\":\"t\",\"value\":\"\xff\xfe\"}\n");
+    bytes.extend_from_slice(&fixture_text[cut..]);
+    let capture = dir.join("capture.jsonl");
+    std::fs::write(&capture, bytes).unwrap();
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, default_pipeline_replaying(&capture)).unwrap();
+    let (stdout, stderr) = run_pipeline(&dir, &file);
+    assert!(stdout.contains("| Jazz/Big Band"), "{stdout}");
+    let dead = read_jsonl(&dir.join("out/dead_letter.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("line is not valid UTF-8")
+            && dead[0]["at"]["line"] == 101
+            && dead[0]["line"].as_str().unwrap().contains('\u{fffd}'),
+        "{}",
+        dead[0]
+    );
+    assert!(stderr.contains("1 record(s) dead-lettered"), "{stderr}");
+    let expected = std::fs::read_to_string(golden("top20.md")).unwrap();
+    assert!(stdout.contains(expected.trim()), "{stdout}");
+}

@@ -1,5 +1,7 @@
-//! Problems in a config file, printed with file, line, column and a caret under the culprit.
+//! Problems in a config file, printed with file, line, column and a caret under the culprit. The quoted
+//! line and the message never show a secret (see `redact`).
 
+use super::redact::redact_line;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -22,11 +24,15 @@ impl Diagnostic {
         span: Option<Range<usize>>,
         message: impl Into<String>,
     ) -> Self {
-        let location = span.as_ref().map(|s| locate(text, s.start));
+        let location = span.as_ref().map(|s| {
+            let (line, col, src) = locate(text, s.start);
+            let (src, col) = redact_line(&src, col);
+            (line, col, src)
+        });
         Diagnostic {
             file: file.to_path_buf(),
             span,
-            message: message.into(),
+            message: redact_line(&message.into(), 1).0,
             location,
         }
     }
@@ -110,5 +116,46 @@ mod tests {
             d.to_string(),
             "p.toml:2:7: error: no\n  |\n2 | bad = oops\n  |       ^^^^"
         );
+    }
+
+    #[test]
+    fn never_quotes_a_secret() {
+        let cases = [
+            // A librdkafka property the client refuses, next to a password.
+            (
+                "properties = { \"sasl.password\" = \"hunter2\", \"no.such\" = \"1\" }",
+                "properties",
+            ),
+            // A mistyped field holding a connection string.
+            ("url = \"mongodb://app:hunter2@db.example.com/\"", "url"),
+            // An inline table nobody knows.
+            (
+                "creds = { user = \"app\", password = \"hunter2\" }",
+                "creds",
+            ),
+            // A syntax error.
+            ("sasl.password = \"hunter2", "sasl"),
+        ];
+        for (line, at) in cases {
+            let text = format!("[stages.x]\n{line}\n");
+            let start = text.find(at).unwrap();
+            let span = Some(start..start + at.len());
+            let shown = Diagnostic::new(Path::new("p.toml"), &text, span, "problem").to_string();
+            assert!(
+                !shown.contains("hunter2") && shown.contains("***"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains(&format!("| {at}")),
+                "the caret line is kept: {shown}"
+            );
+        }
+        let d = Diagnostic::new(
+            Path::new("p.toml"),
+            "",
+            None,
+            "cannot reach mongodb://a:hunter2@h",
+        );
+        assert_eq!(d.message, "cannot reach mongodb://a:***@h");
     }
 }

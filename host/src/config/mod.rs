@@ -3,6 +3,7 @@
 
 mod diagnostic;
 mod duration;
+mod redact;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
@@ -457,6 +458,24 @@ mod tests {
                     })
                     .collect()
             }
+        }
+    }
+
+    #[test]
+    fn diagnostics_never_show_secrets() {
+        for body in [
+            "url = \"mongodb://app:hunter2@db/\"",
+            "creds = { password = \"hunter2\" }",
+            "path = \"x.jsonl\"\nsasl.password = \"hunter2",
+        ] {
+            let text = format!(
+                "[stages.events]\ntype = \"replay\"\n{body}\n\n[stages.out]\ntype = \"file\"\ninputs = [\"events\"]\npath = \"o.jsonl\"\n"
+            );
+            let shown = Pipeline::parse(Path::new("p.toml"), text)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
         }
     }
 

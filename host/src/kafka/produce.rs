@@ -112,7 +112,8 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
     };
     let started = Instant::now();
     let mut first_ts: Option<i64> = None;
-    for (n, line) in reader.lines().enumerate() {
+    // Split on bytes, so that a line that is not UTF-8 is skipped like any unreadable line.
+    for (n, line) in reader.split(b'\n').enumerate() {
         if stop.is_stopped() {
             break;
         }
@@ -120,10 +121,13 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
             path: opts.file.to_path_buf(),
             source: e,
         })?;
-        if line.trim().is_empty() {
+        let parsed = std::str::from_utf8(&line)
+            .map_err(|_| "line is not valid UTF-8".to_string())
+            .map(|l| l.trim_end_matches('\r'));
+        if parsed.as_ref().is_ok_and(|l| l.trim().is_empty()) {
             continue;
         }
-        let capture = match parse_line(&line) {
+        let capture = match parsed.and_then(parse_line) {
             Ok(c) => c,
             Err(reason) => {
                 report.skipped += 1;

@@ -69,8 +69,26 @@ pub fn cell(v: Option<&Value>, column: &ColumnConfig) -> String {
     }
 }
 
-/// A markdown table with padded columns, like the seed project's README.
+/// The most characters a table cell shows; a longer value is cut and ends in `…`. A table is for
+/// reading, and a column wider than 65,535 characters would not even format.
+const MAX_CELL: usize = 80;
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() <= MAX_CELL {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// A markdown table with padded columns, like the seed project's README. Long values are shortened.
 pub fn markdown(headers: &[String], cells: &[Vec<String>]) -> String {
+    let headers: Vec<String> = headers.iter().map(|h| shorten(h)).collect();
+    let cells: Vec<Vec<String>> = cells
+        .iter()
+        .map(|r| r.iter().map(|c| shorten(c)).collect())
+        .collect();
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
             cells
@@ -89,10 +107,10 @@ pub fn markdown(headers: &[String], cells: &[Vec<String>]) -> String {
             .collect();
         format!("|{}|\n", parts.join("|"))
     };
-    let mut s = line(headers);
+    let mut s = line(&headers);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
     s.push_str(&format!("|{}|\n", rule.join("|")));
-    for r in cells {
+    for r in &cells {
         s.push_str(&line(r));
     }
     s
@@ -164,6 +182,15 @@ impl Sink for ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_shortened_not_fatal() {
+        let long = "x".repeat(70_000);
+        let t = markdown(&["genre".into()], &[vec![long], vec!["Rock".into()]]);
+        let widest = t.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(widest <= MAX_CELL + 4, "{widest}");
+        assert!(t.contains(&format!("{}…", "x".repeat(MAX_CELL - 1))), "{t}");
+    }
 
     #[test]
     fn pads_columns_and_formats_numbers() {

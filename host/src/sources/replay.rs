@@ -73,37 +73,61 @@ impl Source for Replay {
         let file = std::fs::File::open(&self.path).map_err(|e| {
             StageError::with(format!("cannot open capture `{}`", self.path.display()), e)
         })?;
-        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
         let mut builder = BatchBuilder::default();
         let mut interner = Interner::default();
         let started = Instant::now();
         let mut first_ts: Option<i64> = None;
-        for (n, line) in reader.lines().enumerate() {
+        // Lines are read as bytes: one that is not UTF-8 is dead-lettered, not the end of the replay.
+        let mut bytes = Vec::with_capacity(1024);
+        let mut n = 0;
+        loop {
             if out.stopping() {
                 break;
             }
-            let line = line.map_err(|e| {
+            bytes.clear();
+            let read = reader.read_until(b'\n', &mut bytes).map_err(|e| {
                 StageError::with(format!("cannot read capture `{}`", self.path.display()), e)
             })?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            let location =
+                || serde_json::json!({ "file": self.path.display().to_string(), "line": n });
+            let line = match std::str::from_utf8(&bytes) {
+                Ok(line) => line,
+                Err(_) => {
+                    out.stats
+                        .records_in
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let shown = String::from_utf8_lossy(&bytes);
+                    out.dead_line(
+                        shown.trim_end(),
+                        location(),
+                        "line is not valid UTF-8 (shown with U+FFFD for the bytes that are not)",
+                    );
+                    continue;
+                }
+            };
             if line.trim().is_empty() {
                 continue;
             }
+            let line = line.trim_end_matches(['\n', '\r']);
             out.stats
                 .records_in
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let location =
-                || serde_json::json!({ "file": self.path.display().to_string(), "line": n + 1 });
-            let capture = match parse_line(&line) {
+            let capture = match parse_line(line) {
                 Ok(c) => c,
                 Err(reason) => {
-                    out.dead_line(&line, location(), &reason);
+                    out.dead_line(line, location(), &reason);
                     continue;
                 }
             };
             let fields = match decode_payload(&capture.value, &mut interner) {
                 Ok(f) => f,
                 Err(reason) => {
-                    out.dead_line(&line, location(), &reason);
+                    out.dead_line(line, location(), &reason);
                     continue;
                 }
             };

@@ -9,6 +9,13 @@
 //! reason `late` (except for the global window, open until the end of input). The end of input closes
 //! every window.
 //!
+//! Event-time sanity: a record whose event time is more than `max_future` ahead of the newest event
+//! time so far, or of the clock if that is later, would move the watermark past every record after it;
+//! it is dead-lettered with reason `time out of range` instead, as is an event time outside ±8.64e15 ms
+//! (the years −271821 to 275760), where window bounds would overflow. Keys group by type and value: the
+//! string `"1"`, the integer `1` and the float `1.0` are three keys; a key that is a JSON array or object
+//! is dead-lettered.
+//!
 //! Restarts: a window stage's watermark is committed with the Kafka offsets (see
 //! [`Progress`](crate::topology::Progress)) and restored at a restart with `start = "committed"`. Offsets
 //! commit only up to the first batch some open window still holds, so a restart reads again records of
@@ -63,7 +70,17 @@ pub struct WindowConfig {
     /// `late`. Default `0s`.
     #[serde(default)]
     pub allowed_lateness: Duration,
+    /// How far ahead of the newest event time so far (or of the clock, whichever is later) a record may
+    /// be. A record further ahead is dead-lettered with reason `time out of range` rather than moving
+    /// the watermark past every record after it. Default `1h`. Not checked for the global window.
+    pub max_future: Option<Duration>,
 }
+
+/// `max_future` when the stage does not set it: an hour.
+const DEFAULT_MAX_FUTURE_MS: i64 = 3_600_000;
+/// Event times beyond this many milliseconds from the epoch (either way) are out of range: ECMAScript's
+/// date range, far from where window bounds (time + size + lateness) overflow.
+pub const TIME_LIMIT_MS: i64 = 8_640_000_000_000_000;
 
 /// The `window` table of a window stage.
 #[derive(Debug, Deserialize)]
@@ -152,6 +169,9 @@ impl StageConfig for WindowConfig {
             event_time: self.event_time.as_deref().map(Arc::from),
             max_delay: self.max_delay.millis(),
             allowed_lateness: self.allowed_lateness.millis(),
+            max_future: self
+                .max_future
+                .map_or(DEFAULT_MAX_FUTURE_MS, |d| d.millis()),
         };
         Ok(Built::Operator(Box::new(WindowOperator {
             windows: Windows::new(settings, instance),
@@ -210,6 +230,7 @@ pub struct Settings {
     pub event_time: Option<Arc<str>>,
     pub max_delay: i64,
     pub allowed_lateness: i64,
+    pub max_future: i64,
 }
 
 /// One (window, key) group and its accumulator slot.
@@ -253,6 +274,24 @@ pub struct Windows<A> {
 }
 
 impl<A: Accumulators> Windows<A> {
+    /// Why an event time cannot be used, if it cannot: outside the range windows can hold, or further
+    /// ahead than `max_future` of the newest event time so far and of the clock.
+    fn out_of_range(&self, ts: i64, now: i64) -> Option<String> {
+        if !(-TIME_LIMIT_MS..=TIME_LIMIT_MS).contains(&ts) {
+            return Some(format!(
+                "time out of range: event time {ts} ms is beyond ±{TIME_LIMIT_MS} ms from the epoch"
+            ));
+        }
+        let newest = self.max_time.max(now);
+        let ahead = ts - newest;
+        (ahead > self.settings.max_future).then(|| {
+            format!(
+                "time out of range: event time is {ahead} ms ahead of the newest event time and of the clock (max_future {} ms)",
+                self.settings.max_future
+            )
+        })
+    }
+
     pub fn new(settings: Settings, acc: A) -> Self {
         Windows {
             settings,
@@ -335,6 +374,10 @@ impl<A: Accumulators> Windows<A> {
         // what counts as late does not depend on how records were batched.
         let mut valid = Vec::with_capacity(batch.len);
         let mut meta = Vec::with_capacity(batch.len);
+        // The clock, for `max_future`: once per batch is precise enough for a bound of minutes.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         for row in 0..batch.len {
             let ts = match (&self.settings.event_time, time_col) {
                 (None, _) => batch.time[row],
@@ -358,11 +401,26 @@ impl<A: Accumulators> Windows<A> {
                     }
                 },
             };
+            let global = self.settings.kind == WindowKind::Global;
+            if !global {
+                if let Some(reason) = self.out_of_range(ts, now) {
+                    rejected.push((row, reason, false));
+                    continue;
+                }
+            }
             let key = match (&self.settings.key, key_col) {
                 (None, _) => Key(Value::Null),
                 (Some(name), col) => match col.map(|c| &c.values[row]) {
                     Some(Value::Null) | None => {
                         rejected.push((row, format!("missing key field `{name}`"), false));
+                        continue;
+                    }
+                    Some(Value::Json(_)) => {
+                        rejected.push((
+                            row,
+                            format!("key field `{name}` is a JSON array or object; a key must be a string, number or boolean"),
+                            false,
+                        ));
                         continue;
                     }
                     Some(v) => Key(v.clone()),
@@ -381,7 +439,6 @@ impl<A: Accumulators> Windows<A> {
                 continue;
             }
             // The global window is open until the end of input, so nothing is late for it.
-            let global = self.settings.kind == WindowKind::Global;
             if !global && ts < self.watermark.saturating_sub(lateness) {
                 let behind = self.watermark - ts;
                 rejected.push((

@@ -97,6 +97,7 @@ fn windows(kind: WindowKind, max_delay: i64, allowed_lateness: i64) -> Windows<S
         event_time: None,
         max_delay,
         allowed_lateness,
+        max_future: 3_600_000,
     };
     Windows::new(settings, SumCount::new())
 }
@@ -519,4 +520,60 @@ fn the_global_window_ignores_a_restored_watermark() {
     w.process(&batch(&[(1_000, "a", 1.0)])).unwrap();
     assert_eq!(w.take_replayed(), 0);
     assert_eq!(rows(&w.finish().unwrap()).len(), 1);
+}
+
+#[test]
+fn event_times_too_far_ahead_or_out_of_range_are_rejected_not_fatal() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ten_years = 10 * 365 * 86_400_000;
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    let (_, rejected) = w
+        .process(&batch(&[
+            (1_000, "a", 1.0),
+            (now + ten_years, "a", 1.0),
+            (i64::MAX, "a", 1.0),
+            (i64::MIN + 1, "a", 1.0),
+            (2_000, "a", 1.0),
+        ]))
+        .unwrap();
+    let reasons: Vec<(usize, &str)> = rejected.iter().map(|(r, m, _)| (*r, m.as_str())).collect();
+    assert_eq!(
+        reasons.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .all(|(_, m)| m.starts_with("time out of range")),
+        "{reasons:?}"
+    );
+    // The far-future record did not move the watermark: the later records are on time.
+    assert_eq!(w.watermark(), 2_000);
+    assert_eq!(
+        rows(&w.finish().unwrap()),
+        [(0, 60_000, "a".into(), 2.0, 2)]
+    );
+}
+
+#[test]
+fn a_key_that_is_an_array_or_object_is_rejected() {
+    let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    let mut b = BatchBuilder::default();
+    b.push(
+        1,
+        Origin::default(),
+        [
+            ("k".into(), Value::Json("[1,2]".into())),
+            ("v".into(), Value::Float(1.0)),
+        ],
+    );
+    let (_, rejected) = w.process(&b.take()).unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0]
+        .1
+        .starts_with("key field `k` is a JSON array or object"));
 }

@@ -61,4 +61,12 @@ impl DeadLetters {
     pub fn flush(&self) -> io::Result<()> {
         self.out.lock().unwrap_or_else(|p| p.into_inner()).flush()
     }
+
+    /// Writes what is buffered and waits until the disk has it: a source calls this before it commits
+    /// offsets, so that a record whose offset is committed is never a dead letter lost with the process.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.flush()?;
+        out.get_ref().sync_data()
+    }
 }

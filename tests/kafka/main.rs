@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod durability;
 mod merge;
 
 use common::{read_jsonl, repo, run, scratch, service, tributary};

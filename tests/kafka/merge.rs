@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 
 /// `fixtures/generate.py --records N --partitions P`, written once per test run and shared.
-fn generated(records: usize, partitions: usize) -> PathBuf {
+pub(crate) fn generated(records: usize, partitions: usize) -> PathBuf {
     static MADE: Mutex<Option<HashMap<(usize, usize), PathBuf>>> = Mutex::new(None);
     let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
     let made = made.get_or_insert_with(HashMap::new);
@@ -39,7 +39,7 @@ fn generated(records: usize, partitions: usize) -> PathBuf {
 
 /// Writes the lines of `capture` that `keep` returns true for, after it has changed them (their
 /// `partition` or `topic`), to `dir/name`. `keep` gets the line's index and the parsed line.
-fn rewrite(
+pub(crate) fn rewrite(
     capture: &Path,
     dir: &Path,
     name: &str,

@@ -258,6 +258,11 @@ impl Output {
         self.dead.record(&self.stage, reason, batch, row);
     }
 
+    /// Makes the dead letters written so far durable (see [`DeadLetters::sync`]).
+    pub fn sync_dead_letters(&self) -> std::io::Result<()> {
+        self.dead.sync()
+    }
+
     /// Dead-letters an input line that could not be decoded.
     pub fn dead_line(&self, line: &str, location: serde_json::Value, reason: &str) {
         self.stats.dead.fetch_add(1, Ordering::Relaxed);

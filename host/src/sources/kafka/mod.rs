@@ -584,14 +584,7 @@ impl KafkaSource {
             }
             if last_commit.elapsed() >= self.commit_interval {
                 last_commit = Instant::now();
-                self.commit(
-                    reader,
-                    shared,
-                    out.progress(),
-                    CommitMode::Async,
-                    false,
-                    reporter,
-                );
+                self.commit(reader, shared, out, CommitMode::Async, false, reporter);
             }
             if reporter.is_down() && last_probe.elapsed() >= StdDuration::from_secs(2) {
                 // librdkafka reports no reconnection; ask for metadata to learn whether a broker is back.
@@ -747,7 +740,7 @@ impl KafkaSource {
         &self,
         reader: &Reader,
         shared: &Shared,
-        progress: &Progress,
+        out: &Output,
         mode: CommitMode,
         all: bool,
         reporter: &Reporter,
@@ -764,6 +757,15 @@ impl KafkaSource {
         if points.is_empty() {
             return true;
         }
+        // Dead letters of the records these offsets cover reach the disk before the offsets do.
+        if let Err(e) = out.sync_dead_letters() {
+            eprintln!(
+                "warning: {}: cannot write the dead-letter file ({e}); offsets are not committed, so those records are read again",
+                self.label()
+            );
+            return false;
+        }
+        let progress = out.progress();
         // After the points: a batch done by now had its windows' watermarks reported before it was done
         // (see `Progress`), so the snapshot covers every window the committed records went into.
         let metadata = resume::encode(&progress.snapshot()).unwrap_or_else(|| {
@@ -855,14 +857,7 @@ impl Source for KafkaSource {
             out.close();
             shared.wait_idle();
         }
-        if !self.commit(
-            &reader,
-            &shared,
-            out.progress(),
-            CommitMode::Sync,
-            true,
-            &reporter,
-        ) {
+        if !self.commit(&reader, &shared, out, CommitMode::Sync, true, &reporter) {
             eprintln!(
                 "warning: {}: the last offsets could not be committed; a run with `start = \"committed\"` reads those records again",
                 self.label()

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tributary::config::Pipeline;
 use tributary::deadletter::DeadLetters;
 use tributary::kafka;
+use tributary::outfile::OutputMode;
 use tributary::plugin::PluginHost;
 use tributary::topology;
 
@@ -239,12 +240,22 @@ fn run(file: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(INVALID_CONFIG));
     };
     let dead_path = pipeline.resolve(&pipeline.dead_letter.path);
-    let dead = DeadLetters::create(&dead_path).with_context(|| {
+    let mode = pipeline
+        .dead_letter
+        .mode
+        .unwrap_or(OutputMode::default_for(pipeline.resumes()));
+    let (dead, torn) = DeadLetters::create(&dead_path, mode).with_context(|| {
         format!(
             "cannot create the dead-letter file `{}`",
             dead_path.display()
         )
     })?;
+    if torn > 0 {
+        eprintln!(
+            "warning: removed a torn last line ({torn} bytes, left by a crash) from the dead-letter file `{}`",
+            dead_path.display()
+        );
+    }
     eprintln!(
         "tributary: running {} ({} stages)",
         file.display(),

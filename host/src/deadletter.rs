@@ -1,6 +1,7 @@
 //! The dead-letter output: every record a stage could not process, with the stage and the reason, so
 //! nothing is lost silently and a fixed record can be replayed.
 
+use crate::outfile::{self, OutputMode};
 use crate::record::Batch;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -15,16 +16,15 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Creates (truncates) the file, so it holds exactly this run's dead letters.
-    pub fn create(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = File::create(path)?;
-        Ok(DeadLetters {
+    /// Opens the file: afresh, or after what earlier runs wrote (see [`outfile::open`]). Returns the
+    /// bytes of a torn last line that had to be removed.
+    pub fn create(path: &Path, mode: OutputMode) -> io::Result<(Self, u64)> {
+        let (file, torn) = outfile::open(path, mode)?;
+        let dead = DeadLetters {
             path: path.to_path_buf(),
             out: Arc::new(Mutex::new(BufWriter::new(file))),
-        })
+        };
+        Ok((dead, torn))
     }
 
     pub fn path(&self) -> &Path {

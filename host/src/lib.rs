@@ -7,6 +7,7 @@ pub mod config;
 pub mod deadletter;
 pub mod kafka;
 pub mod operators;
+pub mod outfile;
 pub mod plugin;
 pub mod record;
 pub mod sinks;

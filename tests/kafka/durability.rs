@@ -114,3 +114,48 @@ fn dead_letters_are_on_disk_before_their_offsets_are_committed() {
         missing.first()
     );
 }
+
+/// Two runs in one directory with `start = "committed"`: the second appends to the file sink and the
+/// dead-letter file of the first instead of erasing them, so together they hold every record once.
+#[test]
+fn a_resumed_run_appends_to_what_the_first_run_wrote() {
+    let brokers = service("kafka");
+    let dir = scratch("kafka_resume_appends");
+    let capture = rewrite(&generated(3_000, 3), &dir, "bad.jsonl", |i, l| {
+        if i % 10 == 5 {
+            l["value"] = "{".into();
+        }
+        true
+    });
+    let topic = unique("appends");
+    let group = unique("group");
+    produce(&brokers, &topic, &capture, &["--partitions", "3"]);
+    let first = run_in(
+        &dir,
+        "run",
+        &tumbling_pipeline(&kafka_source(
+            &brokers,
+            &topic,
+            &group,
+            "start = \"committed\"\nmax_records = 1500",
+        )),
+    );
+    assert_eq!(first.dead.len(), 150, "{}", first.stderr);
+    let both = run_in(
+        &dir,
+        "run",
+        &tumbling_pipeline(&kafka_source(
+            &brokers,
+            &topic,
+            &group,
+            "start = \"committed\"\nidle_timeout = \"2s\"",
+        )),
+    );
+    let counted: i64 = counts(&[&both.per_minute]).values().sum();
+    assert_eq!(
+        (counted, both.dead.len()),
+        (2_700, 300),
+        "the file holds the rows of both runs, the dead letters of both runs:\n{}",
+        both.stderr
+    );
+}

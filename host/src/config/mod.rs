@@ -44,10 +44,14 @@ pub struct Stage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// The dead-letter file (JSON Lines: `stage`, `reason`, the record or original line). Truncated at
-    /// start. Default `out/dead_letter.jsonl`.
+    /// The dead-letter file (JSON Lines: `stage`, `reason`, the record or original line). Default
+    /// `out/dead_letter.jsonl`.
     #[serde(default = "default_dead_letter_path")]
     pub path: PathBuf,
+    /// `"truncate"`: start the file afresh; `"append"`: keep what earlier runs wrote (a torn last line
+    /// left by a crash is removed first). Default: append when a source resumes from committed offsets
+    /// (`start = "committed"`), truncate otherwise.
+    pub mode: Option<crate::outfile::OutputMode>,
 }
 
 fn default_dead_letter_path() -> PathBuf {
@@ -58,11 +62,17 @@ impl Default for DeadLetterConfig {
     fn default() -> Self {
         DeadLetterConfig {
             path: default_dead_letter_path(),
+            mode: None,
         }
     }
 }
 
 impl Pipeline {
+    /// Whether a source resumes where an earlier run stopped (see [`StageConfig::resumes`]).
+    pub fn resumes(&self) -> bool {
+        self.stages.iter().any(|s| s.config.resumes())
+    }
+
     /// Reads and checks a pipeline file.
     pub fn load(file: &Path) -> Result<Pipeline, Diagnostics> {
         let text = std::fs::read_to_string(file).map_err(|e| {

@@ -1,5 +1,6 @@
 //! `type = "file"`: writes records as JSON Lines.
 
+use crate::outfile::{self, OutputMode};
 use crate::record::Batch;
 use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
 use serde::Deserialize;
@@ -12,8 +13,12 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// The output file, relative to the pipeline file; its directory is created. Truncated at start.
+    /// The output file, relative to the pipeline file; its directory is created.
     pub path: Spanned<PathBuf>,
+    /// `"truncate"`: start the file afresh; `"append"`: write after what earlier runs wrote (a torn
+    /// last line left by a crash is removed first). Default: append when a source resumes from
+    /// committed offsets (`start = "committed"`), truncate otherwise.
+    pub mode: Option<OutputMode>,
 }
 
 impl StageConfig for FileConfig {
@@ -26,6 +31,9 @@ impl StageConfig for FileConfig {
         }
         Ok(Built::Sink(Box::new(FileSink {
             path: ctx.path(self.path.get_ref()),
+            mode: self
+                .mode
+                .unwrap_or(OutputMode::default_for(ctx.pipeline.resumes())),
             out: None,
         })))
     }
@@ -33,6 +41,7 @@ impl StageConfig for FileConfig {
 
 pub struct FileSink {
     path: PathBuf,
+    mode: OutputMode,
     out: Option<BufWriter<File>>,
 }
 
@@ -44,12 +53,14 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn open(&mut self) -> Result<(), StageError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        let (file, torn) = outfile::open(&self.path, self.mode).map_err(|e| self.io(e))?;
+        if torn > 0 {
+            eprintln!(
+                "warning: removed a torn last line ({torn} bytes, left by a crash) from `{}`",
+                self.path.display()
+            );
         }
-        self.out = Some(BufWriter::new(
-            File::create(&self.path).map_err(|e| self.io(e))?,
-        ));
+        self.out = Some(BufWriter::new(file));
         Ok(())
     }
 

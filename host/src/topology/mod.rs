@@ -28,6 +28,12 @@ pub trait StageConfig: fmt::Debug + Send + Sync {
     fn output_key(&self) -> Option<Vec<String>> {
         None
     }
+
+    /// Whether this stage (a source) resumes where an earlier run stopped, so that output files append
+    /// by default instead of starting afresh.
+    fn resumes(&self) -> bool {
+        false
+    }
 }
 
 /// A runnable stage.

@@ -156,6 +156,10 @@ const DISCOVERY_INTERVAL: StdDuration = StdDuration::from_secs(5);
 const HOLD_WARNING: StdDuration = StdDuration::from_secs(15);
 
 impl StageConfig for KafkaConfig {
+    fn resumes(&self) -> bool {
+        self.start == Start::Committed
+    }
+
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         let err = |span: std::ops::Range<usize>, m: String| BuildError::new(Some(span), m);
         if self.brokers.get_ref().trim().is_empty() {

@@ -673,3 +673,61 @@ fn a_document_the_server_refuses_is_dead_lettered_and_the_others_are_written() {
         "{err}"
     );
 }
+
+/// Each document's `_id` is its key as canonical Extended JSON text (window start, end, genre), so an
+/// upsert finds it by primary key. A collection that already holds a document with an ObjectId `_id`
+/// (an older tributary's) is upserted by its key fields instead, with a warning, and that document is
+/// replaced in place: still one document per key.
+#[test]
+fn documents_are_identified_by_their_key_and_older_collections_still_upsert() {
+    let _serial = serial();
+    let uri = common::service("mongodb");
+    let db = "tributary_test_ids";
+    drop_database(&uri, db);
+    let dir = common::scratch("mongodb-ids");
+    let file = default_pipeline(&dir, db);
+    let err = run(&dir, &file, &uri);
+    assert!(!err.contains("ObjectId"), "{err}");
+    let docs = documents(&uri, db);
+    assert!(!docs.is_empty());
+    for d in &docs {
+        let ((start, end, genre), _) = typed(d);
+        let expected = format!(
+            r#"{{"window_start":{{"$date":{{"$numberLong":"{start}"}}}},"window_end":{{"$date":{{"$numberLong":"{end}"}}}},"genre":{}}}"#,
+            serde_json::to_string(&genre).unwrap()
+        );
+        assert_eq!(d.get_str("_id").unwrap(), expected, "{d}");
+    }
+
+    // An older tributary's document for the first key, with another average.
+    let first = docs[0].clone();
+    drop_database(&uri, db);
+    let mut legacy = first.clone();
+    legacy.insert("_id", bson::oid::ObjectId::new());
+    legacy.insert("avg", -1.0);
+    block_on(async {
+        client(&uri)
+            .await
+            .database(db)
+            .collection::<Document>(COLLECTION)
+            .insert_one(legacy.clone())
+            .await
+            .unwrap()
+    });
+    let err = run(&dir, &file, &uri);
+    assert!(
+        err.contains("holds documents with ObjectId `_id`s"),
+        "{err}"
+    );
+    let after = documents(&uri, db);
+    assert_eq!(
+        by_key(&after),
+        by_key(&docs),
+        "one document per key, the old one replaced"
+    );
+    let replaced = after
+        .iter()
+        .find(|d| typed(d).0 == typed(&first).0)
+        .unwrap();
+    assert_eq!(replaced.get("_id"), legacy.get("_id"), "replaced in place");
+}

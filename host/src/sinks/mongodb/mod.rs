@@ -595,6 +595,9 @@ struct Writer {
     link: Link,
     /// The server was asked what it is and the unique index was made (or refused).
     ready: bool,
+    /// Documents are identified by `_id` = their key fields (a point write on any server); false for a
+    /// collection that holds documents an older tributary wrote with ObjectId `_id`s.
+    by_id: bool,
     /// Statements per `update` command: `batch_size`, less on FerretDB 1.x.
     statements: usize,
     /// At the end of a run: attempts stop here, and a server that just failed is not tried again.
@@ -640,6 +643,7 @@ impl Writer {
             oldest: None,
             link: Link::Up,
             ready: false,
+            by_id: false,
             statements: batch_size,
             deadline: None,
             rejected,
@@ -848,6 +852,39 @@ impl Writer {
                 })
             }
         };
+        // Documents an older tributary wrote carry ObjectId `_id`s: replacing them by a key `_id` is
+        // impossible (`_id` is immutable), so such a collection keeps being upserted by its key fields.
+        let legacy = match tokio::time::timeout(
+            self.s.timeout,
+            coll.find_one(doc! { "_id": { "$type": "objectId" } }),
+        )
+        .await
+        {
+            Ok(Ok(found)) => found.is_some(),
+            Ok(Err(e)) if matches!(*e.kind, ErrorKind::Command(_)) => true,
+            Ok(Err(e)) => {
+                return Err(Unavailable {
+                    done: 0,
+                    reason: self.describe(&e),
+                })
+            }
+            Err(_) => {
+                return Err(Unavailable {
+                    done: 0,
+                    reason: format!("no answer within {:?}", self.s.timeout),
+                })
+            }
+        };
+        self.by_id = !legacy;
+        if legacy {
+            eprintln!(
+                "warning: stage `{}`: {}.{} holds documents with ObjectId `_id`s (written by an older tributary); upserting by {} instead of by `_id`, which is slower; to move to key `_id`s, empty the collection and run again",
+                self.s.stage,
+                self.s.database,
+                self.s.collection,
+                self.s.key_fields.join(", ")
+            );
+        }
         match created {
             Ok(_) => self.ready = true,
             Err(e) if matches!(*e.kind, ErrorKind::Command(_)) => {
@@ -954,9 +991,18 @@ impl Writer {
         Ok(())
     }
 
-    /// One upsert statement: replace the document with this key, or insert it.
+    /// One upsert statement: replace the document with this key, or insert it. The key is the `_id`
+    /// (a sub-document of the key fields), so the server finds the document by its primary key.
     fn statement(&self, d: &Document) -> Document {
-        doc! { "q": key_filter(d, &self.s.key_fields), "u": d.clone(), "upsert": true, "multi": false }
+        let key = key_filter(d, &self.s.key_fields);
+        // A record with an `_id` of its own keeps it; its key fields find it.
+        if !self.by_id || d.contains_key("_id") {
+            return doc! { "q": key, "u": d.clone(), "upsert": true, "multi": false };
+        }
+        let id = document_id(&key);
+        let mut u = doc! { "_id": id.clone() };
+        u.extend(d.clone());
+        doc! { "q": { "_id": id }, "u": u, "upsert": true, "multi": false }
     }
 
     fn reject(&self, d: &Document, reason: String) {
@@ -1092,6 +1138,15 @@ fn json_to_bson(v: serde_json::Value) -> Bson {
             Bson::Document(o.into_iter().map(|(k, v)| (k, json_to_bson(v))).collect())
         }
     }
+}
+
+/// A document's `_id`: its key fields as canonical Extended JSON text, in `key_fields` order, like
+/// `{"window_start":{"$date":{"$numberLong":"1717243200000"}},"window_end":…,"genre":"Rock"}`. Text
+/// rather than a sub-document: servers find a string `_id` by their primary key (FerretDB 1.x scans its
+/// whole table for a sub-document `_id`), and the text keeps the key readable.
+pub fn document_id(key: &Document) -> String {
+    serde_json::to_string(&Bson::Document(key.clone()).into_canonical_extjson())
+        .expect("JSON serialises")
 }
 
 /// The filter selecting a document's key; a field it lacks matches null, as stored.

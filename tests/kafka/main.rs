@@ -646,3 +646,29 @@ fn sigterm_then_restart_does_not_emit_a_window_twice() {
         second.stderr
     );
 }
+
+/// A broker that answers, but not in the protocol configured (TLS or SASL against a plaintext
+/// listener), is reported as such, not as "no broker": the warning names the handshake that failed and
+/// the settings to check.
+#[test]
+fn a_tls_or_sasl_mismatch_says_so() {
+    let brokers = service("kafka");
+    let dir = scratch("kafka_security_mismatch");
+    let fixture = common::fixture("music_streaming_events.jsonl");
+    for (protocol, says) in [("SSL", "SSL handshake failed"), ("SASL_PLAINTEXT", "SASL")] {
+        let extra = format!(
+            "idle_timeout = \"2s\"\nproperties = {{ \"security.protocol\" = \"{protocol}\", \"sasl.mechanism\" = \"PLAIN\", \"sasl.username\" = \"u\", \"sasl.password\" = \"p\" }}\nfallback = {{ replay = {:?}, connect_timeout = \"3s\" }}",
+            fixture.display().to_string()
+        );
+        let source = kafka_source(&brokers, "music_streaming_events", "tributary", &extra);
+        let run = run_in(&dir, protocol, &pipeline_with(&source));
+        assert!(
+            run.stderr
+                .contains(&format!("cannot connect to kafka at `{brokers}`"))
+                && run.stderr.contains(says)
+                && run.stderr.contains("check `security.protocol`"),
+            "{protocol}:\n{}",
+            run.stderr
+        );
+    }
+}

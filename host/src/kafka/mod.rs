@@ -173,6 +173,9 @@ struct ReporterState {
     quiet: bool,
     down: bool,
     last: HashMap<String, Instant>,
+    /// What the latest connection that failed on TLS or SASL said (kept even while quiet), until a
+    /// broker answers.
+    security: Option<String>,
 }
 
 impl Reporter {
@@ -200,6 +203,9 @@ impl Reporter {
             reason.to_string()
         };
         let mut st = self.lock();
+        if is_security(&text) {
+            st.security = Some(text.clone());
+        }
         if is_transport(error) {
             if !st.down && !st.quiet {
                 eprintln!(
@@ -233,6 +239,7 @@ impl Reporter {
             return;
         }
         let mut st = self.lock();
+        st.security = None;
         self.down.store(false, Ordering::Relaxed);
         if st.down {
             st.down = false;
@@ -242,10 +249,31 @@ impl Reporter {
         }
     }
 
+    /// Why connections fail, when it is the security settings rather than an absent broker: a TLS or
+    /// SASL handshake that failed, or a broker that answers in another protocol. `None` otherwise.
+    pub fn security_problem(&self) -> Option<String> {
+        self.lock().security.clone()
+    }
+
     /// Whether contact with the brokers is currently lost.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }
+}
+
+/// Whether an error text is about TLS or SASL: a broker answers, but not as configured.
+fn is_security(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    [
+        "ssl",
+        "tls",
+        "sasl",
+        "handshake",
+        "authentication",
+        "security.protocol",
+    ]
+    .iter()
+    .any(|w| r.contains(w))
 }
 
 /// Errors that mean "no broker is reachable right now", which librdkafka retries by itself.

@@ -369,7 +369,7 @@ impl KafkaSource {
         out: &Output,
     ) -> Found {
         let started = Instant::now();
-        let (mut said_unreachable, mut said_missing) = (false, false);
+        let (mut said_unreachable, mut said_missing, mut said_security) = (false, false, false);
         loop {
             if out.stopping() {
                 return Found::Nothing;
@@ -383,11 +383,21 @@ impl KafkaSource {
             };
             match kafka::topic_partitions(consumer, &self.topics, timeout) {
                 Err(e) => {
+                    // Serve the client's error events, which say why connecting failed (TLS, SASL).
+                    for _ in 0..64 {
+                        if consumer.poll(StdDuration::ZERO).is_none() {
+                            break;
+                        }
+                    }
                     if let Some(fb) = &self.fallback {
                         if started.elapsed() >= fb.timeout {
                             return Found::Unreachable;
                         }
-                    } else if !said_unreachable && !reporter.is_down() {
+                    } else if let (false, Some(why)) = (said_security, reporter.security_problem())
+                    {
+                        eprintln!("warning: {}: cannot connect to kafka at `{}`: {why}; check `security.protocol` and the `ssl.*` / `sasl.*` properties; retrying", self.label(), self.brokers);
+                        said_security = true;
+                    } else if !said_unreachable && !said_security && !reporter.is_down() {
                         eprintln!("warning: {}: no kafka broker answers at `{}` yet ({e}); waiting for one", self.label(), self.brokers);
                         said_unreachable = true;
                     }
@@ -822,13 +832,22 @@ impl Source for KafkaSource {
                     .fallback
                     .as_mut()
                     .expect("only a fallback gives up on connecting");
-                eprintln!(
-                    "warning: {}: no kafka broker answered at `{}` within {:?}; replaying the capture `{}` instead",
-                    format_args!("stage `{}`", self.stage),
-                    self.brokers,
-                    fb.timeout,
-                    fb.path.display()
-                );
+                match reporter.security_problem() {
+                    Some(why) => eprintln!(
+                        "warning: {}: cannot connect to kafka at `{}` within {:?}: {why}; check `security.protocol` and the `ssl.*` / `sasl.*` properties; replaying the capture `{}` instead",
+                        format_args!("stage `{}`", self.stage),
+                        self.brokers,
+                        fb.timeout,
+                        fb.path.display()
+                    ),
+                    None => eprintln!(
+                        "warning: {}: no kafka broker answered at `{}` within {:?}; replaying the capture `{}` instead",
+                        format_args!("stage `{}`", self.stage),
+                        self.brokers,
+                        fb.timeout,
+                        fb.path.display()
+                    ),
+                }
                 return fb.source.run(out);
             }
         };

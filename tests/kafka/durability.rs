@@ -130,27 +130,14 @@ fn a_resumed_run_appends_to_what_the_first_run_wrote() {
     let topic = unique("appends");
     let group = unique("group");
     produce(&brokers, &topic, &capture, &["--partitions", "3"]);
-    let first = run_in(
-        &dir,
-        "run",
-        &tumbling_pipeline(&kafka_source(
-            &brokers,
-            &topic,
-            &group,
-            "start = \"committed\"\nmax_records = 1500",
-        )),
-    );
+    // Both runs in one directory: the second finds the first one's output files.
+    let run = |start: &str| {
+        let source = kafka_source(&brokers, &topic, &group, start);
+        run_in(&dir, "run", &tumbling_pipeline(&source))
+    };
+    let first = run("start = \"committed\"\nmax_records = 1500");
     assert_eq!(first.dead.len(), 150, "{}", first.stderr);
-    let both = run_in(
-        &dir,
-        "run",
-        &tumbling_pipeline(&kafka_source(
-            &brokers,
-            &topic,
-            &group,
-            "start = \"committed\"\nidle_timeout = \"2s\"",
-        )),
-    );
+    let both = run("start = \"committed\"\nidle_timeout = \"2s\"");
     let counted: i64 = counts(&[&both.per_minute]).values().sum();
     assert_eq!(
         (counted, both.dead.len()),

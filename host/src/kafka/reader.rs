@@ -36,6 +36,8 @@ pub struct Polled {
 /// One partition being read.
 struct Slot {
     topic: String,
+    /// The topic name for librdkafka's C API, made once (it is asked on every poll loop).
+    topic_c: std::ffi::CString,
     partition: i32,
     queue: PartitionQueue<ConsumerReporter>,
     /// The offset after the last record read, once one was.
@@ -113,7 +115,11 @@ impl Reader {
             tpl.add_partition_offset(&a.topic, a.partition, a.start)?;
             let slot = self.slots.len();
             self.index.insert((a.topic.clone(), a.partition), slot);
+            let topic_c = std::ffi::CString::new(a.topic.as_str()).map_err(|_| {
+                KafkaError::Subscription(format!("topic name `{}` holds a NUL byte", a.topic))
+            })?;
             self.slots.push(Slot {
+                topic_c,
                 topic: a.topic,
                 partition: a.partition,
                 queue,
@@ -227,7 +233,7 @@ impl Reader {
         }
         let s = &self.slots[slot];
         let Some(next) = s.next else { return false };
-        match cached_high_watermark(&self.consumer, &s.topic, s.partition) {
+        match cached_high_watermark(&self.consumer, &s.topic_c, s.partition) {
             Some(high) if next >= high => {
                 self.merge.reached_end(slot, Instant::now());
                 true
@@ -287,8 +293,11 @@ impl Reader {
 
 /// The high watermark the latest fetch response for a partition carried (no request is sent), if one
 /// came. The rdkafka crate offers only the querying kind.
-fn cached_high_watermark(consumer: &KafkaConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
+fn cached_high_watermark(
+    consumer: &KafkaConsumer,
+    topic: &std::ffi::CStr,
+    partition: i32,
+) -> Option<i64> {
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; librdkafka only reads `topic` and
     // writes the two offsets, under its own lock.

@@ -2,7 +2,7 @@
 
 use crate::config::PluginConfig;
 use crate::plugin::{from_wit, to_wit, Spec, TransformInstance};
-use crate::record::Batch;
+use crate::record::{column, Batch};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -97,11 +97,13 @@ impl Operator for Transform {
                 spec.outputs.len()
             )));
         }
-        let keep_idx: Option<Vec<usize>> = match &result.rows {
+        let keep_idx: Option<Vec<u32>> = match &result.rows {
             // A map returns a value for every input row passed, failed ones included: drop those.
-            None if failed.iter().any(|f| *f) => {
-                Some((0..kept.len()).filter(|&i| !failed[i]).collect())
-            }
+            None if failed.iter().any(|f| *f) => Some(
+                (0..kept.len() as u32)
+                    .filter(|&i| !failed[i as usize])
+                    .collect(),
+            ),
             _ => None,
         };
         let n_values = if result.rows.is_none() {
@@ -110,11 +112,11 @@ impl Operator for Transform {
             rows.len()
         };
         for (column, field) in result.columns.into_iter().zip(&spec.outputs) {
-            let mut values = from_wit(column, n_values, field).map_err(bad)?;
+            let mut array = from_wit(column, n_values, field).map_err(bad)?;
             if let Some(idx) = &keep_idx {
-                values = idx.iter().map(|&i| values[i].clone()).collect();
+                array = column::take(&array, idx);
             }
-            output.set_column(field.name.clone(), values);
+            output.set_column(field.name.clone(), array);
         }
         out.emit(output);
         Ok(())

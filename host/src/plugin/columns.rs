@@ -2,7 +2,11 @@
 //! whose value does not fit the declared type is set aside with a reason instead of being passed.
 
 use super::bindings::types as wit;
-use crate::record::{Batch, Value};
+use crate::record::{column, Batch, Value};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, UInt32Type};
+use arrow_array::{Array, ArrayRef, NullArray};
+use arrow_schema::DataType;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -64,6 +68,42 @@ fn reject(field: &FieldSpec, v: &Value) -> Option<String> {
     }
 }
 
+/// Whether row `row` of `a` can be passed as `field`'s type; the reason comes from [`reject`].
+fn fits(field: &FieldSpec, a: &dyn Array, row: usize) -> bool {
+    if a.is_null(row) {
+        return false;
+    }
+    match (field.ty, a.data_type()) {
+        (FieldType::Float, DataType::Float64) => {
+            a.as_primitive::<Float64Type>().value(row).is_finite()
+        }
+        (FieldType::Float, DataType::Int64)
+        | (FieldType::Int, DataType::Int64 | DataType::Timestamp(_, _))
+        | (FieldType::Str, DataType::Dictionary(_, _))
+        | (FieldType::Boolean, DataType::Boolean) => true,
+        _ => reject(field, &column::value(a, row)).is_none(),
+    }
+}
+
+/// Whether every row of `a` can be passed as `field`'s type, checked a buffer at a time.
+fn all_fit(field: &FieldSpec, a: &dyn Array) -> bool {
+    if a.null_count() > 0 {
+        return false;
+    }
+    match (field.ty, a.data_type()) {
+        (FieldType::Float, DataType::Float64) => a
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .all(|f| f.is_finite()),
+        (FieldType::Float, DataType::Int64)
+        | (FieldType::Int, DataType::Int64 | DataType::Timestamp(_, _))
+        | (FieldType::Str, DataType::Dictionary(_, _))
+        | (FieldType::Boolean, DataType::Boolean) => true,
+        _ => false,
+    }
+}
+
 /// The declared fields of the rows in `rows` (or of all rows), as ABI columns. Rows that do not fit
 /// are left out and returned with their reason; `kept` lists the rows passed, in order.
 pub struct Converted {
@@ -73,68 +113,111 @@ pub struct Converted {
 }
 
 pub fn to_wit(batch: &Batch, fields: &[FieldSpec], rows: Option<&[u32]>) -> Converted {
-    let all: Vec<u32>;
-    let rows = match rows {
-        Some(r) => r,
-        None => {
-            all = (0..batch.len as u32).collect();
-            &all
-        }
-    };
-    let null_column = vec![Value::Null; batch.len];
-    let columns: Vec<&[Value]> = fields
+    let missing: ArrayRef = Arc::new(NullArray::new(batch.len));
+    let columns: Vec<&ArrayRef> = fields
         .iter()
-        .map(|f| {
-            batch
-                .column(&f.name)
-                .map_or(&null_column[..], |c| &c.values[..])
-        })
+        .map(|f| batch.column(&f.name).map_or(&missing, |c| &c.array))
         .collect();
+    let clean = fields
+        .iter()
+        .zip(&columns)
+        .all(|(f, a)| all_fit(f, a.as_ref()));
 
     let mut rejected = Vec::new();
-    let mut kept = Vec::with_capacity(rows.len());
-    'rows: for &r in rows {
-        for (f, col) in fields.iter().zip(&columns) {
-            if let Some(reason) = reject(f, &col[r as usize]) {
-                rejected.push((r as usize, reason));
-                continue 'rows;
+    let kept: Vec<u32> = match (rows, clean) {
+        (None, true) => (0..batch.len as u32).collect(),
+        (Some(rows), true) => rows.to_vec(),
+        (rows, false) => {
+            let all: Vec<u32>;
+            let rows = match rows {
+                Some(r) => r,
+                None => {
+                    all = (0..batch.len as u32).collect();
+                    &all
+                }
+            };
+            let mut kept = Vec::with_capacity(rows.len());
+            'rows: for &r in rows {
+                for (f, a) in fields.iter().zip(&columns) {
+                    if !fits(f, a.as_ref(), r as usize) {
+                        let reason = reject(f, &column::value(a.as_ref(), r as usize))
+                            .expect("a value that does not fit has a reason");
+                        rejected.push((r as usize, reason));
+                        continue 'rows;
+                    }
+                }
+                kept.push(r);
             }
+            kept
         }
-        kept.push(r);
-    }
+    };
+    let identity = kept.len() == batch.len;
 
     let out = fields
         .iter()
         .zip(&columns)
-        .map(|(f, col)| {
-            let values = kept.iter().map(|&r| &col[r as usize]);
-            match f.ty {
-                FieldType::Float => {
-                    wit::Column::Float(values.map(|v| v.as_f64().unwrap()).collect())
+        .map(|(f, a)| {
+            let a = a.as_ref();
+            let slow = || kept.iter().map(|&r| column::value(a, r as usize));
+            match (f.ty, a.data_type()) {
+                (FieldType::Float, DataType::Float64) => {
+                    let v = a.as_primitive::<Float64Type>().values();
+                    wit::Column::Float(if identity {
+                        v.to_vec()
+                    } else {
+                        kept.iter().map(|&r| v[r as usize]).collect()
+                    })
                 }
-                FieldType::Int => wit::Column::Int(
-                    values
+                (FieldType::Float, DataType::Int64) => {
+                    let v = a.as_primitive::<Int64Type>().values();
+                    wit::Column::Float(kept.iter().map(|&r| v[r as usize] as f64).collect())
+                }
+                (FieldType::Float, _) => {
+                    wit::Column::Float(slow().map(|v| v.as_f64().expect("checked")).collect())
+                }
+                (FieldType::Int, DataType::Int64) => {
+                    let v = a.as_primitive::<Int64Type>().values();
+                    wit::Column::Int(kept.iter().map(|&r| v[r as usize]).collect())
+                }
+                (FieldType::Int, _) => wit::Column::Int(
+                    slow()
                         .map(|v| match v {
-                            Value::Int(i) | Value::Time(i) => *i,
-                            Value::Float(x) => *x as i64,
+                            Value::Int(i) | Value::Time(i) => i,
+                            Value::Float(x) => x as i64,
                             _ => unreachable!("checked above"),
                         })
                         .collect(),
                 ),
-                FieldType::Boolean => {
-                    wit::Column::Boolean(values.map(|v| matches!(v, Value::Bool(true))).collect())
+                (FieldType::Boolean, DataType::Boolean) => {
+                    let b = a.as_boolean();
+                    wit::Column::Boolean(kept.iter().map(|&r| b.value(r as usize)).collect())
                 }
-                FieldType::Str => {
-                    // Equal strings usually share one allocation (interned at decode), so the pointer
-                    // is a cheap first key; equal text behind another pointer just gets its own entry.
-                    let mut index: HashMap<*const u8, u32> = HashMap::new();
+                (FieldType::Boolean, _) => {
+                    wit::Column::Boolean(slow().map(|v| matches!(v, Value::Bool(true))).collect())
+                }
+                (FieldType::Str, DataType::Dictionary(_, _)) => {
+                    // The batch's dictionary goes as it is, once; rows keep their codes.
+                    let d = a.as_dictionary::<UInt32Type>();
+                    let values = d.values().as_string::<i32>();
+                    let keys = d.keys().values();
+                    wit::Column::Str(wit::DictColumn {
+                        dict: values.iter().map(|s| s.unwrap_or("").to_string()).collect(),
+                        codes: if identity {
+                            keys.to_vec()
+                        } else {
+                            kept.iter().map(|&r| keys[r as usize]).collect()
+                        },
+                    })
+                }
+                (FieldType::Str, _) => {
+                    let mut index: HashMap<Arc<str>, u32> = HashMap::new();
                     let mut dict = Vec::new();
-                    let codes = values
+                    let codes = slow()
                         .map(|v| {
                             let Value::Str(s) = v else {
                                 unreachable!("checked above")
                             };
-                            *index.entry(s.as_ptr()).or_insert_with(|| {
+                            *index.entry(s.clone()).or_insert_with(|| {
                                 dict.push(s.to_string());
                                 dict.len() as u32 - 1
                             })
@@ -155,39 +238,35 @@ pub fn to_wit(batch: &Batch, fields: &[FieldSpec], rows: Option<&[u32]>) -> Conv
     }
 }
 
-/// A column returned by a plugin as host values; `rows` is how many it must have.
-pub fn from_wit(column: wit::Column, rows: usize, field: &FieldSpec) -> Result<Vec<Value>, String> {
-    let values: Vec<Value> = match column {
-        wit::Column::Float(v) => v.into_iter().map(Value::Float).collect(),
-        wit::Column::Int(v) => v.into_iter().map(Value::Int).collect(),
-        wit::Column::Boolean(v) => v.into_iter().map(Value::Bool).collect(),
-        wit::Column::Str(d) => {
-            let dict: Vec<Arc<str>> = d.dict.into_iter().map(Arc::from).collect();
-            d.codes
-                .into_iter()
-                .map(|c| {
-                    dict.get(c as usize)
-                        .cloned()
-                        .map(Value::Str)
-                        .ok_or_else(|| {
-                            format!(
-                                "output `{}` has string code {c} but a dictionary of {}",
-                                field.name,
-                                dict.len()
-                            )
-                        })
-                })
-                .collect::<Result<_, _>>()?
-        }
+/// A column returned by a plugin as an array; `rows` is how many values it must have.
+pub fn from_wit(column: wit::Column, rows: usize, field: &FieldSpec) -> Result<ArrayRef, String> {
+    let len = match &column {
+        wit::Column::Float(v) => v.len(),
+        wit::Column::Int(v) => v.len(),
+        wit::Column::Boolean(v) => v.len(),
+        wit::Column::Str(d) => d.codes.len(),
     };
-    if values.len() != rows {
+    if len != rows {
         return Err(format!(
-            "output `{}` has {} values for {rows} rows",
-            field.name,
-            values.len()
+            "output `{}` has {len} values for {rows} rows",
+            field.name
         ));
     }
-    Ok(values)
+    Ok(match column {
+        wit::Column::Float(v) => column::floats(v),
+        wit::Column::Int(v) => column::ints(v),
+        wit::Column::Boolean(v) => column::bools(v),
+        wit::Column::Str(d) => {
+            if let Some(c) = d.codes.iter().find(|&&c| c as usize >= d.dict.len()) {
+                return Err(format!(
+                    "output `{}` has string code {c} but a dictionary of {}",
+                    field.name,
+                    d.dict.len()
+                ));
+            }
+            column::strings(&d.dict, d.codes).expect("codes checked")
+        }
+    })
 }
 
 #[cfg(test)]

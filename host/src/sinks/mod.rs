@@ -47,7 +47,7 @@ pub(crate) fn rows_of(
         batch
             .columns
             .iter()
-            .map(|c| (c.name.clone(), c.values[r].clone()))
+            .map(|c| (c.name.clone(), c.value(r)))
             .collect()
     })
 }

@@ -2,9 +2,10 @@
 //! `{"topic", "partition", "offset", "timestamp" (ms), "key" (string or null), "value" (payload text)}`.
 //! The payload is a JSON object whose fields become the record's fields.
 
-use crate::record::{Interner, Value};
+use crate::record::{BatchBuilder, Cell, Origin, Value};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// One line of a capture.
@@ -29,10 +30,7 @@ pub fn parse_line(line: &str) -> Result<CaptureLine<'_>, String> {
 
 /// Decodes a payload into fields. Live Kafka records go through this same function, so a live run and a
 /// replay of the same records see identical records.
-pub fn decode_payload(
-    payload: &str,
-    interner: &mut Interner,
-) -> Result<Vec<(Arc<str>, Value)>, String> {
+pub fn decode_payload(payload: &str) -> Result<Vec<(Arc<str>, Value)>, String> {
     let value: serde_json::Value = serde_json::from_str(payload)
         .map_err(|e| format!("record value is not valid JSON: {e}"))?;
     let serde_json::Value::Object(map) = value else {
@@ -43,7 +41,7 @@ pub fn decode_payload(
     };
     Ok(map
         .into_iter()
-        .map(|(k, v)| (interner.intern(&k), Value::from_json(v, interner)))
+        .map(|(k, v)| (Arc::from(k), Value::from_json(v)))
         .collect())
 }
 
@@ -58,6 +56,417 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Decodes capture lines and Kafka payloads straight into a [`BatchBuilder`].
+///
+/// The common shape (a capture line with the six known fields, a flat payload object of strings,
+/// numbers, booleans and nulls) is read by a byte scanner that writes no intermediate JSON tree and
+/// allocates nothing per record. Anything else (nested values, unknown envelope fields, numbers that
+/// need more than one correctly rounded operation, invalid JSON) goes through `serde_json` as before,
+/// so edge cases and error messages are serde_json's, and both paths give the same values: a float is
+/// built exactly as serde_json builds it (`significand × or ÷ 10^k`, k ≤ 22).
+#[derive(Default)]
+pub struct Decoder {
+    /// The payload text unescaped from a capture line.
+    payload: Vec<u8>,
+    /// Payload strings that contained escapes, unescaped.
+    strings: Vec<u8>,
+    fields: Vec<(Range<usize>, Raw)>,
+}
+
+/// A payload value found by the scanner; strings are ranges of `payload` or `strings`.
+#[derive(Clone, Debug)]
+enum Raw {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Range<usize>),
+    Unescaped(Range<usize>),
+}
+
+impl Decoder {
+    /// Decodes one capture line into `builder`, or says what is wrong with it.
+    pub fn line(&mut self, line: &str, builder: &mut BatchBuilder) -> Result<(), String> {
+        if let Some((timestamp, origin)) = self.fast_line(line.as_bytes()) {
+            if self.fast_payload() {
+                self.commit(timestamp, origin, builder);
+                return Ok(());
+            }
+        }
+        let capture = parse_line(line)?;
+        let fields = decode_payload(&capture.value)?;
+        let origin = Origin {
+            partition: capture.partition,
+            offset: capture.offset,
+        };
+        builder.push(capture.timestamp, origin, fields);
+        Ok(())
+    }
+
+    /// Decodes one record's payload into `builder`, or says what is wrong with it.
+    pub fn payload(
+        &mut self,
+        payload: &str,
+        timestamp: i64,
+        origin: Origin,
+        builder: &mut BatchBuilder,
+    ) -> Result<(), String> {
+        self.payload.clear();
+        self.payload.extend_from_slice(payload.as_bytes());
+        if self.fast_payload() {
+            self.commit(timestamp, origin, builder);
+            return Ok(());
+        }
+        builder.push(timestamp, origin, decode_payload(payload)?);
+        Ok(())
+    }
+
+    fn commit(&self, timestamp: i64, origin: Origin, builder: &mut BatchBuilder) {
+        fn text<'a>(r: &Range<usize>, buf: &'a [u8]) -> &'a str {
+            std::str::from_utf8(&buf[r.clone()]).expect("scanned text is UTF-8")
+        }
+        builder.begin(timestamp, origin);
+        for (pos, (name, raw)) in self.fields.iter().enumerate() {
+            let cell = match raw {
+                Raw::Null => Cell::Null,
+                Raw::Bool(b) => Cell::Bool(*b),
+                Raw::Int(i) => Cell::Int(*i),
+                Raw::Float(f) => Cell::Float(*f),
+                Raw::Str(r) => Cell::Str(text(r, &self.payload)),
+                Raw::Unescaped(r) => Cell::Str(text(r, &self.strings)),
+            };
+            builder.set(pos, text(name, &self.payload), cell);
+        }
+        builder.end();
+    }
+
+    /// The envelope of a capture line; its payload is left unescaped in `self.payload`.
+    fn fast_line(&mut self, line: &[u8]) -> Option<(i64, Origin)> {
+        let mut s = Scan { s: line, i: 0 };
+        let (mut topic, mut partition, mut offset, mut timestamp, mut key, mut value) =
+            (false, None, None, None, false, None);
+        s.ws();
+        s.eat(b'{')?;
+        loop {
+            s.ws();
+            let (name, escaped) = s.string()?;
+            if escaped {
+                return None;
+            }
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let seen = match &line[name] {
+                b"topic" => {
+                    s.string()?;
+                    std::mem::replace(&mut topic, true)
+                }
+                b"partition" => partition.replace(i32::try_from(s.int()?).ok()?).is_some(),
+                b"offset" => offset.replace(s.int()?).is_some(),
+                b"timestamp" => timestamp.replace(s.int()?).is_some(),
+                b"key" => {
+                    if s.literal(b"null").is_none() {
+                        s.string()?;
+                    }
+                    std::mem::replace(&mut key, true)
+                }
+                b"value" => value.replace(s.string()?).is_some(),
+                _ => return None,
+            };
+            if seen {
+                return None;
+            }
+            s.ws();
+            match s.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        s.ws();
+        if s.i != line.len() || !topic {
+            return None;
+        }
+        let (value, _) = value?;
+        self.payload.clear();
+        unescape(&line[value], &mut self.payload)?;
+        let origin = Origin {
+            partition: partition?,
+            offset: offset?,
+        };
+        Some((timestamp?, origin))
+    }
+
+    /// Scans `self.payload` into `self.fields`; `false` if the slow path must decide.
+    fn fast_payload(&mut self) -> bool {
+        self.fields.clear();
+        self.strings.clear();
+        let payload = std::mem::take(&mut self.payload);
+        let ok = self.scan_payload(&payload).is_some();
+        self.payload = payload;
+        ok
+    }
+
+    fn scan_payload(&mut self, payload: &[u8]) -> Option<()> {
+        let mut s = Scan { s: payload, i: 0 };
+        s.ws();
+        s.eat(b'{')?;
+        s.ws();
+        if s.peek() == Some(b'}') {
+            s.i += 1;
+        } else {
+            loop {
+                s.ws();
+                let (name, escaped) = s.string()?;
+                if escaped {
+                    return None;
+                }
+                s.ws();
+                s.eat(b':')?;
+                s.ws();
+                let raw = match s.peek()? {
+                    b'"' => match s.string()? {
+                        (r, false) => Raw::Str(r),
+                        (r, true) => {
+                            let start = self.strings.len();
+                            unescape(&payload[r], &mut self.strings)?;
+                            Raw::Unescaped(start..self.strings.len())
+                        }
+                    },
+                    b't' => s.literal(b"true").map(|_| Raw::Bool(true))?,
+                    b'f' => s.literal(b"false").map(|_| Raw::Bool(false))?,
+                    b'n' => s.literal(b"null").map(|_| Raw::Null)?,
+                    b'-' | b'0'..=b'9' => s.number()?,
+                    _ => return None,
+                };
+                self.fields.push((name, raw));
+                s.ws();
+                match s.next()? {
+                    b',' => continue,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        s.ws();
+        (s.i == payload.len()).then_some(())
+    }
+}
+
+/// Exact powers of ten: a significand below 2^53 times or divided by one of these is one correctly
+/// rounded operation, the result serde_json computes too.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// A cursor over JSON text. Every method returns `None` where the text is not the simple case.
+struct Scan<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Scan<'_> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.next()? == b).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.s[self.i..].starts_with(word) {
+            self.i += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string's contents (between the quotes) and whether it has escapes. `None` for a control
+    /// character, which JSON does not allow unescaped.
+    fn string(&mut self) -> Option<(Range<usize>, bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        // A plain loop: the strings here are short, shorter than a vectorised search pays off for.
+        while let Some(&b) = self.s.get(self.i) {
+            match b {
+                b'"' => {
+                    self.i += 1;
+                    return Some((start..self.i - 1, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    fn int(&mut self) -> Option<i64> {
+        match self.number()? {
+            Raw::Int(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn number(&mut self) -> Option<Raw> {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let mut sig: u64 = 0;
+        let mut digits = 0;
+        let first = self.peek()?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            sig = sig.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            digits += 1;
+            self.i += 1;
+        }
+        if first == b'0' && digits > 1 {
+            return None;
+        }
+        let mut exp: i64 = 0;
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            float = true;
+            let before = self.i;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                sig = sig.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                exp -= 1;
+                self.i += 1;
+            }
+            if self.i == before {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            float = true;
+            let minus = match self.peek()? {
+                b'-' => {
+                    self.i += 1;
+                    true
+                }
+                b'+' => {
+                    self.i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let before = self.i;
+            let mut e: i64 = 0;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                e = e.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+                self.i += 1;
+            }
+            if self.i == before || e > 1000 {
+                return None;
+            }
+            exp += if minus { -e } else { e };
+        }
+        if !float {
+            // serde_json reads `-0` as a float; leave such cases to it.
+            return match (negative, sig) {
+                (true, 0) => None,
+                (true, s) if s <= 1 << 63 => Some(Raw::Int((s as i64).wrapping_neg())),
+                (false, s) if s <= i64::MAX as u64 => Some(Raw::Int(s as i64)),
+                _ => None,
+            };
+        }
+        if sig >= 1 << 53 || exp.unsigned_abs() as usize >= POW10.len() {
+            return None;
+        }
+        let pow = POW10[exp.unsigned_abs() as usize];
+        let f = if exp >= 0 {
+            sig as f64 * pow
+        } else {
+            sig as f64 / pow
+        };
+        Some(Raw::Float(if negative { -f } else { f }))
+    }
+}
+
+/// Appends a JSON string's contents, unescaped, to `out`; `None` for what the slow path must judge
+/// (control characters, bad escapes, lone surrogates).
+fn unescape(s: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.reserve(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        // Runs between escapes are short (a payload escapes every quote), so a plain loop beats memchr.
+        let mut next = i;
+        while next < s.len() && s[next] != b'\\' {
+            if s[next] < 0x20 {
+                return None;
+            }
+            next += 1;
+        }
+        out.extend_from_slice(&s[i..next]);
+        if next == s.len() {
+            break;
+        }
+        let esc = *s.get(next + 1)?;
+        i = next + 2;
+        let byte = match esc {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let hex = |at: usize| -> Option<u32> {
+                    let h = std::str::from_utf8(s.get(at..at + 4)?).ok()?;
+                    u32::from_str_radix(h, 16).ok()
+                };
+                let mut c = hex(i)?;
+                i += 4;
+                if (0xD800..0xDC00).contains(&c) {
+                    if s.get(i..i + 2)? != b"\\u" {
+                        return None;
+                    }
+                    let low = hex(i + 2)?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
+                    i += 6;
+                    c = 0x10000 + ((c - 0xD800) << 10) + (low - 0xDC00);
+                }
+                let ch = char::from_u32(c)?;
+                let mut buf = [0; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+            _ => return None,
+        };
+        out.push(byte);
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,7 +479,7 @@ mod tests {
             (l.partition, l.offset, l.timestamp, l.key.as_deref()),
             (0, 3, 1717243200000, Some("k"))
         );
-        let fields = decode_payload(&l.value, &mut Interner::default()).unwrap();
+        let fields = decode_payload(&l.value).unwrap();
         assert_eq!(fields.len(), 3);
         assert!(fields.contains(&("streams".into(), Value::Float(19.36))));
         assert!(fields.contains(&("year".into(), Value::Int(1975))));
@@ -85,12 +494,93 @@ mod tests {
         assert!(parse_line(missing)
             .unwrap_err()
             .contains("missing field `timestamp`"));
-        let mut i = Interner::default();
-        assert!(decode_payload("{\"streams\":NaN}", &mut i)
+        assert!(decode_payload("{\"streams\":NaN}")
             .unwrap_err()
             .starts_with("record value is not valid JSON"));
-        assert!(decode_payload("[1]", &mut i)
+        assert!(decode_payload("[1]")
             .unwrap_err()
             .contains("must be a JSON object, found an array"));
+    }
+
+    type Fields = Result<Vec<(Arc<str>, Value)>, String>;
+
+    /// Decodes with the fast path alone (`None` where it defers) and with serde_json.
+    fn both(payload: &str) -> (Option<Vec<Value>>, Fields) {
+        let mut d = Decoder::default();
+        d.payload.extend_from_slice(payload.as_bytes());
+        let fast = d.fast_payload().then(|| {
+            let mut b = BatchBuilder::default();
+            d.commit(0, Origin::default(), &mut b);
+            let batch = b.take();
+            batch.columns.iter().map(|c| c.value(0)).collect()
+        });
+        (fast, decode_payload(payload))
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_serde_json() {
+        let cases = [
+            r#"{"genre":"Rock","streams":19.36,"year":1975}"#,
+            r#" { "a" : -12 , "b":true,"c":false,"d":null ,"e":"x\"y\\z\u00e9\ud83d\ude00" } "#,
+            r#"{"f":0.1,"g":1e3,"h":-2.5E-3,"i":123456789012345678,"j":5.710,"k":0}"#,
+            r#"{"l":9007199254740993.5,"m":1e300,"n":-0,"o":1.7976931348623157e308}"#,
+            r#"{"p":9223372036854775807,"q":-9223372036854775808,"r":18446744073709551615}"#,
+            r#"{}"#,
+            r#"{"nested":{"a":[1,2]},"s":"t"}"#,
+        ];
+        for case in cases {
+            let (fast, slow) = both(case);
+            let slow: Vec<Value> = slow.unwrap().into_iter().map(|(_, v)| v).collect();
+            if let Some(fast) = fast {
+                assert_eq!(fast.len(), slow.len(), "{case}");
+                for (a, b) in fast.iter().zip(&slow) {
+                    assert_eq!(
+                        crate::record::Key(a.clone()),
+                        crate::record::Key(b.clone()),
+                        "{case}"
+                    );
+                }
+            }
+        }
+        // The simple shapes do take the fast path.
+        assert!(
+            both(cases[0]).0.is_some() && both(cases[1]).0.is_some() && both(cases[2]).0.is_some()
+        );
+        // And what it does not handle is left to serde_json, never guessed.
+        for bad in [
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":1}x"#,
+            r#"[1]"#,
+        ] {
+            assert!(both(bad).0.is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capture_lines_decode_alike_on_both_paths() {
+        let line = r#"{"topic":"t","partition":2,"offset":7,"timestamp":1717243200000,"key":null,"value":"{\"genre\":\"Ja\\u00e9zz\",\"streams\":5.5}"}"#;
+        let reordered = r#"{"value":"{\"genre\":\"Ja\\u00e9zz\",\"streams\":5.5}","key":"k","timestamp":1717243200000,"offset":7,"partition":2,"topic":"t","extra":1}"#;
+        let mut d = Decoder::default();
+        let mut b = BatchBuilder::default();
+        d.line(line, &mut b).unwrap();
+        d.line(reordered, &mut b).unwrap();
+        assert!(d
+            .line("{\"topic\":\"t\"}", &mut b)
+            .unwrap_err()
+            .contains("missing field"));
+        let batch = b.take();
+        assert_eq!(batch.len, 2);
+        assert_eq!(
+            batch.origin[1],
+            Origin {
+                partition: 2,
+                offset: 7
+            }
+        );
+        assert_eq!(batch.value("genre", 0), Value::Str("Jaézz".into()));
+        assert_eq!(batch.value("genre", 1), Value::Str("Jaézz".into()));
+        assert_eq!(batch.value("streams", 1), Value::Float(5.5));
     }
 }

@@ -1,11 +1,18 @@
 //! `type = "replay"`: reads a recorded capture, as fast as possible or paced by its timestamps.
+//!
+//! As fast as possible, the reading thread cuts the file into chunks of `batch_size` lines and
+//! `decode_threads` threads decode chunks side by side; batches are handed on in file order (by chunk
+//! number), so the records, and every result downstream, are those of a one-thread replay.
 
-use super::capture::{decode_payload, parse_line};
-use crate::record::{BatchBuilder, Interner, Origin};
+use super::capture::Decoder;
+use crate::record::{Batch, BatchBuilder};
 use crate::topology::{BuildContext, BuildError, Built, Output, Source, StageConfig, StageError};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 use toml::Spanned;
 
@@ -21,6 +28,9 @@ pub struct ReplayConfig {
     /// Records per batch handed downstream (default 1024). Larger batches amortise plugin calls.
     #[serde(default = "default_batch_size")]
     pub batch_size: Spanned<usize>,
+    /// Threads that decode lines when replaying as fast as possible (default: one per CPU core). Batches
+    /// keep the file's order whatever the number.
+    pub decode_threads: Option<Spanned<usize>>,
 }
 
 fn default_batch_size() -> Spanned<usize> {
@@ -54,10 +64,21 @@ impl StageConfig for ReplayConfig {
                 "`batch_size` must be between 1 and 1048576",
             ));
         }
+        let decode_threads = match &self.decode_threads {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) if (1..=64).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(BuildError::new(
+                    Some(n.span()),
+                    "`decode_threads` must be between 1 and 64",
+                ))
+            }
+        };
         Ok(Built::Source(Box::new(Replay {
             path,
             speed,
             batch_size,
+            decode_threads,
         })))
     }
 }
@@ -66,97 +87,326 @@ pub struct Replay {
     path: PathBuf,
     speed: f64,
     batch_size: usize,
+    decode_threads: usize,
 }
 
-impl Source for Replay {
-    fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
-        let file = std::fs::File::open(&self.path).map_err(|e| {
-            StageError::with(format!("cannot open capture `{}`", self.path.display()), e)
-        })?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut builder = BatchBuilder::default();
-        let mut interner = Interner::default();
-        let started = Instant::now();
-        let mut first_ts: Option<i64> = None;
+/// Lines of the capture, whole, with the number of the first.
+struct Chunk {
+    seq: u64,
+    first_line: u64,
+    bytes: Vec<u8>,
+}
+
+/// A chunk decoded: its batch, and its lines that could not be.
+struct Decoded {
+    seq: u64,
+    batch: Batch,
+    records: u64,
+    dead: Vec<DeadLine>,
+}
+
+struct DeadLine {
+    line_no: u64,
+    text: String,
+    reason: String,
+}
+
+/// Decodes a chunk's lines; lines that are blank are skipped, lines that cannot be decoded are set aside.
+fn decode(chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> Decoded {
+    let mut dead = Vec::new();
+    let mut records = 0;
+    let mut start = 0;
+    let bytes = &chunk.bytes;
+    for (i, end) in memchr::memchr_iter(b'\n', bytes)
+        .chain((bytes.last() != Some(&b'\n') && !bytes.is_empty()).then_some(bytes.len()))
+        .enumerate()
+    {
+        let raw = &bytes[start..end];
+        start = end + 1;
+        let line_no = chunk.first_line + i as u64;
         // Lines are read as bytes: one that is not UTF-8 is dead-lettered, not the end of the replay.
-        let mut bytes = Vec::with_capacity(1024);
-        let mut n = 0;
-        loop {
-            if out.stopping() {
-                break;
+        let line = match std::str::from_utf8(raw) {
+            Ok(line) => line,
+            Err(_) => {
+                records += 1;
+                let shown = String::from_utf8_lossy(raw);
+                dead.push(DeadLine {
+                    line_no,
+                    text: shown.trim_end().to_string(),
+                    reason:
+                        "line is not valid UTF-8 (shown with U+FFFD for the bytes that are not)"
+                            .into(),
+                });
+                continue;
             }
-            bytes.clear();
-            let read = reader.read_until(b'\n', &mut bytes).map_err(|e| {
-                StageError::with(format!("cannot read capture `{}`", self.path.display()), e)
-            })?;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        records += 1;
+        if let Err(reason) = decoder.line(line, builder) {
+            dead.push(DeadLine {
+                line_no,
+                text: line.to_string(),
+                reason,
+            });
+        }
+    }
+    Decoded {
+        seq: chunk.seq,
+        batch: builder.take(),
+        records,
+        dead,
+    }
+}
+
+/// Reads a file in blocks and cuts them into chunks of whole lines.
+struct Lines {
+    file: std::fs::File,
+    /// Read but not yet handed out: the start of the next chunk.
+    carry: Vec<u8>,
+    at_end: bool,
+}
+
+impl Lines {
+    /// The next `lines` lines (fewer at the end of the file) and how many there are; none at the end.
+    fn next(&mut self, lines: usize) -> std::io::Result<(Vec<u8>, u64)> {
+        use std::io::Read;
+        let mut buf = std::mem::take(&mut self.carry);
+        let mut scanned = 0;
+        let mut found = 0;
+        loop {
+            for at in memchr::memchr_iter(b'\n', &buf[scanned..]) {
+                found += 1;
+                if found == lines {
+                    let cut = scanned + at + 1;
+                    self.carry = buf[cut..].to_vec();
+                    buf.truncate(cut);
+                    return Ok((buf, found as u64));
+                }
+            }
+            scanned = buf.len();
+            if self.at_end {
+                let last = u64::from(buf.last().is_some_and(|&b| b != b'\n'));
+                return Ok((buf, found as u64 + last));
+            }
+            // About a chunk's worth at a time; a capture line is some 250 bytes.
+            let want = (lines * 256).clamp(64 << 10, 8 << 20) as u64;
+            if (&mut self.file).take(want).read_to_end(&mut buf)? == 0 {
+                self.at_end = true;
+            }
+        }
+    }
+}
+
+impl Replay {
+    fn read_error(&self, e: std::io::Error) -> StageError {
+        StageError::with(format!("cannot read capture `{}`", self.path.display()), e)
+    }
+
+    /// Reads up to `lines` whole lines into `chunk`; `false` at the end of the file.
+    fn read_chunk(
+        &self,
+        reader: &mut impl BufRead,
+        chunk: &mut Chunk,
+        lines: usize,
+    ) -> Result<u64, StageError> {
+        let mut n = 0;
+        while n < lines as u64 {
+            let read = reader
+                .read_until(b'\n', &mut chunk.bytes)
+                .map_err(|e| self.read_error(e))?;
             if read == 0 {
                 break;
             }
             n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Hands a decoded chunk on: dead letters first, then the batch. `false` if nobody listens.
+    fn deliver(&self, decoded: Decoded, out: &mut Output) -> bool {
+        out.stats
+            .records_in
+            .fetch_add(decoded.records, Ordering::Relaxed);
+        for d in decoded.dead {
             let location =
-                || serde_json::json!({ "file": self.path.display().to_string(), "line": n });
-            let line = match std::str::from_utf8(&bytes) {
-                Ok(line) => line,
-                Err(_) => {
-                    out.stats
-                        .records_in
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let shown = String::from_utf8_lossy(&bytes);
-                    out.dead_line(
-                        shown.trim_end(),
-                        location(),
-                        "line is not valid UTF-8 (shown with U+FFFD for the bytes that are not)",
-                    );
-                    continue;
-                }
-            };
-            if line.trim().is_empty() {
-                continue;
+                serde_json::json!({ "file": self.path.display().to_string(), "line": d.line_no });
+            out.dead_line(&d.text, location, &d.reason);
+        }
+        out.emit(decoded.batch)
+    }
+
+    fn open(&self) -> Result<std::io::BufReader<std::fs::File>, StageError> {
+        let file = std::fs::File::open(&self.path).map_err(|e| {
+            StageError::with(format!("cannot open capture `{}`", self.path.display()), e)
+        })?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, file))
+    }
+
+    /// As fast as possible: chunks decoded on `decode_threads` threads, handed on in order.
+    fn run_parallel(&self, out: &mut Output) -> Result<(), StageError> {
+        let mut lines = Lines {
+            file: self.open()?.into_inner(),
+            carry: Vec::new(),
+            at_end: false,
+        };
+        let (work_tx, work_rx) = mpsc::channel::<Chunk>();
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Decoded>();
+        // Chunks in flight: enough to keep every decoder busy while the oldest waits to be handed on,
+        // few enough that memory stays flat.
+        let limit = self.decode_threads * 4;
+        std::thread::scope(|scope| {
+            for i in 0..self.decode_threads {
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("decode-{i}"))
+                    .spawn_scoped(scope, move || {
+                        let mut decoder = Decoder::default();
+                        let mut builder = BatchBuilder::default();
+                        loop {
+                            let chunk = work_rx.lock().expect("decoders do not panic").recv();
+                            let Ok(chunk) = chunk else { return };
+                            if done_tx
+                                .send(decode(chunk, &mut decoder, &mut builder))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("a decode thread starts");
             }
-            let line = line.trim_end_matches(['\n', '\r']);
-            out.stats
-                .records_in
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let capture = match parse_line(line) {
-                Ok(c) => c,
-                Err(reason) => {
-                    out.dead_line(line, location(), &reason);
-                    continue;
-                }
-            };
-            let fields = match decode_payload(&capture.value, &mut interner) {
-                Ok(f) => f,
-                Err(reason) => {
-                    out.dead_line(line, location(), &reason);
-                    continue;
-                }
-            };
-            if self.speed > 0.0 {
-                let first = *first_ts.get_or_insert(capture.timestamp);
-                let due = Duration::from_secs_f64(
-                    (capture.timestamp - first).max(0) as f64 / 1000.0 / self.speed,
-                );
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    // Hand over what is ready before sleeping, so downstream sees records on time.
-                    if !builder.is_empty() && !out.emit(builder.take()) {
-                        return Ok(());
+            drop(done_tx);
+            let mut ready: BTreeMap<u64, Decoded> = BTreeMap::new();
+            let (mut sent, mut next, mut line) = (0u64, 0u64, 1u64);
+            let mut at_end = false;
+            let result = loop {
+                // Hand on, in order, what is decoded.
+                let mut listened = true;
+                while let Some(d) = ready.remove(&next) {
+                    next += 1;
+                    listened = self.deliver(d, out);
+                    if !listened {
+                        break;
                     }
-                    out.sleep(wait);
                 }
+                if !listened || out.stopping() || (at_end && next == sent) {
+                    break Ok(());
+                }
+                if at_end || sent - next >= limit as u64 {
+                    match done_rx.recv() {
+                        Ok(d) => drop(ready.insert(d.seq, d)),
+                        Err(_) => break Ok(()),
+                    }
+                    continue;
+                }
+                while let Ok(d) = done_rx.try_recv() {
+                    ready.insert(d.seq, d);
+                }
+                let (bytes, n) = match lines.next(self.batch_size) {
+                    Ok(read) => read,
+                    Err(e) => break Err(self.read_error(e)),
+                };
+                if n == 0 {
+                    at_end = true;
+                    continue;
+                }
+                let chunk = Chunk {
+                    seq: sent,
+                    first_line: line,
+                    bytes,
+                };
+                line += n;
+                sent += 1;
+                if work_tx.send(chunk).is_err() {
+                    break Ok(());
+                }
+            };
+            drop(work_tx);
+            result
+        })
+    }
+
+    /// Paced by the records' timestamps: one line at a time, each handed on when it is due.
+    fn run_paced(&self, out: &mut Output) -> Result<(), StageError> {
+        let mut reader = self.open()?;
+        let mut decoder = Decoder::default();
+        let (mut one, mut builder) = (BatchBuilder::default(), BatchBuilder::default());
+        let started = Instant::now();
+        let mut first_ts: Option<i64> = None;
+        let mut line = 1;
+        let batch = |builder: &mut BatchBuilder| Decoded {
+            seq: 0,
+            batch: builder.take(),
+            records: 0,
+            dead: Vec::new(),
+        };
+        while !out.stopping() {
+            let mut chunk = Chunk {
+                seq: 0,
+                first_line: line,
+                bytes: Vec::new(),
+            };
+            if self.read_chunk(&mut reader, &mut chunk, 1)? == 0 {
+                break;
             }
-            builder.push(
-                capture.timestamp,
-                Origin {
-                    partition: capture.partition,
-                    offset: capture.offset,
-                },
-                fields,
-            );
-            if builder.len() >= self.batch_size && !out.emit(builder.take()) {
+            line += 1;
+            let mut record = decode(chunk, &mut decoder, &mut one);
+            let decoded = std::mem::take(&mut record.batch);
+            // Its count and dead letters now; the record itself when it is due.
+            self.deliver(record, out);
+            let Some(&ts) = decoded.time.first() else {
+                continue;
+            };
+            let first = *first_ts.get_or_insert(ts);
+            let due = Duration::from_secs_f64((ts - first).max(0) as f64 / 1000.0 / self.speed);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                // Hand over what is ready before sleeping, so downstream sees records on time.
+                if !builder.is_empty() && !self.deliver(batch(&mut builder), out) {
+                    return Ok(());
+                }
+                out.sleep(wait);
+            }
+            let fields = decoded.columns.iter().map(|c| (c.name.clone(), c.value(0)));
+            builder.push(ts, decoded.origin[0], fields.collect::<Vec<_>>());
+            if builder.len() >= self.batch_size && !self.deliver(batch(&mut builder), out) {
                 return Ok(());
             }
         }
-        out.emit(builder.take());
+        self.deliver(batch(&mut builder), out);
         Ok(())
+    }
+}
+
+impl Source for Replay {
+    fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
+        if self.speed > 0.0 {
+            self.run_paced(out)
+        } else {
+            self.run_parallel(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_whole_and_counted_as_decode_numbers_them() {
+        let path = std::env::temp_dir().join(format!("tributary-lines-{}", std::process::id()));
+        std::fs::write(&path, "a\nbb\n\nccc").unwrap();
+        let mut lines = Lines {
+            file: std::fs::File::open(&path).unwrap(),
+            carry: Vec::new(),
+            at_end: false,
+        };
+        assert_eq!(lines.next(2).unwrap(), (b"a\nbb\n".to_vec(), 2));
+        assert_eq!(lines.next(2).unwrap(), (b"\nccc".to_vec(), 2));
+        assert_eq!(lines.next(2).unwrap(), (Vec::new(), 0));
+        std::fs::remove_file(&path).unwrap();
     }
 }

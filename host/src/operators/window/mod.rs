@@ -37,10 +37,14 @@ mod tumbling;
 
 use crate::config::{Duration, PluginConfig};
 use crate::plugin::{to_wit, wit, AggregateInstance, FieldSpec, PluginError};
-use crate::record::{Ack, Batch, Column, Key, Value};
+use crate::record::{column, Ack, Batch, Column, Key, Value};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt32Type;
+use arrow_array::Array;
 use serde::Deserialize;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use toml::Spanned;
 
@@ -246,6 +250,26 @@ struct Pane {
     acks: Vec<Ack>,
 }
 
+/// Pane and session tables: foldhash, since a 1-minute window looks up a pane for every record.
+type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A pane's table key, borrowed: looks a pane up without copying its key.
+struct PaneRef<'a>(i64, &'a Key);
+
+impl Hash for PaneRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // As `(i64, Key)` hashes, so both find the same entry.
+        self.0.hash(h);
+        self.1.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<(i64, Key)> for PaneRef<'_> {
+    fn equivalent(&self, key: &(i64, Key)) -> bool {
+        self.0 == key.0 && *self.1 == key.1
+    }
+}
+
 /// Rows a step set aside: (row, reason, is it late).
 pub type Rejected = Vec<(usize, String, bool)>;
 
@@ -297,8 +321,8 @@ impl<A: Accumulators> Windows<A> {
             settings,
             acc,
             watermark: i64::MIN,
-            panes: HashMap::new(),
-            sessions: HashMap::new(),
+            panes: HashMap::default(),
+            sessions: HashMap::default(),
             due: BTreeSet::new(),
             expiry: BTreeSet::new(),
             free_slots: Vec::new(),
@@ -369,6 +393,18 @@ impl<A: Accumulators> Windows<A> {
             .as_ref()
             .and_then(|f| batch.column(f));
         let key_col = self.settings.key.as_ref().and_then(|f| batch.column(f));
+        // String keys: one key per dictionary entry of the batch, so rows only copy a pointer.
+        let dict_keys: Option<(Vec<Key>, &[u32])> = key_col
+            .and_then(|c| c.array.as_dictionary_opt::<UInt32Type>())
+            .map(|d| {
+                let keys = d
+                    .values()
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| Key(Value::Str(s.unwrap_or_default().into())))
+                    .collect();
+                (keys, &d.keys().values()[..])
+            });
 
         // Event time, key and lateness, row by row in arrival order: the watermark moves per record, so
         // what counts as late does not depend on how records were batched.
@@ -381,7 +417,7 @@ impl<A: Accumulators> Windows<A> {
         for row in 0..batch.len {
             let ts = match (&self.settings.event_time, time_col) {
                 (None, _) => batch.time[row],
-                (Some(name), col) => match col.map(|c| &c.values[row]) {
+                (Some(name), col) => match col.map(|c| c.value(row)).as_ref() {
                     Some(Value::Int(t) | Value::Time(t)) => *t,
                     Some(Value::Float(t)) if t.is_finite() => *t as i64,
                     Some(Value::Null) | None => {
@@ -410,7 +446,11 @@ impl<A: Accumulators> Windows<A> {
             }
             let key = match (&self.settings.key, key_col) {
                 (None, _) => Key(Value::Null),
-                (Some(name), col) => match col.map(|c| &c.values[row]) {
+                (Some(_), Some(c)) if dict_keys.is_some() && c.array.is_valid(row) => {
+                    let (keys, codes) = dict_keys.as_ref().expect("checked");
+                    keys[codes[row] as usize].clone()
+                }
+                (Some(name), col) => match col.map(|c| c.value(row)) {
                     Some(Value::Null) | None => {
                         rejected.push((row, format!("missing key field `{name}`"), false));
                         continue;
@@ -423,7 +463,7 @@ impl<A: Accumulators> Windows<A> {
                         ));
                         continue;
                     }
-                    Some(v) => Key(v.clone()),
+                    Some(v) => Key(v),
                 },
             };
             // Before the lateness check: such a record was counted, or dead-lettered as late, before the
@@ -566,7 +606,7 @@ impl<A: Accumulators> Windows<A> {
     /// The slot of a fixed window's pane, created when new; a fired pane that gets a record is due again.
     fn pane(&mut self, (start, end): (i64, i64), key: &Key, acks: &[Ack]) -> u32 {
         let lateness = self.settings.allowed_lateness;
-        if let Some(p) = self.panes.get_mut(&(start, key.clone())) {
+        if let Some(p) = self.panes.get_mut(&PaneRef(start, key)) {
             Ack::merge_into(&mut p.acks, acks);
             p.rows += 1;
             if p.fired {
@@ -758,35 +798,24 @@ impl<A: Accumulators> Windows<A> {
             )));
         }
         let global = |end: i64, start: i64| global::is_global((start, end));
-        let time = |v: i64, end: i64, start: i64| {
-            if global(end, start) {
-                Value::Null
-            } else {
-                Value::Time(v)
-            }
+        let bound = |pick: fn(i64, i64) -> i64| {
+            column::optional_times(
+                ready
+                    .iter()
+                    .map(|(e, s, _)| (!global(*e, *s)).then(|| pick(*s, *e))),
+            )
         };
         let mut columns = vec![
-            Column {
-                name: "window_start".into(),
-                values: ready.iter().map(|(e, s, _)| time(*s, *e, *s)).collect(),
-            },
-            Column {
-                name: "window_end".into(),
-                values: ready.iter().map(|(e, s, _)| time(*e, *e, *s)).collect(),
-            },
+            Column::new("window_start", bound(|s, _| s)),
+            Column::new("window_end", bound(|_, e| e)),
         ];
         if let Some(key) = &self.settings.key {
-            columns.push(Column {
-                name: key.clone(),
-                values: ready.iter().map(|(_, _, k)| k.0.clone()).collect(),
-            });
+            let keys: Vec<Value> = ready.iter().map(|(_, _, k)| k.0.clone()).collect();
+            columns.push(Column::new(key.clone(), column::from_values(&keys)));
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
-            let values = crate::plugin::from_wit(col, n, field).map_err(bad)?;
-            columns.push(Column {
-                name: field.name.clone(),
-                values,
-            });
+            let array = crate::plugin::from_wit(col, n, field).map_err(bad)?;
+            columns.push(Column::new(field.name.clone(), array));
         }
         Ok(Batch {
             len: n,

@@ -127,7 +127,7 @@ fn rows(b: &Option<Batch>) -> Vec<(i64, i64, String, f64, i64)> {
     (0..b.len)
         .map(|r| {
             let t = |name: &str, default: i64| match b.value(name, r) {
-                Value::Time(t) => *t,
+                Value::Time(t) => t,
                 _ => default,
             };
             let Value::Str(k) = b.value("k", r) else {
@@ -143,8 +143,8 @@ fn rows(b: &Option<Batch>) -> Vec<(i64, i64, String, f64, i64)> {
                 t("window_start", i64::MIN),
                 t("window_end", i64::MAX),
                 k.to_string(),
-                *sum,
-                *count,
+                sum,
+                count,
             )
         })
         .collect()
@@ -302,7 +302,7 @@ fn global_window_emits_only_at_end_of_input() {
     assert!(out.is_none());
     let out = w.finish().unwrap();
     let b = out.as_ref().unwrap();
-    assert_eq!(b.value("window_start", 0), &Value::Null);
+    assert_eq!(b.value("window_start", 0), Value::Null);
     assert_eq!(
         rows(&out),
         [

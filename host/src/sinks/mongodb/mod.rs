@@ -1098,11 +1098,11 @@ fn spool_failed(e: SpoolError) -> StageError {
 pub fn to_document(batch: &Batch, row: usize, key_fields: &[String]) -> Document {
     let mut d = Document::new();
     for c in &batch.columns {
-        let v = &c.values[row];
-        if *v == Value::Null && !key_fields.iter().any(|k| **k == *c.name) {
+        let v = c.value(row);
+        if v == Value::Null && !key_fields.iter().any(|k| **k == *c.name) {
             continue;
         }
-        d.insert(c.name.to_string(), to_bson(v));
+        d.insert(c.name.to_string(), to_bson(&v));
     }
     d
 }
@@ -1302,10 +1302,7 @@ mod tests {
                 ),
             ]
             .into_iter()
-            .map(|(n, v)| Column {
-                name: n.into(),
-                values: vec![v],
-            })
+            .map(|(n, v)| Column::new(n, crate::record::column::from_values(&[v])))
             .collect(),
             acks: Vec::new(),
         };

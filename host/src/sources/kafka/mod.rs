@@ -8,12 +8,12 @@
 mod offsets;
 mod resume;
 
-use super::capture::{decode_payload, CaptureLine};
+use super::capture::{CaptureLine, Decoder};
 use super::replay::ReplayConfig;
 use crate::config::Duration;
 use crate::kafka::reader::{self, Assignment, KafkaConsumer, Polled, Reader};
 use crate::kafka::{self, ConsumerReporter, Reporter};
-use crate::record::{Ack, BatchBuilder, Interner, Origin};
+use crate::record::{Ack, BatchBuilder, Origin};
 use crate::topology::{
     BuildContext, BuildError, Built, Output, Progress, Source, StageConfig, StageError,
 };
@@ -258,6 +258,7 @@ impl StageConfig for KafkaConfig {
                     path: Spanned::new(fb.span(), f.replay.clone()),
                     speed: None,
                     batch_size: Spanned::new(self.batch_size.span(), batch_size),
+                    decode_threads: None,
                 };
                 let Built::Source(source) = replay
                     .build(ctx)
@@ -333,7 +334,7 @@ enum Found {
 /// The batch being built and the offsets it covers.
 struct Pending {
     builder: BatchBuilder,
-    interner: Interner,
+    decoder: Decoder,
     /// Last offset consumed into this batch, per slot (dead-lettered records included).
     last: Vec<Option<i64>>,
     since: Option<Instant>,
@@ -554,7 +555,7 @@ impl KafkaSource {
     ) -> Result<bool, StageError> {
         let mut pending = Pending {
             builder: BatchBuilder::default(),
-            interner: Interner::default(),
+            decoder: Decoder::default(),
             last: vec![None; reader.partitions()],
             since: None,
         };
@@ -684,23 +685,22 @@ impl KafkaSource {
         pending.last[slot] = Some(record.offset);
         pending.since.get_or_insert_with(Instant::now);
         let (topic, partition) = reader.slot(slot);
+        let origin = Origin {
+            partition,
+            offset: record.offset,
+        };
         let decoded = match (record.timestamp, record.value.as_deref()) {
             (None, _) => Err("record has no timestamp".to_string()),
             (_, None) => Err("record has no value".to_string()),
-            (Some(_), Some(bytes)) => match std::str::from_utf8(bytes) {
-                Ok(text) => decode_payload(text, &mut pending.interner),
+            (Some(ts), Some(bytes)) => match std::str::from_utf8(bytes) {
+                Ok(text) => pending
+                    .decoder
+                    .payload(text, ts, origin, &mut pending.builder),
                 Err(_) => Err("record value is not UTF-8".to_string()),
             },
         };
         match decoded {
-            Ok(fields) => pending.builder.push(
-                record.timestamp.expect("checked above"),
-                Origin {
-                    partition,
-                    offset: record.offset,
-                },
-                fields,
-            ),
+            Ok(()) => {}
             Err(reason) => {
                 // Dead-lettered in the capture format, so a fixed record can be replayed.
                 let line = CaptureLine {

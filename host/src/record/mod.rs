@@ -1,6 +1,12 @@
-//! Records as they flow between stages: batches of columns, decoded once at the source.
+//! Records as they flow between stages: batches of typed columns (Apache Arrow arrays), decoded once
+//! at the source.
 
-use std::collections::HashMap;
+mod builder;
+pub mod column;
+
+pub use builder::{BatchBuilder, Cell};
+
+use arrow_array::{Array, ArrayRef};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -55,7 +61,7 @@ impl Value {
         }
     }
 
-    pub fn from_json(v: serde_json::Value, interner: &mut Interner) -> Value {
+    pub fn from_json(v: serde_json::Value) -> Value {
         match v {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(b),
@@ -63,7 +69,7 @@ impl Value {
                 Some(i) => Value::Int(i),
                 None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
-            serde_json::Value::String(s) => Value::Str(interner.intern(&s)),
+            serde_json::Value::String(s) => Value::Str(s.into()),
             other => Value::Json(other.to_string().into()),
         }
     }
@@ -187,14 +193,39 @@ impl PartialEq for Ack {
     }
 }
 
-/// A named column.
-#[derive(Clone, Debug, PartialEq)]
+/// A named column: an Arrow array (see [`column`] for which array types hold which values).
+#[derive(Clone, Debug)]
 pub struct Column {
     pub name: Arc<str>,
-    pub values: Vec<Value>,
+    pub array: ArrayRef,
 }
 
-/// A batch of records in columns. Every column has `len` values; a record without a field holds `Null`.
+impl Column {
+    pub fn new(name: impl Into<Arc<str>>, array: ArrayRef) -> Self {
+        Column {
+            name: name.into(),
+            array,
+        }
+    }
+
+    /// One cell as a [`Value`]: the general path, for sinks that write few rows and for error reports.
+    pub fn value(&self, row: usize) -> Value {
+        column::value(self.array.as_ref(), row)
+    }
+
+    /// Every cell as a [`Value`] (tests and small result sets).
+    pub fn values(&self) -> Vec<Value> {
+        (0..self.array.len()).map(|r| self.value(r)).collect()
+    }
+}
+
+impl PartialEq for Column {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.array.to_data() == other.array.to_data()
+    }
+}
+
+/// A batch of records in columns. Every column has `len` rows; a record without a field holds null.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     pub len: usize,
@@ -211,8 +242,9 @@ impl Batch {
         self.columns.iter().find(|c| &*c.name == name)
     }
 
-    pub fn value(&self, name: &str, row: usize) -> &Value {
-        self.column(name).map_or(&Value::Null, |c| &c.values[row])
+    /// One cell as a [`Value`]; `Null` when the batch has no such field.
+    pub fn value(&self, name: &str, row: usize) -> Value {
+        self.column(name).map_or(Value::Null, |c| c.value(row))
     }
 
     /// The rows listed, in that order (rows may repeat).
@@ -226,19 +258,19 @@ impl Batch {
                 .iter()
                 .map(|c| Column {
                     name: c.name.clone(),
-                    values: rows.iter().map(|&r| c.values[r as usize].clone()).collect(),
+                    array: column::take(&c.array, rows),
                 })
                 .collect(),
             acks: self.acks.clone(),
         }
     }
 
-    /// Replaces a column's values, or appends the column.
-    pub fn set_column(&mut self, name: Arc<str>, values: Vec<Value>) {
-        debug_assert_eq!(values.len(), self.len);
+    /// Replaces a column's array, or appends the column.
+    pub fn set_column(&mut self, name: Arc<str>, array: ArrayRef) {
+        debug_assert_eq!(array.len(), self.len);
         match self.columns.iter_mut().find(|c| c.name == name) {
-            Some(c) => c.values = values,
-            None => self.columns.push(Column { name, values }),
+            Some(c) => c.array = array,
+            None => self.columns.push(Column { name, array }),
         }
     }
 
@@ -247,109 +279,57 @@ impl Batch {
         let map = self
             .columns
             .iter()
-            .filter(|c| c.values[row] != Value::Null)
-            .map(|c| (c.name.to_string(), c.values[row].to_json()))
+            .filter(|c| c.array.is_valid(row))
+            .map(|c| (c.name.to_string(), c.value(row).to_json()))
             .collect();
         serde_json::Value::Object(map)
     }
 }
 
-/// Builds a batch record by record, adding columns as new field names appear.
-#[derive(Default)]
-pub struct BatchBuilder {
-    batch: Batch,
-    index: HashMap<Arc<str>, usize>,
-}
-
-impl BatchBuilder {
-    pub fn len(&self) -> usize {
-        self.batch.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.batch.len == 0
-    }
-
-    pub fn push(
-        &mut self,
-        time: i64,
-        origin: Origin,
-        fields: impl IntoIterator<Item = (Arc<str>, Value)>,
-    ) {
-        let row = self.batch.len;
-        for (name, value) in fields {
-            let i = match self.index.get(&name) {
-                Some(&i) => i,
-                None => {
-                    let i = self.batch.columns.len();
-                    self.batch.columns.push(Column {
-                        name: name.clone(),
-                        values: vec![Value::Null; row],
-                    });
-                    self.index.insert(name, i);
-                    i
-                }
-            };
-            let col = &mut self.batch.columns[i].values;
-            if col.len() == row {
-                col.push(value);
-            } else {
-                // A field repeated in one record: the last one wins, as in most JSON readers.
-                col[row] = value;
-            }
-        }
-        self.batch.len += 1;
-        self.batch.time.push(time);
-        self.batch.origin.push(origin);
-        for c in &mut self.batch.columns {
-            if c.values.len() < self.batch.len {
-                c.values.push(Value::Null);
-            }
-        }
-    }
-
-    pub fn take(&mut self) -> Batch {
-        self.index.clear();
-        std::mem::take(&mut self.batch)
-    }
-}
-
-/// Shares one allocation among equal strings (genres, artists), so a batch holds pointers, not copies.
-#[derive(Default)]
-pub struct Interner {
-    map: HashMap<Arc<str>, ()>,
-}
-
-impl Interner {
-    /// Beyond this many distinct strings the table is reset, so unique values cannot grow it forever.
-    const MAX: usize = 1 << 16;
-
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some((k, _)) = self.map.get_key_value(s) {
-            return k.clone();
-        }
-        if self.map.len() >= Self::MAX {
-            self.map.clear();
-        }
-        let k: Arc<str> = s.into();
-        self.map.insert(k.clone(), ());
-        k
-    }
-}
-
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
 pub fn format_rfc3339(ms: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339(ms, &mut out);
+    String::from_utf8(out).expect("digits and punctuation")
+}
+
+/// Appends [`format_rfc3339`]'s text to `out` without allocating (the file sink writes two per row).
+pub fn write_rfc3339(ms: i64, out: &mut Vec<u8>) {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    if (0..=9999).contains(&y) {
+        let digits = |out: &mut Vec<u8>, v: i64, n: u32| {
+            for i in (0..n).rev() {
+                out.push(b'0' + (v / 10_i64.pow(i) % 10) as u8);
+            }
+        };
+        digits(out, y, 4);
+        out.push(b'-');
+        digits(out, m.into(), 2);
+        out.push(b'-');
+        digits(out, d.into(), 2);
+        out.push(b'T');
+        digits(out, sod / 3600, 2);
+        out.push(b':');
+        digits(out, sod % 3600 / 60, 2);
+        out.push(b':');
+        digits(out, sod % 60, 2);
+        out.push(b'.');
+        digits(out, millis, 3);
+        out.push(b'Z');
+    } else {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            sod / 3600,
+            sod % 3600 / 60,
+            sod % 60
+        );
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -379,6 +359,10 @@ mod tests {
         );
         assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            format_rfc3339(253_402_300_800_000),
+            "10000-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -389,11 +373,11 @@ mod tests {
         let batch = b.take();
         assert_eq!(batch.len, 2);
         assert_eq!(
-            batch.column("a").unwrap().values,
+            batch.column("a").unwrap().values(),
             [Value::Int(1), Value::Null]
         );
         assert_eq!(
-            batch.column("b").unwrap().values,
+            batch.column("b").unwrap().values(),
             [Value::Null, Value::Int(2)]
         );
     }

@@ -87,9 +87,15 @@ enum Raw {
 impl Decoder {
     /// Decodes one capture line into `builder`, or says what is wrong with it.
     pub fn line(&mut self, line: &str, builder: &mut BatchBuilder) -> Result<(), String> {
-        if let Some((timestamp, origin)) = self.fast_line(line.as_bytes()) {
+        let bytes = line.as_bytes();
+        // The payload read where it is, inside the line's `value` string; failing that, unescaped first.
+        if let Some((timestamp, origin)) = self.fast_line(bytes, true) {
+            self.commit(timestamp, origin, builder, bytes);
+            return Ok(());
+        }
+        if let Some((timestamp, origin)) = self.fast_line(bytes, false) {
             if self.fast_payload() {
-                self.commit(timestamp, origin, builder);
+                self.commit(timestamp, origin, builder, &self.payload);
                 return Ok(());
             }
         }
@@ -114,14 +120,15 @@ impl Decoder {
         self.payload.clear();
         self.payload.extend_from_slice(payload.as_bytes());
         if self.fast_payload() {
-            self.commit(timestamp, origin, builder);
+            self.commit(timestamp, origin, builder, &self.payload);
             return Ok(());
         }
         builder.push(timestamp, origin, decode_payload(payload)?);
         Ok(())
     }
 
-    fn commit(&self, timestamp: i64, origin: Origin, builder: &mut BatchBuilder) {
+    /// Adds the scanned fields as a record; names and plain strings are ranges of `text`.
+    fn commit(&self, timestamp: i64, origin: Origin, builder: &mut BatchBuilder, src: &[u8]) {
         fn text<'a>(r: &Range<usize>, buf: &'a [u8]) -> &'a str {
             std::str::from_utf8(&buf[r.clone()]).expect("scanned text is UTF-8")
         }
@@ -132,19 +139,20 @@ impl Decoder {
                 Raw::Bool(b) => Cell::Bool(*b),
                 Raw::Int(i) => Cell::Int(*i),
                 Raw::Float(f) => Cell::Float(*f),
-                Raw::Str(r) => Cell::Str(text(r, &self.payload)),
+                Raw::Str(r) => Cell::Str(text(r, src)),
                 Raw::Unescaped(r) => Cell::Str(text(r, &self.strings)),
             };
-            builder.set(pos, text(name, &self.payload), cell);
+            builder.set(pos, text(name, src), cell);
         }
         builder.end();
     }
 
-    /// The envelope of a capture line; its payload is left unescaped in `self.payload`.
-    fn fast_line(&mut self, line: &[u8]) -> Option<(i64, Origin)> {
+    /// The envelope of a capture line. `in_place`: the payload is scanned inside the `value` string
+    /// (see [`Decoder::scan_in_place`]); otherwise it is left unescaped in `self.payload`.
+    fn fast_line(&mut self, line: &[u8], in_place: bool) -> Option<(i64, Origin)> {
         let mut s = Scan { s: line, i: 0 };
         let (mut topic, mut partition, mut offset, mut timestamp, mut key, mut value) =
-            (false, None, None, None, false, None);
+            (false, None, None, None, false, false);
         s.ws();
         s.eat(b'{')?;
         loop {
@@ -170,7 +178,17 @@ impl Decoder {
                     }
                     std::mem::replace(&mut key, true)
                 }
-                b"value" => value.replace(s.string()?).is_some(),
+                b"value" if in_place => {
+                    s.eat(b'"')?;
+                    self.scan_in_place(&mut s)?;
+                    s.eat(b'"')?;
+                    std::mem::replace(&mut value, true)
+                }
+                b"value" => {
+                    self.payload.clear();
+                    s.string_into(&mut self.payload)?;
+                    std::mem::replace(&mut value, true)
+                }
                 _ => return None,
             };
             if seen {
@@ -187,14 +205,55 @@ impl Decoder {
         if s.i != line.len() || !topic {
             return None;
         }
-        let (value, _) = value?;
-        self.payload.clear();
-        unescape(&line[value], &mut self.payload)?;
+        if !value {
+            return None;
+        }
         let origin = Origin {
             partition: partition?,
             offset: offset?,
         };
         Some((timestamp?, origin))
+    }
+
+    /// Scans a payload where it stands inside a capture line's `value` string, its quotes escaped
+    /// (`{\"genre\":\"Rock\",\"streams\":5.71}`), so the line is read once and nothing is copied.
+    /// Anything else escaped (a quote or `\u00e9` inside a payload string) returns `None`, and the
+    /// caller unescapes the payload first.
+    fn scan_in_place(&mut self, s: &mut Scan) -> Option<()> {
+        self.fields.clear();
+        self.strings.clear();
+        s.spaces();
+        s.eat(b'{')?;
+        s.spaces();
+        if s.peek() == Some(b'}') {
+            s.i += 1;
+            s.spaces();
+            return Some(());
+        }
+        loop {
+            s.spaces();
+            let name = s.quoted_in_place()?;
+            s.spaces();
+            s.eat(b':')?;
+            s.spaces();
+            let raw = match s.peek()? {
+                b'\\' => Raw::Str(s.quoted_in_place()?),
+                b't' => s.literal(b"true").map(|_| Raw::Bool(true))?,
+                b'f' => s.literal(b"false").map(|_| Raw::Bool(false))?,
+                b'n' => s.literal(b"null").map(|_| Raw::Null)?,
+                b'-' | b'0'..=b'9' => s.number()?,
+                _ => return None,
+            };
+            self.fields.push((name, raw));
+            s.spaces();
+            match s.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        s.spaces();
+        Some(())
     }
 
     /// Scans `self.payload` into `self.fields`; `false` if the slow path must decide.
@@ -267,6 +326,30 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
+    /// Spaces inside an escaped payload (other whitespace would be escaped there).
+    fn spaces(&mut self) {
+        while self.s.get(self.i) == Some(&b' ') {
+            self.i += 1;
+        }
+    }
+
+    /// A payload string inside a capture line's `value` string: `\"` … `\"`, with no other escape.
+    fn quoted_in_place(&mut self) -> Option<Range<usize>> {
+        self.literal(b"\\\"")?;
+        let start = self.i;
+        loop {
+            match *self.s.get(self.i)? {
+                b'\\' => {
+                    let end = self.i;
+                    self.literal(b"\\\"")?;
+                    return Some(start..end);
+                }
+                0..=0x1f | b'"' => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
             self.i += 1;
@@ -411,24 +494,39 @@ impl Scan<'_> {
 /// Appends a JSON string's contents, unescaped, to `out`; `None` for what the slow path must judge
 /// (control characters, bad escapes, lone surrogates).
 fn unescape(s: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    out.reserve(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        // Runs between escapes are short (a payload escapes every quote), so a plain loop beats memchr.
-        let mut next = i;
-        while next < s.len() && s[next] != b'\\' {
-            if s[next] < 0x20 {
-                return None;
+    let mut scan = Scan { s, i: 0 };
+    scan.unescape_until(None, out)
+}
+
+impl Scan<'_> {
+    /// A string (from its opening quote) unescaped into `out`, in one pass over its bytes.
+    fn string_into(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'"')?;
+        self.unescape_until(Some(b'"'), out)
+    }
+
+    /// Copies and unescapes up to `end` (consumed) or, without one, to the end of the text.
+    fn unescape_until(&mut self, end: Option<u8>, out: &mut Vec<u8>) -> Option<()> {
+        out.reserve(self.s.len() - self.i);
+        // Byte by byte: a payload escapes every quote, so runs between escapes are too short for
+        // memchr and memcpy to pay off.
+        loop {
+            let Some(&b) = self.s.get(self.i) else {
+                return end.is_none().then_some(());
+            };
+            self.i += 1;
+            match b {
+                _ if Some(b) == end => return Some(()),
+                b'\\' => self.escape(out)?,
+                0..=0x1f => return None,
+                _ => out.push(b),
             }
-            next += 1;
         }
-        out.extend_from_slice(&s[i..next]);
-        if next == s.len() {
-            break;
-        }
-        let esc = *s.get(next + 1)?;
-        i = next + 2;
-        let byte = match esc {
+    }
+
+    /// One escape, after its backslash.
+    fn escape(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let byte = match self.next()? {
             b'"' => b'"',
             b'\\' => b'\\',
             b'/' => b'/',
@@ -438,33 +536,34 @@ fn unescape(s: &[u8], out: &mut Vec<u8>) -> Option<()> {
             b'r' => b'\r',
             b't' => b'\t',
             b'u' => {
+                let s = self.s;
                 let hex = |at: usize| -> Option<u32> {
                     let h = std::str::from_utf8(s.get(at..at + 4)?).ok()?;
                     u32::from_str_radix(h, 16).ok()
                 };
-                let mut c = hex(i)?;
-                i += 4;
+                let mut c = hex(self.i)?;
+                self.i += 4;
                 if (0xD800..0xDC00).contains(&c) {
-                    if s.get(i..i + 2)? != b"\\u" {
+                    if s.get(self.i..self.i + 2)? != b"\\u" {
                         return None;
                     }
-                    let low = hex(i + 2)?;
+                    let low = hex(self.i + 2)?;
                     if !(0xDC00..0xE000).contains(&low) {
                         return None;
                     }
-                    i += 6;
+                    self.i += 6;
                     c = 0x10000 + ((c - 0xD800) << 10) + (low - 0xDC00);
                 }
                 let ch = char::from_u32(c)?;
                 let mut buf = [0; 4];
                 out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                continue;
+                return Some(());
             }
             _ => return None,
         };
         out.push(byte);
+        Some(())
     }
-    Some(())
 }
 
 #[cfg(test)]
@@ -510,7 +609,7 @@ mod tests {
         d.payload.extend_from_slice(payload.as_bytes());
         let fast = d.fast_payload().then(|| {
             let mut b = BatchBuilder::default();
-            d.commit(0, Origin::default(), &mut b);
+            d.commit(0, Origin::default(), &mut b, &d.payload);
             let batch = b.take();
             batch.columns.iter().map(|c| c.value(0)).collect()
         });
@@ -582,5 +681,43 @@ mod tests {
         assert_eq!(batch.value("genre", 0), Value::Str("Jaézz".into()));
         assert_eq!(batch.value("genre", 1), Value::Str("Jaézz".into()));
         assert_eq!(batch.value("streams", 1), Value::Float(5.5));
+    }
+
+    #[test]
+    fn payloads_read_in_place_equal_serde_json() {
+        let payloads = [
+            r#"{"genre":"Rock","streams":5.71,"year":1975,"live":true,"note":null}"#,
+            r#"{ "a" : -1 , "b" : "x y" }"#,
+            r#"{}"#,
+            "{\"q\":\"say \\\"hi\\\"\",\"t\":\"tab\\there\"}",
+            "{\n\"a\":1}",
+            r#"{"u":"\u00e9"}"#,
+        ];
+        for payload in payloads {
+            let line = serde_json::json!({
+                "topic": "t", "partition": 1, "offset": 2, "timestamp": 3, "key": null, "value": payload,
+            })
+            .to_string();
+            let mut b = BatchBuilder::default();
+            Decoder::default().line(&line, &mut b).unwrap();
+            let batch = b.take();
+            let fast: Vec<(String, Value)> = batch
+                .columns
+                .iter()
+                .map(|c| (c.name.to_string(), c.value(0)))
+                .collect();
+            let slow: Vec<(String, Value)> = decode_payload(payload)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            assert_eq!(fast, slow, "{line}");
+            assert_eq!(batch.time, [3]);
+        }
+        // The plain one is read in place, without unescaping.
+        let line = serde_json::json!({"topic":"t","partition":0,"offset":0,"timestamp":0,"key":null,"value":payloads[0]}).to_string();
+        let mut d = Decoder::default();
+        assert!(d.fast_line(line.as_bytes(), true).is_some());
+        assert_eq!(d.fields.len(), 5);
     }
 }

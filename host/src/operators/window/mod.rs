@@ -32,6 +32,7 @@
 
 mod global;
 mod hopping;
+mod keys;
 mod session;
 mod tumbling;
 
@@ -42,9 +43,9 @@ use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageCo
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use arrow_array::Array;
+use keys::{KeyId, KeyTable};
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use toml::Spanned;
 
@@ -253,23 +254,6 @@ struct Pane {
 /// Pane and session tables: foldhash, since a 1-minute window looks up a pane for every record.
 type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
 
-/// A pane's table key, borrowed: looks a pane up without copying its key.
-struct PaneRef<'a>(i64, &'a Key);
-
-impl Hash for PaneRef<'_> {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        // As `(i64, Key)` hashes, so both find the same entry.
-        self.0.hash(h);
-        self.1.hash(h);
-    }
-}
-
-impl hashbrown::Equivalent<(i64, Key)> for PaneRef<'_> {
-    fn equivalent(&self, key: &(i64, Key)) -> bool {
-        self.0 == key.0 && *self.1 == key.1
-    }
-}
-
 /// Rows a step set aside: (row, reason, is it late).
 pub type Rejected = Vec<(usize, String, bool)>;
 
@@ -278,13 +262,15 @@ pub struct Windows<A> {
     settings: Settings,
     acc: A,
     watermark: i64,
-    panes: HashMap<(i64, Key), Pane>,
+    /// Keys as ids; panes and the sets below hold ids.
+    keys: KeyTable,
+    panes: HashMap<(i64, KeyId), Pane>,
     /// Session starts per key, to find the sessions a record touches.
-    sessions: HashMap<Key, Vec<i64>>,
+    sessions: HashMap<KeyId, Vec<i64>>,
     /// Panes to emit once the watermark reaches their end: (end, start, key).
-    due: BTreeSet<(i64, i64, Key)>,
+    due: BTreeSet<(i64, i64, KeyId)>,
     /// Panes to drop once the watermark reaches end + allowed lateness.
-    expiry: BTreeSet<(i64, i64, Key)>,
+    expiry: BTreeSet<(i64, i64, KeyId)>,
     free_slots: Vec<u32>,
     next_slot: u32,
     /// Largest event time seen, the event time of global results.
@@ -321,6 +307,7 @@ impl<A: Accumulators> Windows<A> {
             settings,
             acc,
             watermark: i64::MIN,
+            keys: KeyTable::default(),
             panes: HashMap::default(),
             sessions: HashMap::default(),
             due: BTreeSet::new(),
@@ -394,14 +381,14 @@ impl<A: Accumulators> Windows<A> {
             .and_then(|f| batch.column(f));
         let key_col = self.settings.key.as_ref().and_then(|f| batch.column(f));
         // String keys: one key per dictionary entry of the batch, so rows only copy a pointer.
-        let dict_keys: Option<(Vec<Key>, &[u32])> = key_col
+        let dict_keys: Option<(Vec<KeyId>, &[u32])> = key_col
             .and_then(|c| c.array.as_dictionary_opt::<UInt32Type>())
             .map(|d| {
                 let keys = d
                     .values()
                     .as_string::<i32>()
                     .iter()
-                    .map(|s| Key(Value::Str(s.unwrap_or_default().into())))
+                    .map(|s| self.keys.id(Key(Value::Str(s.unwrap_or_default().into()))))
                     .collect();
                 (keys, &d.keys().values()[..])
             });
@@ -445,10 +432,10 @@ impl<A: Accumulators> Windows<A> {
                 }
             }
             let key = match (&self.settings.key, key_col) {
-                (None, _) => Key(Value::Null),
+                (None, _) => self.keys.id(Key(Value::Null)),
                 (Some(_), Some(c)) if dict_keys.is_some() && c.array.is_valid(row) => {
                     let (keys, codes) = dict_keys.as_ref().expect("checked");
-                    keys[codes[row] as usize].clone()
+                    keys[codes[row] as usize]
                 }
                 (Some(name), col) => match col.map(|c| c.value(row)) {
                     Some(Value::Null) | None => {
@@ -463,7 +450,7 @@ impl<A: Accumulators> Windows<A> {
                         ));
                         continue;
                     }
-                    Some(v) => Key(v),
+                    Some(v) => self.keys.id(Key(v)),
                 },
             };
             // Before the lateness check: such a record was counted, or dead-lettered as late, before the
@@ -501,7 +488,7 @@ impl<A: Accumulators> Windows<A> {
         for (row, reason) in converted.rejected {
             rejected.push((row, reason, false));
         }
-        let meta: Vec<(i64, Key)> = {
+        let meta: Vec<(i64, KeyId)> = {
             let mut it = valid.iter().zip(meta);
             converted
                 .kept
@@ -521,7 +508,7 @@ impl<A: Accumulators> Windows<A> {
         for (i, (ts, key)) in meta.into_iter().enumerate() {
             match self.settings.kind {
                 WindowKind::Tumbling { size } => {
-                    let slot = self.pane(tumbling::assign(ts, size), &key, &batch.acks);
+                    let slot = self.pane(tumbling::assign(ts, size), key, &batch.acks);
                     pick.push(i as u32);
                     slots.push(slot);
                 }
@@ -532,13 +519,13 @@ impl<A: Accumulators> Windows<A> {
                         {
                             continue; // that window has closed for good; the record still counts in the others
                         }
-                        let slot = self.pane(bounds, &key, &batch.acks);
+                        let slot = self.pane(bounds, key, &batch.acks);
                         pick.push(i as u32);
                         slots.push(slot);
                     }
                 }
                 WindowKind::Global => {
-                    let slot = self.pane(global::BOUNDS, &key, &batch.acks);
+                    let slot = self.pane(global::BOUNDS, key, &batch.acks);
                     pick.push(i as u32);
                     slots.push(slot);
                 }
@@ -547,7 +534,7 @@ impl<A: Accumulators> Windows<A> {
                     let slot = self.session(
                         ts,
                         gap,
-                        &key,
+                        key,
                         &batch.acks,
                         &converted.batch,
                         &mut pick,
@@ -567,6 +554,7 @@ impl<A: Accumulators> Windows<A> {
             &converted.kept,
             &mut rejected,
         )?;
+        self.keys.sweep();
         let emitted = self.fire(self.watermark)?;
         Ok((emitted, rejected))
     }
@@ -604,20 +592,21 @@ impl<A: Accumulators> Windows<A> {
     }
 
     /// The slot of a fixed window's pane, created when new; a fired pane that gets a record is due again.
-    fn pane(&mut self, (start, end): (i64, i64), key: &Key, acks: &[Ack]) -> u32 {
+    fn pane(&mut self, (start, end): (i64, i64), key: KeyId, acks: &[Ack]) -> u32 {
         let lateness = self.settings.allowed_lateness;
-        if let Some(p) = self.panes.get_mut(&PaneRef(start, key)) {
+        if let Some(p) = self.panes.get_mut(&(start, key)) {
             Ack::merge_into(&mut p.acks, acks);
             p.rows += 1;
             if p.fired {
                 p.fired = false;
-                self.due.insert((end, start, key.clone()));
+                self.due.insert((end, start, key));
             }
             return p.slot;
         }
         let slot = self.alloc();
+        self.keys.acquire(key);
         self.panes.insert(
-            (start, key.clone()),
+            (start, key),
             Pane {
                 end,
                 slot,
@@ -626,9 +615,9 @@ impl<A: Accumulators> Windows<A> {
                 acks: acks.to_vec(),
             },
         );
-        self.due.insert((end, start, key.clone()));
+        self.due.insert((end, start, key));
         self.expiry
-            .insert((end.saturating_add(lateness), start, key.clone()));
+            .insert((end.saturating_add(lateness), start, key));
         slot
     }
 
@@ -638,7 +627,7 @@ impl<A: Accumulators> Windows<A> {
         &mut self,
         ts: i64,
         gap: i64,
-        key: &Key,
+        key: KeyId,
         acks: &[Ack],
         input: &wit::Batch,
         pick: &mut Vec<u32>,
@@ -648,12 +637,12 @@ impl<A: Accumulators> Windows<A> {
     ) -> Result<u32, PluginError> {
         let lateness = self.settings.allowed_lateness;
         let mut bounds = session::assign(ts, gap);
-        let starts = self.sessions.entry(key.clone()).or_default();
+        let starts = self.sessions.entry(key).or_default();
         let touching: Vec<i64> = starts
             .iter()
             .copied()
             .filter(|s| {
-                let p = &self.panes[&(*s, key.clone())];
+                let p = &self.panes[&(*s, key)];
                 session::overlaps((*s, p.end), bounds)
             })
             .collect();
@@ -661,7 +650,7 @@ impl<A: Accumulators> Windows<A> {
             let start = touching[0];
             let p = self
                 .panes
-                .get_mut(&(start, key.clone()))
+                .get_mut(&(start, key))
                 .expect("listed session exists");
             if start <= bounds.0 && p.end >= bounds.1 && !p.fired {
                 Ack::merge_into(&mut p.acks, acks);
@@ -672,18 +661,21 @@ impl<A: Accumulators> Windows<A> {
         if touching.len() > 1 {
             self.add(input, pick, slots, kept, rejected)?;
         }
-        // Take the touching panes out, fold them into one, and put the grown session back.
+        // Take the touching panes out, fold them into one, and put the grown session back. The grown
+        // session holds its key first, so releasing the panes it replaces cannot forget the key.
+        self.keys.acquire(key);
         let mut target: Option<u32> = None;
         let mut merged_acks = acks.to_vec();
         let mut rows = 1;
         for start in &touching {
             let p = self
                 .panes
-                .remove(&(*start, key.clone()))
+                .remove(&(*start, key))
                 .expect("listed session exists");
-            self.due.remove(&(p.end, *start, key.clone()));
+            self.keys.release(key);
+            self.due.remove(&(p.end, *start, key));
             self.expiry
-                .remove(&(p.end.saturating_add(lateness), *start, key.clone()));
+                .remove(&(p.end.saturating_add(lateness), *start, key));
             bounds = (bounds.0.min(*start), bounds.1.max(p.end));
             Ack::merge_into(&mut merged_acks, &p.acks);
             rows += p.rows;
@@ -695,12 +687,12 @@ impl<A: Accumulators> Windows<A> {
                 }
             }
         }
-        let starts = self.sessions.get_mut(key).expect("entry made above");
+        let starts = self.sessions.get_mut(&key).expect("entry made above");
         starts.retain(|s| !touching.contains(s));
         starts.push(bounds.0);
         let slot = target.unwrap_or_else(|| self.alloc());
         self.panes.insert(
-            (bounds.0, key.clone()),
+            (bounds.0, key),
             Pane {
                 end: bounds.1,
                 slot,
@@ -709,9 +701,9 @@ impl<A: Accumulators> Windows<A> {
                 acks: merged_acks,
             },
         );
-        self.due.insert((bounds.1, bounds.0, key.clone()));
+        self.due.insert((bounds.1, bounds.0, key));
         self.expiry
-            .insert((bounds.1.saturating_add(lateness), bounds.0, key.clone()));
+            .insert((bounds.1.saturating_add(lateness), bounds.0, key));
         Ok(slot)
     }
 
@@ -727,7 +719,7 @@ impl<A: Accumulators> Windows<A> {
             // watermark says it was emitted before: a replay. Its records are done (their result was
             // written then), so its acks are let go.
             if self.resumed.is_some_and(|r| next.0 <= r) {
-                let pane = self.panes.get_mut(&(next.1, next.2.clone())).unwrap();
+                let pane = self.panes.get_mut(&(next.1, next.2)).unwrap();
                 pane.fired = true;
                 self.replayed += std::mem::take(&mut pane.rows);
                 pane.acks.clear();
@@ -736,18 +728,19 @@ impl<A: Accumulators> Windows<A> {
             ready.push(next);
         }
         // Deterministic order: by window, then key.
-        ready.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        let keys = &self.keys;
+        ready.sort_by(|a, b| (a.0, a.1, keys.key(a.2)).cmp(&(b.0, b.1, keys.key(b.2))));
         let out = if ready.is_empty() {
             None
         } else {
             let slots: Vec<u32> = ready
                 .iter()
-                .map(|(_, s, k)| self.panes[&(*s, k.clone())].slot)
+                .map(|(_, s, k)| self.panes[&(*s, *k)].slot)
                 .collect();
             let results = self.acc.finish(&slots)?;
             let mut acks = Vec::new();
             for (_, s, k) in &ready {
-                let pane = self.panes.get_mut(&(*s, k.clone())).unwrap();
+                let pane = self.panes.get_mut(&(*s, *k)).unwrap();
                 pane.fired = true;
                 Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
             }
@@ -761,9 +754,10 @@ impl<A: Accumulators> Windows<A> {
                 break;
             }
             let (_, start, key) = self.expiry.pop_first().unwrap();
-            if let Some(p) = self.panes.remove(&(start, key.clone())) {
+            if let Some(p) = self.panes.remove(&(start, key)) {
                 expired.push(p.slot);
-                self.due.remove(&(p.end, start, key.clone()));
+                self.keys.release(key);
+                self.due.remove(&(p.end, start, key));
                 if let Some(starts) = self.sessions.get_mut(&key) {
                     starts.retain(|s| *s != start);
                     if starts.is_empty() {
@@ -782,7 +776,7 @@ impl<A: Accumulators> Windows<A> {
     /// Result rows: `window_start`, `window_end`, the key, then the plugin's fields.
     fn results(
         &self,
-        ready: &[(i64, i64, Key)],
+        ready: &[(i64, i64, KeyId)],
         results: wit::Batch,
     ) -> Result<Batch, PluginError> {
         let n = ready.len();
@@ -810,7 +804,10 @@ impl<A: Accumulators> Windows<A> {
             Column::new("window_end", bound(|_, e| e)),
         ];
         if let Some(key) = &self.settings.key {
-            let keys: Vec<Value> = ready.iter().map(|(_, _, k)| k.0.clone()).collect();
+            let keys: Vec<Value> = ready
+                .iter()
+                .map(|(_, _, k)| self.keys.key(*k).0.clone())
+                .collect();
             columns.push(Column::new(key.clone(), column::from_values(&keys)));
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {

@@ -577,3 +577,40 @@ fn a_key_that_is_an_array_or_object_is_rejected() {
         .1
         .starts_with("key field `k` is a JSON array or object"));
 }
+
+#[test]
+fn keys_are_forgotten_once_their_panes_close() {
+    // Many keys, sessions that merge, one record per key and minute: the key table holds only keys
+    // with an open pane, and results name their keys right after ids are reused.
+    for kind in [
+        WindowKind::Tumbling { size: 60_000 },
+        WindowKind::Session { gap: 10_000 },
+    ] {
+        let mut w = windows(kind, 10_000, 0);
+        let mut seen = 0;
+        for minute in 0..20_i64 {
+            let keys: Vec<String> = (0..50)
+                .map(|k| format!("k{}", (minute * 7 + k) % 90))
+                .collect();
+            let records: Vec<(i64, &str, f64)> = keys
+                .iter()
+                .enumerate()
+                .flat_map(|(i, k)| {
+                    let t = minute * 60_000 + i as i64;
+                    [(t, k.as_str(), 1.0), (t + 5_000, k.as_str(), 2.0)]
+                })
+                .collect();
+            let (out, rejected) = w.process(&batch(&records)).unwrap();
+            assert!(rejected.is_empty());
+            for (_, _, key, sum, count) in rows(&out) {
+                assert!(key.starts_with('k'), "{key}");
+                assert_eq!((sum, count), (3.0, 2), "{kind:?} {key}");
+                seen += 1;
+            }
+            assert!(w.keys.len() <= 100, "{kind:?}: {} keys", w.keys.len());
+        }
+        seen += rows(&w.finish().unwrap()).len();
+        assert_eq!(seen, 20 * 50, "{kind:?}");
+        assert_eq!(w.keys.len(), 0, "{kind:?}");
+    }
+}

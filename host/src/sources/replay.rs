@@ -103,6 +103,8 @@ struct Decoded {
     batch: Batch,
     records: u64,
     dead: Vec<DeadLine>,
+    /// The chunk's buffer, back for the reader to fill again.
+    spare: Vec<u8>,
 }
 
 struct DeadLine {
@@ -153,11 +155,14 @@ fn decode(chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> De
             });
         }
     }
+    let mut spare = chunk.bytes;
+    spare.clear();
     Decoded {
         seq: chunk.seq,
         batch: builder.take(),
         records,
         dead,
+        spare,
     }
 }
 
@@ -167,13 +172,27 @@ struct Lines {
     /// Read but not yet handed out: the start of the next chunk.
     carry: Vec<u8>,
     at_end: bool,
+    /// Bytes per line so far, to read about what a chunk needs and carry little over.
+    line_len: usize,
 }
 
 impl Lines {
-    /// The next `lines` lines (fewer at the end of the file) and how many there are; none at the end.
-    fn next(&mut self, lines: usize) -> std::io::Result<(Vec<u8>, u64)> {
+    fn new(file: std::fs::File) -> Self {
+        Lines {
+            file,
+            carry: Vec::new(),
+            at_end: false,
+            line_len: 256,
+        }
+    }
+
+    /// The next `lines` lines (fewer at the end of the file) in `buf`, and how many there are; none at
+    /// the end.
+    fn next(&mut self, lines: usize, mut buf: Vec<u8>) -> std::io::Result<(Vec<u8>, u64)> {
         use std::io::Read;
-        let mut buf = std::mem::take(&mut self.carry);
+        buf.clear();
+        buf.extend_from_slice(&self.carry);
+        self.carry.clear();
         let mut scanned = 0;
         let mut found = 0;
         loop {
@@ -181,8 +200,9 @@ impl Lines {
                 found += 1;
                 if found == lines {
                     let cut = scanned + at + 1;
-                    self.carry = buf[cut..].to_vec();
+                    self.carry.extend_from_slice(&buf[cut..]);
                     buf.truncate(cut);
+                    self.line_len = (cut / lines).max(1);
                     return Ok((buf, found as u64));
                 }
             }
@@ -191,8 +211,9 @@ impl Lines {
                 let last = u64::from(buf.last().is_some_and(|&b| b != b'\n'));
                 return Ok((buf, found as u64 + last));
             }
-            // About a chunk's worth at a time; a capture line is some 250 bytes.
-            let want = (lines * 256).clamp(64 << 10, 8 << 20) as u64;
+            // What the missing lines should take, and a little more.
+            let want = ((lines - found) * self.line_len + (self.line_len * lines / 16).max(4096))
+                .min(64 << 20) as u64;
             if (&mut self.file).take(want).read_to_end(&mut buf)? == 0 {
                 self.at_end = true;
             }
@@ -247,11 +268,8 @@ impl Replay {
 
     /// As fast as possible: chunks decoded on `decode_threads` threads, handed on in order.
     fn run_parallel(&self, out: &mut Output) -> Result<(), StageError> {
-        let mut lines = Lines {
-            file: self.open()?.into_inner(),
-            carry: Vec::new(),
-            at_end: false,
-        };
+        let mut lines = Lines::new(self.open()?.into_inner());
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
         let (work_tx, work_rx) = mpsc::channel::<Chunk>();
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::channel::<Decoded>();
@@ -286,8 +304,9 @@ impl Replay {
             let result = loop {
                 // Hand on, in order, what is decoded.
                 let mut listened = true;
-                while let Some(d) = ready.remove(&next) {
+                while let Some(mut d) = ready.remove(&next) {
                     next += 1;
+                    buffers.push(std::mem::take(&mut d.spare));
                     listened = self.deliver(d, out);
                     if !listened {
                         break;
@@ -306,7 +325,8 @@ impl Replay {
                 while let Ok(d) = done_rx.try_recv() {
                     ready.insert(d.seq, d);
                 }
-                let (bytes, n) = match lines.next(self.batch_size) {
+                let buf = buffers.pop().unwrap_or_default();
+                let (bytes, n) = match lines.next(self.batch_size, buf) {
                     Ok(read) => read,
                     Err(e) => break Err(self.read_error(e)),
                 };
@@ -343,6 +363,7 @@ impl Replay {
             batch: builder.take(),
             records: 0,
             dead: Vec::new(),
+            spare: Vec::new(),
         };
         while !out.stopping() {
             let mut chunk = Chunk {
@@ -399,14 +420,13 @@ mod tests {
     fn lines_are_cut_whole_and_counted_as_decode_numbers_them() {
         let path = std::env::temp_dir().join(format!("tributary-lines-{}", std::process::id()));
         std::fs::write(&path, "a\nbb\n\nccc").unwrap();
-        let mut lines = Lines {
-            file: std::fs::File::open(&path).unwrap(),
-            carry: Vec::new(),
-            at_end: false,
-        };
-        assert_eq!(lines.next(2).unwrap(), (b"a\nbb\n".to_vec(), 2));
-        assert_eq!(lines.next(2).unwrap(), (b"\nccc".to_vec(), 2));
-        assert_eq!(lines.next(2).unwrap(), (Vec::new(), 0));
+        let mut lines = Lines::new(std::fs::File::open(&path).unwrap());
+        assert_eq!(lines.next(2, Vec::new()).unwrap(), (b"a\nbb\n".to_vec(), 2));
+        assert_eq!(
+            lines.next(2, b"junk".to_vec()).unwrap(),
+            (b"\nccc".to_vec(), 2)
+        );
+        assert_eq!(lines.next(2, Vec::new()).unwrap(), (Vec::new(), 0));
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -757,7 +757,10 @@ impl<A: Accumulators> Windows<A> {
             if let Some(p) = self.panes.remove(&(start, key)) {
                 expired.push(p.slot);
                 self.keys.release(key);
-                self.due.remove(&(p.end, start, key));
+                // A fired pane left `due` when it fired.
+                if !p.fired {
+                    self.due.remove(&(p.end, start, key));
+                }
                 if let Some(starts) = self.sessions.get_mut(&key) {
                     starts.retain(|s| *s != start);
                     if starts.is_empty() {

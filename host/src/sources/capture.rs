@@ -90,13 +90,16 @@ impl Decoder {
         let bytes = line.as_bytes();
         // The payload read where it is, inside the line's `value` string; failing that, unescaped first.
         if let Some((timestamp, origin)) = self.fast_line(bytes, true) {
-            self.commit(timestamp, origin, builder, bytes);
+            self.commit(timestamp, origin, builder, line);
             return Ok(());
         }
         if let Some((timestamp, origin)) = self.fast_line(bytes, false) {
             if self.fast_payload() {
-                self.commit(timestamp, origin, builder, &self.payload);
-                return Ok(());
+                // Unescaped from UTF-8 text, so UTF-8 itself; checked once here rather than per field.
+                if let Ok(payload) = std::str::from_utf8(&self.payload) {
+                    self.commit(timestamp, origin, builder, payload);
+                    return Ok(());
+                }
             }
         }
         let capture = parse_line(line)?;
@@ -117,21 +120,25 @@ impl Decoder {
         origin: Origin,
         builder: &mut BatchBuilder,
     ) -> Result<(), String> {
-        self.payload.clear();
-        self.payload.extend_from_slice(payload.as_bytes());
-        if self.fast_payload() {
-            self.commit(timestamp, origin, builder, &self.payload);
+        self.fields.clear();
+        self.strings.clear();
+        if self.scan_payload(payload.as_bytes()).is_some() {
+            self.commit(timestamp, origin, builder, payload);
             return Ok(());
         }
         builder.push(timestamp, origin, decode_payload(payload)?);
         Ok(())
     }
 
-    /// Adds the scanned fields as a record; names and plain strings are ranges of `text`.
-    fn commit(&self, timestamp: i64, origin: Origin, builder: &mut BatchBuilder, src: &[u8]) {
-        fn text<'a>(r: &Range<usize>, buf: &'a [u8]) -> &'a str {
-            std::str::from_utf8(&buf[r.clone()]).expect("scanned text is UTF-8")
-        }
+    /// Adds the scanned fields as a record; names and plain strings are ranges of `src`.
+    fn commit(&self, timestamp: i64, origin: Origin, builder: &mut BatchBuilder, src: &str) {
+        // Ranges end at ASCII quotes and backslashes, so slicing checks char boundaries only.
+        let text = |r: &Range<usize>| &src[r.clone()];
+        let strings = if self.strings.is_empty() {
+            ""
+        } else {
+            std::str::from_utf8(&self.strings).expect("unescaped from UTF-8 text")
+        };
         builder.begin(timestamp, origin);
         for (pos, (name, raw)) in self.fields.iter().enumerate() {
             let cell = match raw {
@@ -139,10 +146,10 @@ impl Decoder {
                 Raw::Bool(b) => Cell::Bool(*b),
                 Raw::Int(i) => Cell::Int(*i),
                 Raw::Float(f) => Cell::Float(*f),
-                Raw::Str(r) => Cell::Str(text(r, src)),
-                Raw::Unescaped(r) => Cell::Str(text(r, &self.strings)),
+                Raw::Str(r) => Cell::Str(text(r)),
+                Raw::Unescaped(r) => Cell::Str(&strings[r.clone()]),
             };
-            builder.set(pos, text(name, src), cell);
+            builder.set(pos, text(name), cell);
         }
         builder.end();
     }
@@ -164,32 +171,31 @@ impl Decoder {
             s.ws();
             s.eat(b':')?;
             s.ws();
-            let seen = match &line[name] {
-                b"topic" => {
+            let seen = match envelope_field(&line[name])? {
+                Envelope::Topic => {
                     s.string()?;
                     std::mem::replace(&mut topic, true)
                 }
-                b"partition" => partition.replace(i32::try_from(s.int()?).ok()?).is_some(),
-                b"offset" => offset.replace(s.int()?).is_some(),
-                b"timestamp" => timestamp.replace(s.int()?).is_some(),
-                b"key" => {
+                Envelope::Partition => partition.replace(i32::try_from(s.int()?).ok()?).is_some(),
+                Envelope::Offset => offset.replace(s.int()?).is_some(),
+                Envelope::Timestamp => timestamp.replace(s.int()?).is_some(),
+                Envelope::Key => {
                     if s.literal(b"null").is_none() {
                         s.string()?;
                     }
                     std::mem::replace(&mut key, true)
                 }
-                b"value" if in_place => {
+                Envelope::Value if in_place => {
                     s.eat(b'"')?;
                     self.scan_in_place(&mut s)?;
                     s.eat(b'"')?;
                     std::mem::replace(&mut value, true)
                 }
-                b"value" => {
+                Envelope::Value => {
                     self.payload.clear();
                     s.string_into(&mut self.payload)?;
                     std::mem::replace(&mut value, true)
                 }
-                _ => return None,
             };
             if seen {
                 return None;
@@ -310,6 +316,31 @@ impl Decoder {
         s.ws();
         (s.i == payload.len()).then_some(())
     }
+}
+
+/// The fields of a capture line.
+enum Envelope {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+    Value,
+}
+
+/// Which envelope field a name is; `None` for any other (the slow path ignores those).
+fn envelope_field(name: &[u8]) -> Option<Envelope> {
+    // By length and first byte, then the whole name: cheaper than comparing against every name.
+    let (field, word): (Envelope, &[u8]) = match (name.len(), *name.first()?) {
+        (5, b't') => (Envelope::Topic, b"topic"),
+        (9, b'p') => (Envelope::Partition, b"partition"),
+        (6, b'o') => (Envelope::Offset, b"offset"),
+        (9, b't') => (Envelope::Timestamp, b"timestamp"),
+        (3, b'k') => (Envelope::Key, b"key"),
+        (5, b'v') => (Envelope::Value, b"value"),
+        _ => return None,
+    };
+    (name == word).then_some(field)
 }
 
 /// Exact powers of ten: a significand below 2^53 times or divided by one of these is one correctly
@@ -609,7 +640,12 @@ mod tests {
         d.payload.extend_from_slice(payload.as_bytes());
         let fast = d.fast_payload().then(|| {
             let mut b = BatchBuilder::default();
-            d.commit(0, Origin::default(), &mut b, &d.payload);
+            d.commit(
+                0,
+                Origin::default(),
+                &mut b,
+                std::str::from_utf8(&d.payload).unwrap(),
+            );
             let batch = b.take();
             batch.columns.iter().map(|c| c.value(0)).collect()
         });

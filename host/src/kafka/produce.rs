@@ -198,7 +198,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         }
         report.records += 1;
         // Serves delivery reports; every record would cost a call per record for nothing.
-        if report.records % 512 == 0 {
+        if report.records.is_multiple_of(512) {
             producer.poll(Duration::ZERO);
         }
     }

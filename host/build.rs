@@ -18,6 +18,10 @@ const BUNDLED: &[(&str, &str)] = &[
     ("sum", "aggregate"),
 ];
 
+/// Plugins built for the tests only (misbehaving on purpose), never bundled; the tests find each at the
+/// path in `TRIBUTARY_TEST_PLUGIN_<NAME>`.
+const TEST_PLUGINS: &[&str] = &["hostile"];
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let plugins = manifest_dir.parent().unwrap().join("plugins");
@@ -34,7 +38,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(path).display());
     }
-    for (name, _) in BUNDLED {
+    for name in BUNDLED
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(TEST_PLUGINS.iter().copied())
+    {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
     }
 
@@ -54,6 +62,11 @@ fn main() {
     }
     table.push_str("];\n");
     std::fs::write(out_dir.join("bundled.rs"), table).unwrap();
+    for name in TEST_PLUGINS {
+        let wasm = build_plugin(&plugins, &target_dir, name);
+        let var = format!("TRIBUTARY_TEST_PLUGIN_{}", name.to_uppercase());
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
 }
 
 /// `rust-toolchain.toml` lists the target, but rustup does not install it where `RUSTUP_AUTO_INSTALL=0`.

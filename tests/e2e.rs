@@ -660,3 +660,142 @@ path = "out/per_minute.jsonl"
         );
     }
 }
+
+/// A pipeline replaying the fixture through the test-only `hostile` plugin (see `plugins/hostile`).
+fn hostile_pipeline(dir: &Path, behave: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[dead_letter]
+path = "out/dead_letter.jsonl"
+
+[stages.events]
+type = "replay"
+path = {fixture:?}
+
+[stages.hostile]
+type = "transform"
+inputs = ["events"]
+plugin = {plugin:?}
+config = {{ behave = "{behave}" }}
+{extra}
+
+[stages.out]
+type = "file"
+inputs = ["hostile"]
+path = "out/out.jsonl"
+"#,
+        fixture = fixture("music_streaming_events.jsonl")
+            .display()
+            .to_string(),
+        plugin = env!("TRIBUTARY_TEST_PLUGIN_HOSTILE"),
+    );
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn a_plugin_that_loops_cannot_hang_a_run_nor_its_stop() {
+    let dir = scratch("e2e_hostile_loop");
+    // Its deadline ends the run with one error naming the stage, the plugin and the setting.
+    let file = hostile_pipeline(&dir, "loop", "timeout = \"1s\"");
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).arg("run").arg(&file);
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        stderr.contains("hostile") && stderr.contains("did not return from `apply` within 1s"),
+        "{stderr}"
+    );
+
+    // With a long deadline, the first Ctrl-C still stops it, about a second later.
+    let file = hostile_pipeline(&dir, "loop", "timeout = \"10m\"");
+    let mut child = tributary()
+        .current_dir(&dir)
+        .arg("run")
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopping = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(1));
+            break;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(20),
+            "the run did not stop after Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("interrupted in `apply` by the stop signal"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_that_multiplies_rows_without_bound_is_stopped() {
+    let dir = scratch("e2e_hostile_explode");
+    let file = hostile_pipeline(&dir, "explode", "");
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).arg("run").arg(&file);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("more than `max_rows_per_record` (100) allows"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugin_outputs_that_collide_are_config_errors_with_their_place() {
+    let dir = scratch("e2e_output_names");
+    // `average` writes `avg` and `count`: a window keyed by `count` would lose its key.
+    let text = default_pipeline_replaying(&fixture("music_streaming_events.jsonl")).replace(
+        "key = \"genre\"\nwindow = { kind = \"global\" }",
+        "key = \"count\"\nwindow = { kind = \"global\" }",
+    );
+    std::fs::write(dir.join("pipeline.toml"), &text).unwrap();
+    let sub = dir.join("transform");
+    std::fs::create_dir_all(&sub).unwrap();
+    let file = hostile_pipeline(&sub, "rename", "");
+    for (path, expected) in [
+        (
+            dir.join("pipeline.toml"),
+            "the plugin's output `count` would overwrite the stage's own `count` field",
+        ),
+        (file, ""),
+    ] {
+        let mut cmd = tributary();
+        cmd.current_dir(path.parent().unwrap())
+            .arg("validate")
+            .arg(&path);
+        let (code, _, stderr) = run(cmd);
+        if expected.is_empty() {
+            // A transform may write any name it likes, `window_start` included.
+            assert_eq!(code, 0, "{stderr}");
+            continue;
+        }
+        assert_eq!(code, 2, "{stderr}");
+        let line = text[..text.find("plugin = \"average\"").unwrap()]
+            .lines()
+            .count()
+            + 1;
+        assert!(
+            stderr.contains(&format!("pipeline.toml:{line}:10: error:")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}

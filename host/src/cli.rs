@@ -289,6 +289,8 @@ static STOP: std::sync::OnceLock<topology::StopFlag> = std::sync::OnceLock::new(
 /// exits at once.
 fn on_signal_stop(stop: &topology::StopFlag) {
     extern "C" fn handler(_: libc::c_int) {
+        // Plugin calls still running a second after this are interrupted (see `plugin::INTERRUPT`).
+        tributary::plugin::INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = STOP.get() {
             if stop
                 .as_atomic()

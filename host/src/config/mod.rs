@@ -1,10 +1,12 @@
 //! `pipeline.toml` → a validated list of stages. Every problem is collected and reported together, each
 //! with file, line and column.
 
+mod bytesize;
 mod diagnostic;
 mod duration;
 mod redact;
 
+pub use bytesize::ByteSize;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
 

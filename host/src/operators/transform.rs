@@ -1,7 +1,7 @@
 //! `type = "transform"`: runs a transform plugin over each batch (map, filter, flat-map).
 
-use crate::config::PluginConfig;
-use crate::plugin::{from_wit, to_wit, Spec, TransformInstance};
+use crate::config::{ByteSize, Duration, PluginConfig};
+use crate::plugin::{from_wit, to_wit, Limits, Spec, TransformInstance};
 use crate::record::{column, Batch};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use serde::Deserialize;
@@ -17,16 +17,39 @@ pub struct TransformConfig {
     /// The plugin's own settings, e.g. `config = { field = "streams", factor = 1e8 }`.
     #[serde(default)]
     pub config: PluginConfig,
+    /// Longest one plugin call (one batch, or `init`) may run before the run stops with an error that
+    /// names the plugin, like `"5s"` (the default): a plugin that loops cannot hang the pipeline.
+    pub timeout: Option<Duration>,
+    /// Most memory the plugin's instance may use, like `"512MiB"` (the default).
+    pub memory_limit: Option<ByteSize>,
+    /// Most output rows a call may return per input row (a flat-map's fan-out), 1 to 1000000. Default
+    /// 100: a plugin that multiplies rows without bound would otherwise fill the host's memory.
+    pub max_rows_per_record: Option<Spanned<u32>>,
 }
 
 impl StageConfig for TransformConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+        let limits = Limits::from_config(self.timeout, self.memory_limit)
+            .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
+        let max_fanout = match &self.max_rows_per_record {
+            None => 100,
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(BuildError::new(
+                    Some(n.span()),
+                    "`max_rows_per_record` must be between 1 and 1000000",
+                ))
+            }
+        };
         let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
-            host.transform(plugin, config)
+            host.transform(plugin, config, limits)
         })?;
+        crate::plugin::check_outputs(&instance.spec.outputs, &[])
+            .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
         Ok(Built::Operator(Box::new(Transform {
             spec: instance.spec.clone(),
             instance,
+            max_fanout,
         })))
     }
 }
@@ -34,6 +57,7 @@ impl StageConfig for TransformConfig {
 pub struct Transform {
     instance: TransformInstance,
     spec: Spec,
+    max_fanout: u32,
 }
 
 impl Operator for Transform {
@@ -76,6 +100,14 @@ impl Operator for Transform {
                 .filter(|(_, f)| !**f)
                 .map(|(r, _)| *r)
                 .collect(),
+            Some(rows) if rows.len() as u64 > u64::from(self.max_fanout) * kept.len() as u64 => {
+                return Err(bad(format!(
+                    "{} output rows for {} input rows, more than `max_rows_per_record` ({}) allows",
+                    rows.len(),
+                    kept.len(),
+                    self.max_fanout
+                )));
+            }
             Some(rows) => rows
                 .iter()
                 .map(|&r| {

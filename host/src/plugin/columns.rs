@@ -252,6 +252,18 @@ pub fn from_wit(column: wit::Column, rows: usize, field: &FieldSpec) -> Result<A
             field.name
         ));
     }
+    let found = match &column {
+        wit::Column::Float(_) => FieldType::Float,
+        wit::Column::Int(_) => FieldType::Int,
+        wit::Column::Boolean(_) => FieldType::Boolean,
+        wit::Column::Str(_) => FieldType::Str,
+    };
+    if found != field.ty {
+        return Err(format!(
+            "output `{}` is declared {:?} but the plugin returned {:?} values",
+            field.name, field.ty, found
+        ));
+    }
     Ok(match column {
         wit::Column::Float(v) => column::floats(v),
         wit::Column::Int(v) => column::ints(v),
@@ -267,6 +279,32 @@ pub fn from_wit(column: wit::Column, rows: usize, field: &FieldSpec) -> Result<A
             column::strings(&d.dict, d.codes).expect("codes checked")
         }
     })
+}
+
+/// Why a plugin's declared outputs cannot be written, if they cannot: an empty or repeated name, or a
+/// name the stage writes itself (`reserved`, like a window's bounds and key).
+pub fn check_outputs(outputs: &[FieldSpec], reserved: &[&str]) -> Result<(), String> {
+    for (i, f) in outputs.iter().enumerate() {
+        if f.name.trim().is_empty() {
+            return Err(format!(
+                "the plugin declares an output with an empty name (output {}); every output needs a name",
+                i + 1
+            ));
+        }
+        if outputs[..i].iter().any(|g| g.name == f.name) {
+            return Err(format!(
+                "the plugin declares the output `{}` twice; each output needs its own name",
+                f.name
+            ));
+        }
+        if reserved.contains(&&*f.name) {
+            return Err(format!(
+                "the plugin's output `{}` would overwrite the stage's own `{}` field; the plugin must name it differently",
+                f.name, f.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -344,5 +382,12 @@ mod tests {
             codes: vec![0],
         });
         assert!(from_wit(bad, 1, &f).is_err());
+        let strings = wit::Column::Str(wit::DictColumn {
+            dict: vec!["x".into()],
+            codes: vec![0],
+        });
+        assert!(from_wit(strings, 1, &f)
+            .unwrap_err()
+            .contains("declared Float but the plugin returned Str values"));
     }
 }

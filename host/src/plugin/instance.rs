@@ -1,34 +1,193 @@
-//! A plugin instantiated for one stage: its own `Store`, a memory cap, and typed calls.
+//! A plugin instantiated for one stage: its own `Store`, a memory cap, a deadline per call, and typed
+//! calls.
+//!
+//! The sandbox: a plugin imports nothing (no files, network or clock), its linear memory is capped
+//! (`memory_limit`), and every call runs under a deadline (`timeout`), enforced with wasmtime's epoch
+//! interruption: a clock thread ticks the engine every [`TICK`], and at each tick a running call checks
+//! its deadline, and whether the run was asked to stop.
 
 use super::bindings::{
     aggregate::AggregatePlugin, transform::TransformPlugin, types as wit, ConfigValue,
 };
 use super::columns::FieldSpec;
 use super::{Plugin, PluginError};
+use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
-/// A plugin's linear memory may not grow past this; a runaway plugin traps instead of eating the host.
-const MEMORY_LIMIT: usize = 512 << 20;
+/// How often running plugin calls check their deadline.
+pub const TICK: Duration = Duration::from_millis(10);
 
-pub struct State {
-    limits: StoreLimits,
+/// A call still running this long after a stop signal is interrupted.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// What a stage allows its plugin.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest a call (`init`, or one batch) may run.
+    pub timeout: Duration,
+    /// Most linear memory the plugin's instance may have, in bytes.
+    pub memory: u64,
 }
 
-fn store(engine: &Engine) -> Store<State> {
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(MEMORY_LIMIT)
-        .instances(4)
-        .build();
-    let mut store = Store::new(engine, State { limits });
-    store.limiter(|s| &mut s.limits);
+impl Limits {
+    /// The limits a stage's `timeout` and `memory_limit` ask for; `None` keeps the default.
+    pub fn from_config(
+        timeout: Option<crate::config::Duration>,
+        memory: Option<crate::config::ByteSize>,
+    ) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        if let Some(t) = timeout {
+            if t.millis() <= 0 {
+                return Err("`timeout` must be longer than 0, like `timeout = \"5s\"`".into());
+            }
+            limits.timeout = Duration::from_millis(t.millis() as u64);
+        }
+        if let Some(m) = memory {
+            if m.bytes() < 2 << 20 {
+                return Err(format!(
+                    "`memory_limit` of {m} is too small for a plugin; give at least `2MiB`"
+                ));
+            }
+            limits.memory = m.bytes();
+        }
+        Ok(limits)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory: 512 << 20,
+        }
+    }
+}
+
+/// Why the host ended a call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stopped {
+    Timeout,
+    Memory,
+    Interrupted,
+}
+
+pub struct State {
+    limits: Limits,
+    /// The call running, and since when.
+    call: Option<(&'static str, Instant)>,
+    stopped: Option<Stopped>,
+    /// When a running call first saw the stop signal.
+    stop_seen: Option<Instant>,
+}
+
+impl wasmtime::ResourceLimiter for State {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limits.memory {
+            // An error, not a refusal: a refused grow aborts a Rust plugin with no word of why.
+            self.stopped = Some(Stopped::Memory);
+            wasmtime::bail!("memory limit reached");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        4
+    }
+}
+
+fn store(engine: &Engine, limits: Limits) -> Store<State> {
+    let mut store = Store::new(
+        engine,
+        State {
+            limits,
+            call: None,
+            stopped: None,
+            stop_seen: None,
+        },
+    );
+    store.limiter(|s| s);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        if let Some((_, since)) = state.call {
+            let running = since.elapsed();
+            if running > state.limits.timeout {
+                state.stopped = Some(Stopped::Timeout);
+                wasmtime::bail!("deadline passed");
+            }
+            if super::INTERRUPT.load(std::sync::atomic::Ordering::Relaxed) {
+                let seen = *state.stop_seen.get_or_insert_with(Instant::now);
+                if seen.elapsed() > STOP_GRACE {
+                    state.stopped = Some(Stopped::Interrupted);
+                    wasmtime::bail!("interrupted");
+                }
+            }
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
     store
 }
 
-fn trap(plugin: &Plugin, e: wasmtime::Error) -> PluginError {
-    PluginError::Trap {
-        what: plugin.what.clone(),
-        message: format!("{e:#}"),
+/// Runs one plugin call under the store's deadline and turns a failure into its cause.
+fn call<T>(
+    store: &mut Store<State>,
+    plugin: &Plugin,
+    name: &'static str,
+    f: impl FnOnce(&mut Store<State>) -> wasmtime::Result<T>,
+) -> Result<T, PluginError> {
+    store.data_mut().call = Some((name, Instant::now()));
+    store.data_mut().stopped = None;
+    store.set_epoch_deadline(1);
+    let result = f(store);
+    store.data_mut().call = None;
+    result.map_err(|e| failure(store.data(), plugin, name, &e))
+}
+
+fn failure(state: &State, plugin: &Plugin, call: &str, e: &wasmtime::Error) -> PluginError {
+    let what = plugin.what.clone();
+    let call = call.to_string();
+    match state.stopped {
+        Some(Stopped::Timeout) => PluginError::Timeout {
+            what,
+            call,
+            limit: state.limits.timeout,
+        },
+        Some(Stopped::Memory) => PluginError::Memory {
+            what,
+            call,
+            limit: crate::config::ByteSize(state.limits.memory),
+        },
+        Some(Stopped::Interrupted) => PluginError::Interrupted { what, call },
+        None => {
+            // The trap itself, not wasmtime's backtrace of mangled frames.
+            let message = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::UnreachableCodeReached) => {
+                    "it panicked or aborted (a Rust plugin built with the SDK aborts on panic; run its \
+                     unit tests natively to see the message)"
+                        .to_string()
+                }
+                Some(trap) => trap.to_string(),
+                None => e.root_cause().to_string(),
+            };
+            PluginError::Trap {
+                what,
+                message: format!("in `{call}`: {message}"),
+            }
+        }
     }
 }
 
@@ -63,18 +222,19 @@ impl TransformInstance {
         linker: &Linker<State>,
         plugin: &Plugin,
         config: &[(String, ConfigValue)],
+        limits: Limits,
     ) -> Result<Self, PluginError> {
-        let mut store = store(engine);
-        let bindings = TransformPlugin::instantiate(&mut store, &plugin.component, linker)
-            .map_err(|e| trap(plugin, e))?;
-        let spec = bindings
-            .tributary_plugin_transform()
-            .call_init(&mut store, config)
-            .map_err(|e| trap(plugin, e))?
-            .map_err(|message| PluginError::Init {
-                what: plugin.what.clone(),
-                message,
-            })?;
+        let mut store = store(engine, limits);
+        let bindings = call(&mut store, plugin, "instantiate", |s| {
+            TransformPlugin::instantiate(s, &plugin.component, linker)
+        })?;
+        let spec = call(&mut store, plugin, "init", |s| {
+            bindings.tributary_plugin_transform().call_init(s, config)
+        })?
+        .map_err(|message| PluginError::Init {
+            what: plugin.what.clone(),
+            message,
+        })?;
         Ok(TransformInstance {
             plugin: plugin.clone(),
             store,
@@ -84,10 +244,10 @@ impl TransformInstance {
     }
 
     pub fn apply(&mut self, input: &wit::Batch) -> Result<Transformed, PluginError> {
-        self.bindings
-            .tributary_plugin_transform()
-            .call_apply(&mut self.store, input)
-            .map_err(|e| trap(&self.plugin, e))
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "apply", |s| {
+            b.tributary_plugin_transform().call_apply(s, input)
+        })
     }
 
     pub fn what(&self) -> &str {
@@ -108,18 +268,19 @@ impl AggregateInstance {
         linker: &Linker<State>,
         plugin: &Plugin,
         config: &[(String, ConfigValue)],
+        limits: Limits,
     ) -> Result<Self, PluginError> {
-        let mut store = store(engine);
-        let bindings = AggregatePlugin::instantiate(&mut store, &plugin.component, linker)
-            .map_err(|e| trap(plugin, e))?;
-        let spec = bindings
-            .tributary_plugin_aggregate()
-            .call_init(&mut store, config)
-            .map_err(|e| trap(plugin, e))?
-            .map_err(|message| PluginError::Init {
-                what: plugin.what.clone(),
-                message,
-            })?;
+        let mut store = store(engine, limits);
+        let bindings = call(&mut store, plugin, "instantiate", |s| {
+            AggregatePlugin::instantiate(s, &plugin.component, linker)
+        })?;
+        let spec = call(&mut store, plugin, "init", |s| {
+            bindings.tributary_plugin_aggregate().call_init(s, config)
+        })?
+        .map_err(|message| PluginError::Init {
+            what: plugin.what.clone(),
+            message,
+        })?;
         Ok(AggregateInstance {
             plugin: plugin.clone(),
             store,
@@ -137,48 +298,48 @@ impl AggregateInstance {
         slots: &[u32],
         input: &wit::Batch,
     ) -> Result<Vec<wit::RowError>, PluginError> {
-        self.bindings
-            .tributary_plugin_aggregate()
-            .call_add(&mut self.store, slots, input)
-            .map_err(|e| trap(&self.plugin, e))
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "add", |s| {
+            b.tributary_plugin_aggregate().call_add(s, slots, input)
+        })
     }
 
     pub fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
-        self.bindings
-            .tributary_plugin_aggregate()
-            .call_merge(&mut self.store, dst, src)
-            .map_err(|e| trap(&self.plugin, e))
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "merge", |s| {
+            b.tributary_plugin_aggregate().call_merge(s, dst, src)
+        })
     }
 
     pub fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
-        self.bindings
-            .tributary_plugin_aggregate()
-            .call_finish(&mut self.store, slots)
-            .map_err(|e| trap(&self.plugin, e))
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "finish", |s| {
+            b.tributary_plugin_aggregate().call_finish(s, slots)
+        })
     }
 
     pub fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
-        self.bindings
-            .tributary_plugin_aggregate()
-            .call_save(&mut self.store, slot)
-            .map_err(|e| trap(&self.plugin, e))
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "save", |s| {
+            b.tributary_plugin_aggregate().call_save(s, slot)
+        })
     }
 
     pub fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
-        self.bindings
-            .tributary_plugin_aggregate()
-            .call_load(&mut self.store, slot, state)
-            .map_err(|e| trap(&self.plugin, e))?
-            .map_err(|message| PluginError::Trap {
-                what: self.plugin.what.clone(),
-                message,
-            })
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "load", |s| {
+            b.tributary_plugin_aggregate().call_load(s, slot, state)
+        })?
+        .map_err(|message| PluginError::Trap {
+            what: self.plugin.what.clone(),
+            message,
+        })
     }
 
     pub fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
-        self.bindings
-            .tributary_plugin_aggregate()
-            .call_free(&mut self.store, slots)
-            .map_err(|e| trap(&self.plugin, e))
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "free", |s| {
+            b.tributary_plugin_aggregate().call_free(s, slots)
+        })
     }
 }

@@ -10,12 +10,13 @@ mod instance;
 
 pub use bindings::types as wit;
 pub use bindings::ConfigValue;
-pub use columns::{from_wit, to_wit, Converted, FieldSpec, FieldType};
-pub use instance::{AggregateInstance, Spec, TransformInstance, Transformed};
+pub use columns::{check_outputs, from_wit, to_wit, Converted, FieldSpec, FieldType};
+pub use instance::{AggregateInstance, Limits, Spec, TransformInstance, Transformed};
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
@@ -61,7 +62,26 @@ pub enum PluginError {
     Init { what: String, message: String },
     #[error("plugin `{what}` failed: {message}")]
     Trap { what: String, message: String },
+    #[error("plugin `{what}` did not return from `{call}` within {limit:?} (the stage's `timeout`); fix the plugin if it loops, or raise `timeout`")]
+    Timeout {
+        what: String,
+        call: String,
+        limit: std::time::Duration,
+    },
+    #[error("plugin `{what}` went over its memory limit of {limit} in `{call}` (the stage's `memory_limit`); fix the plugin if it leaks, or raise `memory_limit`")]
+    Memory {
+        what: String,
+        call: String,
+        limit: crate::config::ByteSize,
+    },
+    #[error("plugin `{what}` was interrupted in `{call}` by the stop signal")]
+    Interrupted { what: String, call: String },
 }
+
+/// Set by the first stop signal: plugin calls still running a second later are interrupted, so a
+/// plugin that loops cannot hold a run that was asked to stop. Only an atomic store, so a signal
+/// handler may set it.
+pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
 
 pub fn bundled_names() -> Vec<&'static str> {
     bundled::BUNDLED.iter().map(|(name, _, _)| *name).collect()
@@ -88,10 +108,26 @@ impl PluginHost {
     pub fn new() -> Result<Self, PluginError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid {
             what: "engine".into(),
             message: format!("{e:#}"),
         })?;
+        // The clock of every call's deadline (see `instance`): it only bumps a counter.
+        let clock = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-clock".into())
+            .spawn(move || {
+                while let Some(engine) = clock.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(instance::TICK);
+                }
+            })
+            .map_err(|e| PluginError::Invalid {
+                what: "engine".into(),
+                message: format!("cannot start the plugin clock thread: {e}"),
+            })?;
         let linker = Linker::new(&engine);
         Ok(PluginHost {
             engine,
@@ -147,12 +183,23 @@ impl PluginHost {
                 let component_bytes = if wasmparser::Parser::is_component(bytes) {
                     bytes.to_vec()
                 } else if wasmparser::Parser::is_core_wasm(bytes) {
-                    wit_component::ComponentEncoder::default()
-                        .module(bytes)
-                        .and_then(|e| e.validate(true).encode())
-                        .map_err(|e| invalid(format!("{e:#}; build it with the tributary SDK")))?
+                    check_module(bytes).map_err(invalid)?;
+                    // wit-component trusts the metadata it reads; a panic there is a bad file, not a
+                    // reason to stop.
+                    std::panic::catch_unwind(|| {
+                        wit_component::ComponentEncoder::default()
+                            .module(bytes)
+                            .and_then(|e| e.validate(true).encode())
+                    })
+                    .map_err(|_| {
+                        invalid(
+                            "its component metadata is malformed; build it with the tributary SDK"
+                                .into(),
+                        )
+                    })?
+                    .map_err(|e| invalid(format!("{e:#}; build it with the tributary SDK")))?
                 } else {
-                    return Err(invalid("not a WebAssembly file".into()));
+                    return Err(invalid(not_wasm(bytes)));
                 };
                 let compiled = self
                     .engine
@@ -199,9 +246,10 @@ impl PluginHost {
         &self,
         plugin: &Plugin,
         config: &[(String, ConfigValue)],
+        limits: Limits,
     ) -> Result<TransformInstance, PluginError> {
         want(plugin, PluginKind::Transform)?;
-        TransformInstance::new(&self.engine, &self.linker, plugin, config)
+        TransformInstance::new(&self.engine, &self.linker, plugin, config, limits)
     }
 
     /// Instantiates an aggregate plugin and hands it its config.
@@ -209,10 +257,47 @@ impl PluginHost {
         &self,
         plugin: &Plugin,
         config: &[(String, ConfigValue)],
+        limits: Limits,
     ) -> Result<AggregateInstance, PluginError> {
         want(plugin, PluginKind::Aggregate)?;
-        AggregateInstance::new(&self.engine, &self.linker, plugin, config)
+        AggregateInstance::new(&self.engine, &self.linker, plugin, config, limits)
     }
+}
+
+/// Why a core module cannot be a plugin, checked before wit-component reads it: a truncated or corrupt
+/// module, or one built for WASI (plugins import nothing).
+fn check_module(bytes: &[u8]) -> Result<(), String> {
+    wasmparser::Validator::new()
+        .validate_all(bytes)
+        .map_err(|e| {
+            format!("it is not a valid WebAssembly module ({e}); is the file complete?")
+        })?;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::ImportSection(imports)) = payload else {
+            continue;
+        };
+        for import in imports.into_imports().flatten() {
+            if import.module.starts_with("wasi") {
+                return Err(format!(
+                    "it imports `{}` from `{}`: it was built for WASI (wasm32-wasip1 or -wasip2), but plugins import nothing; build it with `cargo build --target wasm32-unknown-unknown`",
+                    import.name, import.module
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a file that is not WebAssembly looks like, for the error.
+fn not_wasm(bytes: &[u8]) -> String {
+    let kind = match bytes {
+        [0x7f, b'E', b'L', b'F', ..] => "an ELF file (a native library or program?)",
+        [b'M', b'Z', ..] => "a Windows executable or DLL",
+        [0xcf, 0xfa, 0xed, 0xfe, ..] | [0xfe, 0xed, 0xfa, 0xcf, ..] => "a Mach-O file",
+        [] => "empty",
+        _ => "not a WebAssembly file",
+    };
+    format!("{kind}; a plugin is a `.wasm` file built with `--target wasm32-unknown-unknown`")
 }
 
 fn want(plugin: &Plugin, kind: PluginKind) -> Result<(), PluginError> {
@@ -252,3 +337,6 @@ fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tributary")))?;
     Some(base.join("plugins"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -356,12 +356,27 @@ impl fmt::Display for RunReport {
 }
 
 /// A stage that failed while running.
-#[derive(Debug, thiserror::Error)]
-#[error("stage `{stage}` failed: {error}")]
+#[derive(Debug)]
 pub struct RunError {
     pub stage: String,
-    #[source]
     pub error: StageError,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stage `{}` failed: {}", self.stage, self.error)
+    }
+}
+
+/// The stage error's message is part of this one's, so the chain goes on with its cause: each line of
+/// the report says something new.
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Builds every stage, reporting every problem at once with file, line and column.

@@ -36,8 +36,8 @@ mod keys;
 mod session;
 mod tumbling;
 
-use crate::config::{Duration, PluginConfig};
-use crate::plugin::{to_wit, wit, AggregateInstance, FieldSpec, PluginError};
+use crate::config::{ByteSize, Duration, PluginConfig};
+use crate::plugin::{to_wit, wit, AggregateInstance, FieldSpec, Limits, PluginError};
 use crate::record::{column, Ack, Batch, Column, Key, Value};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use arrow_array::cast::AsArray;
@@ -79,6 +79,12 @@ pub struct WindowConfig {
     /// be. A record further ahead is dead-lettered with reason `time out of range` rather than moving
     /// the watermark past every record after it. Default `1h`. Not checked for the global window.
     pub max_future: Option<Duration>,
+    /// Longest one plugin call (one batch, `init`, or emitting results) may run before the run stops
+    /// with an error that names the plugin, like `"5s"` (the default).
+    pub timeout: Option<Duration>,
+    /// Most memory the plugin's instance (all its open windows' accumulators) may use, like `"512MiB"`
+    /// (the default).
+    pub memory_limit: Option<ByteSize>,
 }
 
 /// `max_future` when the stage does not set it: an hour.
@@ -165,9 +171,15 @@ impl WindowTable {
 impl StageConfig for WindowConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         let kind = self.window.get_ref().kind(self.window.span())?;
+        let limits = Limits::from_config(self.timeout, self.memory_limit)
+            .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
         let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
-            host.aggregate(plugin, config)
+            host.aggregate(plugin, config, limits)
         })?;
+        let mut reserved = vec!["window_start", "window_end"];
+        reserved.extend(self.key.as_deref());
+        crate::plugin::check_outputs(&instance.spec.outputs, &reserved)
+            .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
         let settings = Settings {
             kind,
             key: self.key.as_deref().map(Arc::from),

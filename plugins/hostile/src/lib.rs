@@ -1,0 +1,70 @@
+//! `hostile`: a transform that misbehaves on purpose, so the host's sandbox can be tested against a real
+//! plugin. Built with the bundled plugins but never bundled; tests load it by path.
+//!
+//! Config: `behave`, one of `loop-init` (never returns from `init`), `loop` (never returns from
+//! `apply`), `grow` (allocates without end), `explode` (repeats every row 20,000 times), `panic`,
+//! `rename` (writes an output named `window_start`), or `ok` (passes `streams` through).
+
+use tributary_sdk::*;
+
+pub struct Hostile {
+    behave: String,
+    output: String,
+}
+
+impl Transform for Hostile {
+    fn init(config: &Config) -> Result<Self, String> {
+        let behave = config.str("behave")?.to_string();
+        if behave == "loop-init" {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        }
+        let output = match behave.as_str() {
+            "rename" => "window_start".to_string(),
+            "duplicate" => "streams".to_string(),
+            _ => "streams".to_string(),
+        };
+        Ok(Hostile { behave, output })
+    }
+
+    fn spec(&self) -> Spec {
+        let spec = Spec::new()
+            .input(Field::float("streams"))
+            .output(Field::float(&self.output));
+        if self.behave == "duplicate" {
+            spec.output(Field::float("streams"))
+        } else {
+            spec
+        }
+    }
+
+    fn apply(&mut self, input: &Batch) -> Transformed {
+        let values = input.floats(0).to_vec();
+        match self.behave.as_str() {
+            "loop" => loop {
+                std::hint::black_box(&values);
+            },
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("hostile plugin panicked on purpose"),
+            "explode" => {
+                let rows: Vec<u32> = (0..input.rows as u32)
+                    .flat_map(|r| std::iter::repeat_n(r, 20_000))
+                    .collect();
+                let column = rows.iter().map(|&r| values[r as usize]).collect();
+                Transformed::select(rows, vec![Column::Float(column)])
+            }
+            "duplicate" => {
+                Transformed::map(vec![Column::Float(values.clone()), Column::Float(values)])
+            }
+            _ => Transformed::map(vec![Column::Float(values)]),
+        }
+    }
+}
+
+export_transform!(Hostile);

@@ -696,8 +696,9 @@ path = "out/out.jsonl"
 #[test]
 fn a_plugin_that_loops_cannot_hang_a_run_nor_its_stop() {
     let dir = scratch("e2e_hostile_loop");
-    // Its deadline ends the run with one error naming the stage, the plugin and the setting.
-    let file = hostile_pipeline(&dir, "loop", "timeout = \"1s\"");
+    // Its deadline ends the call; with `on_error = "fail"`, the run, with one error naming the stage,
+    // the plugin and the setting.
+    let file = hostile_pipeline(&dir, "loop", "timeout = \"1s\"\non_error = \"fail\"");
     let mut cmd = tributary();
     cmd.current_dir(&dir).arg("run").arg(&file);
     let started = std::time::Instant::now();
@@ -747,14 +748,23 @@ fn a_plugin_that_loops_cannot_hang_a_run_nor_its_stop() {
 #[test]
 fn a_plugin_that_multiplies_rows_without_bound_is_stopped() {
     let dir = scratch("e2e_hostile_explode");
+    // The batch is dead-lettered with the cause (`on_error` defaults to dead-letter); nothing reaches
+    // the output, and the host's memory stays bounded.
     let file = hostile_pipeline(&dir, "explode", "");
-    let mut cmd = tributary();
-    cmd.current_dir(&dir).arg("run").arg(&file);
-    let (code, _, stderr) = run(cmd);
-    assert_eq!(code, 1, "{stderr}");
+    let (_, stderr) = run_pipeline(&dir, &file);
     assert!(
         stderr.contains("more than `max_rows_per_record` (100) allows"),
         "{stderr}"
+    );
+    let dead = read_jsonl(&dir.join("out/dead_letter.jsonl"));
+    assert_eq!(dead.len(), 299);
+    assert!(dead[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("5980000 output rows for 299 input rows"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/out.jsonl")).unwrap(),
+        ""
     );
 }
 
@@ -798,4 +808,45 @@ fn plugin_outputs_that_collide_are_config_errors_with_their_place() {
         );
         assert!(stderr.contains(expected), "{stderr}");
     }
+}
+
+#[test]
+fn a_plugin_that_fails_dead_letters_its_batch_and_is_restarted() {
+    let dir = scratch("e2e_hostile_panic");
+    // `on_error` defaults to dead-letter: the run goes on and every record is in the dead-letter file,
+    // with the cause; the warning comes once, the count at the end.
+    let file = hostile_pipeline(&dir, "panic", "");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "type = \"replay\"\n",
+        "type = \"replay\"\nbatch_size = 100\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let (_, stderr) = run_pipeline(&dir, &file);
+    let dead = read_jsonl(&dir.join("out/dead_letter.jsonl"));
+    assert_eq!(dead.len(), 299, "{stderr}");
+    assert!(dead.iter().all(|d| d["stage"] == "hostile"
+        && d["reason"].as_str().unwrap().starts_with("plugin failed: ")
+        && d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("in `apply`: it panicked")));
+    assert_eq!(
+        stderr
+            .matches("were dead-lettered and the plugin restarted")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the plugin failed on 3 batches in all"),
+        "{stderr}"
+    );
+
+    // `on_error = "fail"` stops the run at the first failure.
+    let file = hostile_pipeline(&dir, "panic", "on_error = \"fail\"");
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).arg("run").arg(&file);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("in `apply`: it panicked"), "{stderr}");
 }

@@ -1,7 +1,7 @@
 //! `type = "transform"`: runs a transform plugin over each batch (map, filter, flat-map).
 
 use crate::config::{ByteSize, Duration, PluginConfig};
-use crate::plugin::{from_wit, to_wit, Limits, Spec, TransformInstance};
+use crate::plugin::{from_wit, to_wit, wit, Limits, PluginError, Spec, TransformInstance};
 use crate::record::{column, Batch};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use serde::Deserialize;
@@ -25,6 +25,10 @@ pub struct TransformConfig {
     /// Most output rows a call may return per input row (a flat-map's fan-out), 1 to 1000000. Default
     /// 100: a plugin that multiplies rows without bound would otherwise fill the host's memory.
     pub max_rows_per_record: Option<Spanned<u32>>,
+    /// When the plugin fails on a batch (traps, panics, passes its `timeout` or `memory_limit`, or
+    /// breaks the contract): `"dead-letter"` (the default) sends the batch's records to the dead-letter
+    /// output with the cause, restarts the plugin and goes on; `"fail"` stops the run with the error.
+    pub on_error: Option<OnError>,
 }
 
 impl StageConfig for TransformConfig {
@@ -50,6 +54,8 @@ impl StageConfig for TransformConfig {
             spec: instance.spec.clone(),
             instance,
             max_fanout,
+            on_error: self.on_error.unwrap_or_default(),
+            failures: 0,
         })))
     }
 }
@@ -58,30 +64,53 @@ pub struct Transform {
     instance: TransformInstance,
     spec: Spec,
     max_fanout: u32,
+    on_error: OnError,
+    /// Batches the plugin failed on, restarted after.
+    failures: u64,
 }
 
-impl Operator for Transform {
-    fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
+/// What the stage does when its plugin fails on a batch.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The batch's records go to the dead-letter output with the cause, a fresh instance of the plugin
+    /// takes over, and the run goes on.
+    #[default]
+    DeadLetter,
+    /// The run stops with the error.
+    Fail,
+}
+
+/// Why a batch produced no output.
+enum Failure {
+    /// The plugin call failed (trap, panic, deadline, memory).
+    Call(PluginError),
+    /// The plugin answered something the transform contract does not allow.
+    Contract(String),
+}
+
+/// A batch transformed: its output and the rows the plugin refused, with their reasons.
+struct Done {
+    output: Batch,
+    refused: Vec<(usize, String)>,
+}
+
+impl Transform {
+    /// Runs the plugin on the rows that fit its inputs and checks its answer whole before anything is
+    /// written, so that a failure leaves no partial output or dead letters behind.
+    fn transform(
+        &mut self,
+        batch: &Arc<Batch>,
+        kept: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Done, Failure> {
         let spec = &self.spec;
-        let converted = to_wit(&batch, &spec.inputs, None);
-        for (row, reason) in &converted.rejected {
-            out.dead_row(&batch, *row, reason);
-        }
-        if converted.kept.is_empty() {
-            return Ok(());
-        }
-        let result = self
-            .instance
-            .apply(&converted.batch)
-            .map_err(|e| StageError::with("plugin call failed", e))?;
-        let kept = &converted.kept;
-        let what = self.instance.what().to_string();
-        let bad = |m: String| {
-            StageError::msg(format!("plugin `{what}` broke the transform contract: {m}"))
-        };
+        let result = self.instance.apply(input).map_err(Failure::Call)?;
+        let bad = Failure::Contract;
 
         let mut failed = vec![false; kept.len()];
-        for e in &result.errors {
+        let mut refused = Vec::with_capacity(result.errors.len());
+        for e in result.errors {
             let Some(&row) = kept.get(e.row as usize) else {
                 return Err(bad(format!(
                     "error for row {} of a {}-row batch",
@@ -90,7 +119,7 @@ impl Operator for Transform {
                 )));
             };
             failed[e.row as usize] = true;
-            out.dead_row(&batch, row as usize, &e.reason);
+            refused.push((row as usize, e.reason));
         }
         // Output rows in terms of the original batch's rows.
         let rows: Vec<u32> = match &result.rows {
@@ -117,11 +146,6 @@ impl Operator for Transform {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let mut output = if result.rows.is_none() && rows.len() == batch.len {
-            Arc::unwrap_or_clone(batch)
-        } else {
-            batch.gather(&rows)
-        };
         if result.columns.len() != spec.outputs.len() {
             return Err(bad(format!(
                 "{} output columns for {} declared outputs",
@@ -129,6 +153,11 @@ impl Operator for Transform {
                 spec.outputs.len()
             )));
         }
+        let mut output = if result.rows.is_none() && rows.len() == batch.len {
+            Batch::clone(batch)
+        } else {
+            batch.gather(&rows)
+        };
         let keep_idx: Option<Vec<u32>> = match &result.rows {
             // A map returns a value for every input row passed, failed ones included: drop those.
             None if failed.iter().any(|f| *f) => Some(
@@ -150,11 +179,70 @@ impl Operator for Transform {
             }
             output.set_column(field.name.clone(), array);
         }
-        out.emit(output);
-        Ok(())
+        Ok(Done { output, refused })
+    }
+}
+
+impl Operator for Transform {
+    fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
+        let converted = to_wit(&batch, &self.spec.inputs, None);
+        for (row, reason) in &converted.rejected {
+            out.dead_row(&batch, *row, reason);
+        }
+        if converted.kept.is_empty() {
+            return Ok(());
+        }
+        let what = self.instance.what().to_string();
+        let cause = match self.transform(&batch, &converted.kept, &converted.batch) {
+            Ok(done) => {
+                for (row, reason) in &done.refused {
+                    out.dead_row(&batch, *row, reason);
+                }
+                out.emit(done.output);
+                return Ok(());
+            }
+            Err(Failure::Call(e @ PluginError::Interrupted { .. })) => {
+                return Err(StageError::with("plugin call failed", e))
+            }
+            Err(Failure::Call(e)) if self.on_error == OnError::Fail => {
+                return Err(StageError::with("plugin call failed", e))
+            }
+            Err(Failure::Contract(m)) if self.on_error == OnError::Fail => {
+                return Err(StageError::msg(format!(
+                    "plugin `{what}` broke the transform contract: {m}"
+                )))
+            }
+            Err(Failure::Call(e)) => e.to_string(),
+            Err(Failure::Contract(m)) => {
+                format!("plugin `{what}` broke the transform contract: {m}")
+            }
+        };
+        // `on_error = "dead-letter"`: the batch's records, with the cause, and a fresh instance.
+        let reason = format!("plugin failed: {cause}");
+        for &row in &converted.kept {
+            out.dead_row(&batch, row as usize, &reason);
+        }
+        self.failures += 1;
+        if self.failures == 1 {
+            eprintln!(
+                "warning: stage `{}`: {cause}; the batch's {} records were dead-lettered and the plugin restarted (`on_error = \"fail\"` stops the run instead)",
+                out.stage(),
+                converted.kept.len()
+            );
+        }
+        self.instance
+            .restart()
+            .map_err(|e| StageError::with("cannot restart the plugin after it failed", e))
     }
 
-    fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
+    fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
+        if self.failures > 1 {
+            eprintln!(
+                "warning: stage `{}`: the plugin failed on {} batches in all; their records are in the dead-letter output",
+                out.stage(),
+                self.failures
+            );
+        }
         Ok(())
     }
 }

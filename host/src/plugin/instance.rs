@@ -212,6 +212,11 @@ pub struct TransformInstance {
     store: Store<State>,
     bindings: TransformPlugin,
     pub spec: Spec,
+    /// What made it, to make it again after a failure (see [`TransformInstance::restart`]).
+    engine: Engine,
+    linker: Linker<State>,
+    config: Vec<(String, ConfigValue)>,
+    limits: Limits,
 }
 
 pub use super::bindings::transform::exports::tributary::plugin::transform::Transformed;
@@ -240,7 +245,31 @@ impl TransformInstance {
             store,
             bindings,
             spec: spec.into(),
+            engine: engine.clone(),
+            linker: linker.clone(),
+            config: config.to_vec(),
+            limits,
         })
+    }
+
+    /// A fresh instance of the same plugin and config, in place of one whose call failed (a trap
+    /// leaves an instance unusable). It must declare the same fields as before.
+    pub fn restart(&mut self) -> Result<(), PluginError> {
+        let fresh = TransformInstance::new(
+            &self.engine,
+            &self.linker,
+            &self.plugin,
+            &self.config,
+            self.limits,
+        )?;
+        if fresh.spec.inputs != self.spec.inputs || fresh.spec.outputs != self.spec.outputs {
+            return Err(PluginError::Trap {
+                what: self.plugin.what.clone(),
+                message: "after a restart it declares other fields than before".into(),
+            });
+        }
+        *self = fresh;
+        Ok(())
     }
 
     pub fn apply(&mut self, input: &wit::Batch) -> Result<Transformed, PluginError> {

@@ -2,4 +2,5 @@
 
 pub mod capture;
 pub mod kafka;
+pub mod pool;
 pub mod replay;

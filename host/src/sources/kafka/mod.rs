@@ -9,6 +9,7 @@ mod offsets;
 mod resume;
 
 use super::capture::{CaptureLine, Decoder};
+use super::pool::{DeadLine, Decoded, Pool, Until};
 use super::replay::ReplayConfig;
 use crate::config::Duration;
 use crate::kafka::reader::{self, Assignment, KafkaConsumer, Polled, Reader};
@@ -331,10 +332,75 @@ enum Found {
     Nothing,
 }
 
+/// A record as fetched, waiting to be decoded with its batch.
+struct Raw {
+    topic: Arc<str>,
+    partition: i32,
+    record: Polled,
+}
+
+/// Decodes a batch's records, as `replay` decodes capture lines; the ones that cannot be are
+/// dead-lettered in the capture format, so a fixed record can be replayed.
+fn decode(
+    raw: Vec<Raw>,
+    acks: Vec<Ack>,
+    decoder: &mut Decoder,
+    builder: &mut BatchBuilder,
+) -> Decoded {
+    let mut dead = Vec::new();
+    for Raw {
+        topic,
+        partition,
+        record,
+    } in raw
+    {
+        let origin = Origin {
+            partition,
+            offset: record.offset,
+        };
+        let decoded = match (record.timestamp, record.value.as_deref()) {
+            (None, _) => Err("record has no timestamp".to_string()),
+            (_, None) => Err("record has no value".to_string()),
+            (Some(ts), Some(bytes)) => match std::str::from_utf8(bytes) {
+                Ok(text) => decoder.payload(text, ts, origin, builder),
+                Err(_) => Err("record value is not UTF-8".to_string()),
+            },
+        };
+        if let Err(reason) = decoded {
+            let line = CaptureLine {
+                topic: Cow::Borrowed(&topic),
+                partition,
+                offset: record.offset,
+                timestamp: record.timestamp.unwrap_or(-1),
+                key: record.key.as_deref().map(String::from_utf8_lossy),
+                value: record
+                    .value
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default(),
+            };
+            dead.push(DeadLine {
+                text: serde_json::to_string(&line).expect("a capture line serialises"),
+                at: serde_json::json!({ "topic": &*topic, "partition": partition, "offset": record.offset }),
+                reason,
+            });
+        }
+    }
+    let mut batch = builder.take();
+    batch.acks = acks;
+    Decoded {
+        batch,
+        // Counted when read.
+        records: 0,
+        dead,
+    }
+}
+
 /// The batch being built and the offsets it covers.
 struct Pending {
-    builder: BatchBuilder,
-    decoder: Decoder,
+    raw: Vec<Raw>,
+    /// Topic per slot, shared by its records.
+    topics: Vec<Arc<str>>,
     /// Last offset consumed into this batch, per slot (dead-lettered records included).
     last: Vec<Option<i64>>,
     since: Option<Instant>,
@@ -552,10 +618,11 @@ impl KafkaSource {
         shared: &Arc<Shared>,
         reporter: &Reporter,
         out: &mut Output,
+        pool: &mut Pool,
     ) -> Result<bool, StageError> {
         let mut pending = Pending {
-            builder: BatchBuilder::default(),
-            decoder: Decoder::default(),
+            raw: Vec::with_capacity(self.batch_size),
+            topics: Vec::new(),
             last: vec![None; reader.partitions()],
             since: None,
         };
@@ -578,22 +645,30 @@ impl KafkaSource {
             if let Some(since) = pending.since {
                 wait = wait.min((since + self.linger).saturating_duration_since(now));
             }
+            if !pool.is_idle() {
+                // A batch is being decoded: come back for it soon, not after a quiet poll.
+                wait = wait.min(StdDuration::from_millis(1));
+            }
             reader.fill(wait);
+            if !pool.deliver(out, Until::Ready) {
+                return Ok(true);
+            }
             let now = Instant::now();
             while let Some((slot, record)) = reader.pop(now) {
                 self.take(reader, slot, record, &mut pending, out);
                 consumed += 1;
-                if pending.builder.len() >= self.batch_size && !self.emit(&mut pending, shared, out)
+                if pending.raw.len() >= self.batch_size
+                    && !self.emit(&mut pending, shared, out, pool)
                 {
                     return Ok(true);
                 }
                 if self.max_records.is_some_and(|m| consumed >= m) {
-                    self.emit(&mut pending, shared, out);
+                    self.emit(&mut pending, shared, out, pool);
                     return Ok(true);
                 }
             }
             if pending.since.is_some_and(|s| s.elapsed() >= self.linger)
-                && !self.emit(&mut pending, shared, out)
+                && !self.emit(&mut pending, shared, out, pool)
             {
                 return Ok(true);
             }
@@ -641,13 +716,13 @@ impl KafkaSource {
                     // The end of the input: what waits for idle partitions goes out now, in order.
                     while let Some((slot, record)) = reader.pop_any() {
                         self.take(reader, slot, record, &mut pending, out);
-                        if pending.builder.len() >= self.batch_size
-                            && !self.emit(&mut pending, shared, out)
+                        if pending.raw.len() >= self.batch_size
+                            && !self.emit(&mut pending, shared, out, pool)
                         {
                             return Ok(true);
                         }
                     }
-                    self.emit(&mut pending, shared, out);
+                    self.emit(&mut pending, shared, out, pool);
                     return Ok(true);
                 }
             }
@@ -672,7 +747,7 @@ impl KafkaSource {
         }
     }
 
-    /// Decodes one record into the pending batch, as `replay` decodes a capture line.
+    /// Adds one record to the pending batch; it is decoded with its batch, on the decode threads.
     fn take(
         &self,
         reader: &Reader,
@@ -684,46 +759,27 @@ impl KafkaSource {
         out.stats.records_in.fetch_add(1, Ordering::Relaxed);
         pending.last[slot] = Some(record.offset);
         pending.since.get_or_insert_with(Instant::now);
-        let (topic, partition) = reader.slot(slot);
-        let origin = Origin {
-            partition,
-            offset: record.offset,
-        };
-        let decoded = match (record.timestamp, record.value.as_deref()) {
-            (None, _) => Err("record has no timestamp".to_string()),
-            (_, None) => Err("record has no value".to_string()),
-            (Some(ts), Some(bytes)) => match std::str::from_utf8(bytes) {
-                Ok(text) => pending
-                    .decoder
-                    .payload(text, ts, origin, &mut pending.builder),
-                Err(_) => Err("record value is not UTF-8".to_string()),
-            },
-        };
-        match decoded {
-            Ok(()) => {}
-            Err(reason) => {
-                // Dead-lettered in the capture format, so a fixed record can be replayed.
-                let line = CaptureLine {
-                    topic: Cow::Borrowed(topic),
-                    partition,
-                    offset: record.offset,
-                    timestamp: record.timestamp.unwrap_or(-1),
-                    key: record.key.as_deref().map(String::from_utf8_lossy),
-                    value: record
-                        .value
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default(),
-                };
-                let text = serde_json::to_string(&line).expect("a capture line serialises");
-                let at = serde_json::json!({ "topic": topic, "partition": partition, "offset": record.offset });
-                out.dead_line(&text, at, &reason);
-            }
+        while pending.topics.len() <= slot {
+            pending
+                .topics
+                .push(reader.slot(pending.topics.len()).0.into());
         }
+        pending.raw.push(Raw {
+            topic: pending.topics[slot].clone(),
+            partition: reader.slot(slot).1,
+            record,
+        });
     }
 
-    /// Hands the pending batch on with one token for its offsets. `false` if nobody listens any more.
-    fn emit(&self, pending: &mut Pending, shared: &Arc<Shared>, out: &mut Output) -> bool {
+    /// Hands the pending batch to the decode threads with one token for its offsets, and hands on what
+    /// they have decoded, in order. `false` if nobody listens any more.
+    fn emit(
+        &self,
+        pending: &mut Pending,
+        shared: &Arc<Shared>,
+        out: &mut Output,
+        pool: &mut Pool,
+    ) -> bool {
         pending.since = None;
         let runs: Vec<(usize, i64)> = pending
             .last
@@ -731,19 +787,21 @@ impl KafkaSource {
             .enumerate()
             .filter_map(|(slot, last)| last.take().map(|l| (slot, l)))
             .collect();
-        let mut batch = pending.builder.take();
-        if runs.is_empty() {
-            return out.emit(batch);
-        }
-        let id = shared.lock().open(&runs);
-        let slots = runs.iter().map(|(s, _)| *s).collect();
-        batch.acks = vec![Ack::new(BatchDone {
-            shared: shared.clone(),
-            batch: id,
-            slots,
-        })];
-        // An empty batch (all dead-lettered) is dropped right away, which marks its offsets done.
-        out.emit(batch)
+        let raw = std::mem::take(&mut pending.raw);
+        let acks = if runs.is_empty() {
+            Vec::new()
+        } else {
+            let id = shared.lock().open(&runs);
+            let slots = runs.iter().map(|(s, _)| *s).collect();
+            vec![Ack::new(BatchDone {
+                shared: shared.clone(),
+                batch: id,
+                slots,
+            })]
+        };
+        // An empty batch (all dead-lettered) is dropped once handed on, which marks its offsets done.
+        pool.submit(move |decoder, builder| decode(raw, acks, decoder, builder));
+        pool.deliver(out, Until::Room)
     }
 
     /// Commits the offsets after the done prefix of each partition. `all` resends every known point (the
@@ -871,7 +929,14 @@ impl Source for KafkaSource {
             return Ok(());
         }
         let shared = Shared::new(slots.len(), out.stop_flag());
-        let ended = self.consume(&mut reader, &shared, &reporter, out);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ended = std::thread::scope(|scope| {
+            let mut pool = Pool::start(scope, threads, "decode");
+            let ended = self.consume(&mut reader, &shared, &reporter, out, &mut pool);
+            // Whatever ended the reading, what was read goes on, in order.
+            pool.deliver(out, Until::Done);
+            ended
+        });
         if let Some(waits) = reader::describe_waits(&reader) {
             out.stats.set_note(waits);
         }

@@ -25,6 +25,8 @@ pub struct Decoded {
     /// Records read, decoded or not (the stage's `in` count).
     pub records: u64,
     pub dead: Vec<DeadLine>,
+    /// The job's input buffer, emptied, back for the source to fill again.
+    pub spare: Vec<u8>,
 }
 
 type Job = Box<dyn FnOnce(&mut Decoder, &mut BatchBuilder) -> Decoded + Send>;
@@ -38,6 +40,8 @@ pub struct Pool {
     /// Jobs in flight at most: enough to keep every worker busy while the oldest is handed on, few
     /// enough that memory stays flat.
     limit: u64,
+    /// Input buffers of jobs handed on, for reuse.
+    spares: Vec<Vec<u8>>,
 }
 
 impl Pool {
@@ -73,6 +77,7 @@ impl Pool {
             sent: 0,
             next: 0,
             limit: threads as u64 * 4,
+            spares: Vec::new(),
         }
     }
 
@@ -122,20 +127,33 @@ impl Pool {
                 Until::Room => self.is_full(),
                 Until::Done => true,
             };
-            let Some(d) = self.next(wait) else {
+            let Some(mut d) = self.next(wait) else {
                 return true;
             };
-            out.stats
-                .records_in
-                .fetch_add(d.records, std::sync::atomic::Ordering::Relaxed);
-            for line in d.dead {
-                out.dead_line(&line.text, line.at, &line.reason);
+            if d.spare.capacity() > 0 {
+                self.spares.push(std::mem::take(&mut d.spare));
             }
-            if !out.emit(d.batch) {
+            if !hand_on(d, out) {
                 return false;
             }
         }
     }
+
+    /// An emptied input buffer of a job handed on, if there is one.
+    pub fn spare(&mut self) -> Vec<u8> {
+        self.spares.pop().unwrap_or_default()
+    }
+}
+
+/// Hands a result on: its count, its dead letters, then its batch. `false` if nobody listens any more.
+pub fn hand_on(d: Decoded, out: &mut Output) -> bool {
+    out.stats
+        .records_in
+        .fetch_add(d.records, std::sync::atomic::Ordering::Relaxed);
+    for line in d.dead {
+        out.dead_line(&line.text, line.at, &line.reason);
+    }
+    out.emit(d.batch)
 }
 
 /// How much [`Pool::deliver`] hands on.

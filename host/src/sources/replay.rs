@@ -5,14 +5,13 @@
 //! number), so the records, and every result downstream, are those of a one-thread replay.
 
 use super::capture::Decoder;
-use crate::record::{Batch, BatchBuilder};
+use super::pool::{hand_on, DeadLine, Decoded, Pool, Until};
+use crate::record::BatchBuilder;
 use crate::topology::{BuildContext, BuildError, Built, Output, Source, StageConfig, StageError};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toml::Spanned;
 
@@ -92,29 +91,12 @@ pub struct Replay {
 
 /// Lines of the capture, whole, with the number of the first.
 struct Chunk {
-    seq: u64,
     first_line: u64,
     bytes: Vec<u8>,
 }
 
-/// A chunk decoded: its batch, and its lines that could not be.
-struct Decoded {
-    seq: u64,
-    batch: Batch,
-    records: u64,
-    dead: Vec<DeadLine>,
-    /// The chunk's buffer, back for the reader to fill again.
-    spare: Vec<u8>,
-}
-
-struct DeadLine {
-    line_no: u64,
-    text: String,
-    reason: String,
-}
-
 /// Decodes a chunk's lines; lines that are blank are skipped, lines that cannot be decoded are set aside.
-fn decode(chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> Decoded {
+fn decode(file: &str, chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> Decoded {
     let mut dead = Vec::new();
     let mut records = 0;
     let mut start = 0;
@@ -133,7 +115,7 @@ fn decode(chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> De
                 records += 1;
                 let shown = String::from_utf8_lossy(raw);
                 dead.push(DeadLine {
-                    line_no,
+                    at: serde_json::json!({ "file": file, "line": line_no }),
                     text: shown.trim_end().to_string(),
                     reason:
                         "line is not valid UTF-8 (shown with U+FFFD for the bytes that are not)"
@@ -149,7 +131,7 @@ fn decode(chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> De
         records += 1;
         if let Err(reason) = decoder.line(line, builder) {
             dead.push(DeadLine {
-                line_no,
+                at: serde_json::json!({ "file": file, "line": line_no }),
                 text: line.to_string(),
                 reason,
             });
@@ -158,7 +140,6 @@ fn decode(chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> De
     let mut spare = chunk.bytes;
     spare.clear();
     Decoded {
-        seq: chunk.seq,
         batch: builder.take(),
         records,
         dead,
@@ -246,19 +227,6 @@ impl Replay {
         Ok(n)
     }
 
-    /// Hands a decoded chunk on: dead letters first, then the batch. `false` if nobody listens.
-    fn deliver(&self, decoded: Decoded, out: &mut Output) -> bool {
-        out.stats
-            .records_in
-            .fetch_add(decoded.records, Ordering::Relaxed);
-        for d in decoded.dead {
-            let location =
-                serde_json::json!({ "file": self.path.display().to_string(), "line": d.line_no });
-            out.dead_line(&d.text, location, &d.reason);
-        }
-        out.emit(decoded.batch)
-    }
-
     fn open(&self) -> Result<std::io::BufReader<std::fs::File>, StageError> {
         let file = std::fs::File::open(&self.path).map_err(|e| {
             StageError::with(format!("cannot open capture `{}`", self.path.display()), e)
@@ -269,83 +237,33 @@ impl Replay {
     /// As fast as possible: chunks decoded on `decode_threads` threads, handed on in order.
     fn run_parallel(&self, out: &mut Output) -> Result<(), StageError> {
         let mut lines = Lines::new(self.open()?.into_inner());
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
-        let (work_tx, work_rx) = mpsc::channel::<Chunk>();
-        let work_rx = Mutex::new(work_rx);
-        let (done_tx, done_rx) = mpsc::channel::<Decoded>();
-        // Chunks in flight: enough to keep every decoder busy while the oldest waits to be handed on,
-        // few enough that memory stays flat.
-        let limit = self.decode_threads * 4;
+        let file: Arc<str> = self.path.display().to_string().into();
         std::thread::scope(|scope| {
-            for i in 0..self.decode_threads {
-                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
-                std::thread::Builder::new()
-                    .name(format!("decode-{i}"))
-                    .spawn_scoped(scope, move || {
-                        let mut decoder = Decoder::default();
-                        let mut builder = BatchBuilder::default();
-                        loop {
-                            let chunk = work_rx.lock().expect("decoders do not panic").recv();
-                            let Ok(chunk) = chunk else { return };
-                            if done_tx
-                                .send(decode(chunk, &mut decoder, &mut builder))
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    })
-                    .expect("a decode thread starts");
-            }
-            drop(done_tx);
-            let mut ready: BTreeMap<u64, Decoded> = BTreeMap::new();
-            let (mut sent, mut next, mut line) = (0u64, 0u64, 1u64);
-            let mut at_end = false;
+            let mut pool = Pool::start(scope, self.decode_threads, "decode");
+            let mut line = 1;
             let result = loop {
-                // Hand on, in order, what is decoded.
-                let mut listened = true;
-                while let Some(mut d) = ready.remove(&next) {
-                    next += 1;
-                    buffers.push(std::mem::take(&mut d.spare));
-                    listened = self.deliver(d, out);
-                    if !listened {
-                        break;
-                    }
-                }
-                if !listened || out.stopping() || (at_end && next == sent) {
+                if out.stopping() {
                     break Ok(());
                 }
-                if at_end || sent - next >= limit as u64 {
-                    match done_rx.recv() {
-                        Ok(d) => drop(ready.insert(d.seq, d)),
-                        Err(_) => break Ok(()),
-                    }
-                    continue;
-                }
-                while let Ok(d) = done_rx.try_recv() {
-                    ready.insert(d.seq, d);
-                }
-                let buf = buffers.pop().unwrap_or_default();
-                let (bytes, n) = match lines.next(self.batch_size, buf) {
+                let (bytes, n) = match lines.next(self.batch_size, pool.spare()) {
                     Ok(read) => read,
                     Err(e) => break Err(self.read_error(e)),
                 };
                 if n == 0 {
-                    at_end = true;
-                    continue;
+                    break Ok(());
                 }
                 let chunk = Chunk {
-                    seq: sent,
                     first_line: line,
                     bytes,
                 };
                 line += n;
-                sent += 1;
-                if work_tx.send(chunk).is_err() {
-                    break Ok(());
+                let file = file.clone();
+                pool.submit(move |decoder, builder| decode(&file, chunk, decoder, builder));
+                if !pool.deliver(out, Until::Room) {
+                    return Ok(());
                 }
             };
-            drop(work_tx);
+            pool.deliver(out, Until::Done);
             result
         })
     }
@@ -358,16 +276,13 @@ impl Replay {
         let started = Instant::now();
         let mut first_ts: Option<i64> = None;
         let mut line = 1;
+        let file = self.path.display().to_string();
         let batch = |builder: &mut BatchBuilder| Decoded {
-            seq: 0,
             batch: builder.take(),
-            records: 0,
-            dead: Vec::new(),
-            spare: Vec::new(),
+            ..Decoded::default()
         };
         while !out.stopping() {
             let mut chunk = Chunk {
-                seq: 0,
                 first_line: line,
                 bytes: Vec::new(),
             };
@@ -375,10 +290,10 @@ impl Replay {
                 break;
             }
             line += 1;
-            let mut record = decode(chunk, &mut decoder, &mut one);
+            let mut record = decode(&file, chunk, &mut decoder, &mut one);
             let decoded = std::mem::take(&mut record.batch);
             // Its count and dead letters now; the record itself when it is due.
-            self.deliver(record, out);
+            hand_on(record, out);
             let Some(&ts) = decoded.time.first() else {
                 continue;
             };
@@ -386,18 +301,18 @@ impl Replay {
             let due = Duration::from_secs_f64((ts - first).max(0) as f64 / 1000.0 / self.speed);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 // Hand over what is ready before sleeping, so downstream sees records on time.
-                if !builder.is_empty() && !self.deliver(batch(&mut builder), out) {
+                if !builder.is_empty() && !hand_on(batch(&mut builder), out) {
                     return Ok(());
                 }
                 out.sleep(wait);
             }
             let fields = decoded.columns.iter().map(|c| (c.name.clone(), c.value(0)));
             builder.push(ts, decoded.origin[0], fields.collect::<Vec<_>>());
-            if builder.len() >= self.batch_size && !self.deliver(batch(&mut builder), out) {
+            if builder.len() >= self.batch_size && !hand_on(batch(&mut builder), out) {
                 return Ok(());
             }
         }
-        self.deliver(batch(&mut builder), out);
+        hand_on(batch(&mut builder), out);
         Ok(())
     }
 }

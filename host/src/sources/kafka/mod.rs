@@ -393,6 +393,7 @@ fn decode(
         // Counted when read.
         records: 0,
         dead,
+        spare: Vec::new(),
     }
 }
 

@@ -565,38 +565,10 @@ fn parallel_decoding_keeps_the_order_of_a_large_capture() {
     let run = |threads: usize, batch: usize| {
         let sub = dir.join(format!("t{threads}-b{batch}"));
         std::fs::create_dir_all(&sub).unwrap();
-        let text = format!(
-            r#"[dead_letter]
-path = "out/dead_letter.jsonl"
-
-[stages.events]
-type = "replay"
-path = {capture:?}
-decode_threads = {threads}
-batch_size = {batch}
-
-[stages.scaled]
-type = "transform"
-inputs = ["events"]
-plugin = "scale"
-config = {{ field = "streams", factor = 1e8 }}
-
-[stages.avg_1m]
-type = "window"
-inputs = ["scaled"]
-plugin = "average"
-config = {{ field = "streams" }}
-key = "genre"
-window = {{ kind = "tumbling", size = "1m" }}
-max_delay = "5s"
-
-[stages.per_minute]
-type = "file"
-inputs = ["avg_1m"]
-path = "out/per_minute.jsonl"
-"#,
-            capture = capture_path.display().to_string()
-        );
+        let text = tumbling_pipeline(&format!(
+            "type = \"replay\"\npath = {:?}\ndecode_threads = {threads}\nbatch_size = {batch}",
+            capture_path.display().to_string()
+        ));
         std::fs::write(sub.join("pipeline.toml"), text).unwrap();
         let (_, stderr) = run_pipeline(&sub, &sub.join("pipeline.toml"));
         let read = |name: &str| std::fs::read_to_string(sub.join("out").join(name)).unwrap();
@@ -609,7 +581,7 @@ path = "out/per_minute.jsonl"
             })
             .collect();
         dead.sort_by(|a, b| a.0.cmp(&b.0));
-        (read("per_minute.jsonl"), dead, stderr)
+        (read("avg_streams_per_genre_1m.jsonl"), dead, stderr)
     };
     let (minutes, dead, stderr) = run(1, 1024);
     assert!(

@@ -128,3 +128,36 @@ pub fn default_pipeline_replaying(capture: &Path) -> String {
         capture.display().to_string()
     ))
 }
+
+/// A pipeline with only the 1-minute tumbling window (no global window, which would hold every batch
+/// until the end of input and so commit nothing before it), writing its rows to a file.
+pub fn tumbling_pipeline(source: &str) -> String {
+    format!(
+        r#"[dead_letter]
+path = "out/dead_letter.jsonl"
+
+[stages.events]
+{source}
+
+[stages.scaled]
+type = "transform"
+inputs = ["events"]
+plugin = "scale"
+config = {{ field = "streams", factor = 1e8 }}
+
+[stages.avg_by_genre_1m]
+type = "window"
+inputs = ["scaled"]
+plugin = "average"
+config = {{ field = "streams" }}
+key = "genre"
+window = {{ kind = "tumbling", size = "1m" }}
+max_delay = "5s"
+
+[stages.per_minute]
+type = "file"
+inputs = ["avg_by_genre_1m"]
+path = "out/avg_streams_per_genre_1m.jsonl"
+"#
+    )
+}

@@ -8,7 +8,7 @@ mod common;
 mod durability;
 mod merge;
 
-use common::{read_jsonl, repo, run, scratch, service, tributary};
+use common::{read_jsonl, repo, run, scratch, service, tributary, tumbling_pipeline};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -503,39 +503,6 @@ fn windows_are_emitted_while_records_arrive() {
     let live = outputs(file.parent().unwrap(), stdout, stderr);
     assert_eq!(live.per_minute, replay.per_minute);
     assert_eq!(live.stdout, replay.stdout);
-}
-
-/// A pipeline with only the 1-minute tumbling window (no global window, which would hold every batch
-/// until the end of input and so commit nothing before it), writing its rows to a file.
-fn tumbling_pipeline(source: &str) -> String {
-    format!(
-        r#"[dead_letter]
-path = "out/dead_letter.jsonl"
-
-[stages.events]
-{source}
-
-[stages.scaled]
-type = "transform"
-inputs = ["events"]
-plugin = "scale"
-config = {{ field = "streams", factor = 1e8 }}
-
-[stages.avg_by_genre_1m]
-type = "window"
-inputs = ["scaled"]
-plugin = "average"
-config = {{ field = "streams" }}
-key = "genre"
-window = {{ kind = "tumbling", size = "1m" }}
-max_delay = "5s"
-
-[stages.per_minute]
-type = "file"
-inputs = ["avg_by_genre_1m"]
-path = "out/avg_streams_per_genre_1m.jsonl"
-"#
-    )
 }
 
 /// (window_start, genre) of a per-window row.

@@ -201,10 +201,8 @@ impl Decoder {
                 return None;
             }
             s.ws();
-            match s.next()? {
-                b',' => continue,
-                b'}' => break,
-                _ => return None,
+            if !s.more()? {
+                break;
             }
         }
         s.ws();
@@ -244,18 +242,12 @@ impl Decoder {
             s.spaces();
             let raw = match s.peek()? {
                 b'\\' => Raw::Str(s.quoted_in_place()?),
-                b't' => s.literal(b"true").map(|_| Raw::Bool(true))?,
-                b'f' => s.literal(b"false").map(|_| Raw::Bool(false))?,
-                b'n' => s.literal(b"null").map(|_| Raw::Null)?,
-                b'-' | b'0'..=b'9' => s.number()?,
-                _ => return None,
+                _ => s.scalar()?,
             };
             self.fields.push((name, raw));
             s.spaces();
-            match s.next()? {
-                b',' => continue,
-                b'}' => break,
-                _ => return None,
+            if !s.more()? {
+                break;
             }
         }
         s.spaces();
@@ -298,18 +290,12 @@ impl Decoder {
                             Raw::Unescaped(start..self.strings.len())
                         }
                     },
-                    b't' => s.literal(b"true").map(|_| Raw::Bool(true))?,
-                    b'f' => s.literal(b"false").map(|_| Raw::Bool(false))?,
-                    b'n' => s.literal(b"null").map(|_| Raw::Null)?,
-                    b'-' | b'0'..=b'9' => s.number()?,
-                    _ => return None,
+                    _ => s.scalar()?,
                 };
                 self.fields.push((name, raw));
                 s.ws();
-                match s.next()? {
-                    b',' => continue,
-                    b'}' => break,
-                    _ => return None,
+                if !s.more()? {
+                    break;
                 }
             }
         }
@@ -432,6 +418,26 @@ impl Scan<'_> {
             }
         }
         None
+    }
+
+    /// A literal or a number (strings are read by the caller, each in its own way).
+    fn scalar(&mut self) -> Option<Raw> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|_| Raw::Bool(true)),
+            b'f' => self.literal(b"false").map(|_| Raw::Bool(false)),
+            b'n' => self.literal(b"null").map(|_| Raw::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// After an object member: whether another follows (`,`) or the object ends (`}`).
+    fn more(&mut self) -> Option<bool> {
+        match self.next()? {
+            b',' => Some(true),
+            b'}' => Some(false),
+            _ => None,
+        }
     }
 
     fn int(&mut self) -> Option<i64> {

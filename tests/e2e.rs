@@ -813,6 +813,17 @@ fn a_plugin_that_fails_dead_letters_its_batch_and_is_restarted() {
         stderr.contains("the plugin failed on 3 batches in all"),
         "{stderr}"
     );
+    // A stage that set aside everything says so, with its reasons; `--strict` makes it an error.
+    assert!(
+        stderr.contains(
+            "warning: stage `hostile` set aside every record it received (299): plugin failed (299)"
+        ),
+        "{stderr}"
+    );
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).args(["run", "--strict"]).arg(&file);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 1, "{stderr}");
 
     // `on_error = "fail"` stops the run at the first failure.
     let file = hostile_pipeline(&dir, "panic", "on_error = \"fail\"");

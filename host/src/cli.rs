@@ -33,6 +33,10 @@ enum Command {
         /// The pipeline file.
         #[arg(default_value = "pipeline.toml")]
         file: PathBuf,
+        /// Exit with status 1 when a stage set aside every record it received (dead-lettered or
+        /// late), as a wrong field name or a plugin that fails on everything does.
+        #[arg(long)]
+        strict: bool,
     },
     /// Check a pipeline file (stage types, inputs, cycles, fields, plugins) and report every problem.
     Validate {
@@ -102,7 +106,7 @@ enum PluginCommand {
 
 pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Run { file } => run(&file),
+        Command::Run { file, strict } => run(&file, strict),
         Command::Validate { file } => validate(&file),
         Command::Produce {
             brokers,
@@ -233,7 +237,7 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(file: &Path) -> anyhow::Result<ExitCode> {
+fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let host = PluginHost::new()?;
     let Some((pipeline, built)) = load(file, &host) else {
@@ -267,6 +271,31 @@ fn run(file: &Path) -> anyhow::Result<ExitCode> {
         Ok(report) => {
             eprintln!("tributary: finished in {:.2?}", started.elapsed());
             eprintln!("{report}");
+            let lost: Vec<_> = report
+                .stages
+                .iter()
+                .filter(|s| s.lost_everything())
+                .collect();
+            for s in &lost {
+                let reasons = s
+                    .reasons
+                    .iter()
+                    .map(|(r, n)| format!("{r} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let late = if s.late > 0 {
+                    format!("; {} late", s.late)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "warning: stage `{}` set aside every record it received ({}): {reasons}{late}; check its fields and plugin (`--strict` makes this an error)",
+                    s.name, s.records_in
+                );
+            }
+            if strict && !lost.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

@@ -3,6 +3,7 @@
 
 use crate::outfile::{self, OutputMode};
 use crate::record::Batch;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,18 @@ use std::sync::{Arc, Mutex};
 pub struct DeadLetters {
     path: PathBuf,
     out: Arc<Mutex<BufWriter<File>>>,
+    /// Dead letters per stage and kind of reason, for the run summary.
+    counts: Arc<Mutex<HashMap<String, HashMap<String, u64>>>>,
+}
+
+/// The kind of a reason: its text up to the first `:` (`late`, `plugin failed`, `invalid capture line`),
+/// so reasons that differ only in their details count together.
+fn kind(reason: &str) -> &str {
+    let kind = reason.split(':').next().unwrap_or(reason);
+    match kind.char_indices().nth(80) {
+        Some((i, _)) => &kind[..i],
+        None => kind,
+    }
 }
 
 impl DeadLetters {
@@ -23,6 +36,7 @@ impl DeadLetters {
         let dead = DeadLetters {
             path: path.to_path_buf(),
             out: Arc::new(Mutex::new(BufWriter::new(file))),
+            counts: Arc::default(),
         };
         Ok((dead, torn))
     }
@@ -31,8 +45,33 @@ impl DeadLetters {
         &self.path
     }
 
+    /// A stage's most frequent kinds of reason so far, most frequent first, at most `n`.
+    pub fn top_reasons(&self, stage: &str, n: usize) -> Vec<(String, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut top: Vec<(String, u64)> = counts
+            .get(stage)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(n);
+        top
+    }
+
+    fn count(&self, stage: &str, reason: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let stage = match counts.get_mut(stage) {
+            Some(m) => m,
+            None => counts.entry(stage.to_string()).or_default(),
+        };
+        match stage.get_mut(kind(reason)) {
+            Some(n) => *n += 1,
+            None => drop(stage.insert(kind(reason).to_string(), 1)),
+        }
+    }
+
     /// A decoded record: written with its fields, partition and offset.
     pub fn record(&self, stage: &str, reason: &str, batch: &Batch, row: usize) {
+        self.count(stage, reason);
         let origin = batch.origin[row];
         self.write(serde_json::json!({
             "stage": stage,
@@ -46,6 +85,7 @@ impl DeadLetters {
 
     /// An input line that could not be decoded: written as it was read.
     pub fn line(&self, stage: &str, reason: &str, line: &str, location: serde_json::Value) {
+        self.count(stage, reason);
         self.write(
             serde_json::json!({ "stage": stage, "reason": reason, "at": location, "line": line }),
         );
@@ -68,5 +108,42 @@ impl DeadLetters {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         out.flush()?;
         out.get_ref().sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_count_by_kind() {
+        let dir = std::env::temp_dir().join(format!("tributary-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (dead, _) = DeadLetters::create(&dir.join("d.jsonl"), OutputMode::Truncate).unwrap();
+        for ms in [10, 20, 30] {
+            dead.line(
+                "w",
+                &format!("late: event time is {ms} ms behind"),
+                "x",
+                serde_json::Value::Null,
+            );
+        }
+        dead.line(
+            "w",
+            "missing key field `genre`",
+            "x",
+            serde_json::Value::Null,
+        );
+        dead.line("other", "late: 1", "x", serde_json::Value::Null);
+        assert_eq!(
+            dead.top_reasons("w", 5),
+            [
+                ("late".to_string(), 3),
+                ("missing key field `genre`".to_string(), 1)
+            ]
+        );
+        assert_eq!(dead.top_reasons("w", 1).len(), 1);
+        assert!(dead.top_reasons("none", 3).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

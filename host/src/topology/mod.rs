@@ -296,6 +296,16 @@ pub struct StageReport {
     pub late: u64,
     pub replayed: u64,
     pub note: Option<String>,
+    /// The most frequent kinds of dead-letter reason, with their counts.
+    pub reasons: Vec<(String, u64)>,
+}
+
+impl StageReport {
+    /// Whether the stage set aside every record it received (dead-lettered or late): almost always a
+    /// misconfiguration (a wrong field name, a plugin that fails on everything).
+    pub fn lost_everything(&self) -> bool {
+        self.records_in > 0 && self.dead + self.late >= self.records_in
+    }
 }
 
 /// What a run did, stage by stage.
@@ -508,6 +518,7 @@ pub fn run(
         stages: stats
             .into_iter()
             .map(|(name, type_name, s)| StageReport {
+                reasons: dead.top_reasons(&name, 3),
                 name,
                 type_name,
                 records_in: load(&s.records_in),

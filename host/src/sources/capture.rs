@@ -163,14 +163,7 @@ impl Decoder {
         s.ws();
         s.eat(b'{')?;
         loop {
-            s.ws();
-            let (name, escaped) = s.string()?;
-            if escaped {
-                return None;
-            }
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
+            let name = s.member()?;
             let seen = match envelope_field(&line[name])? {
                 Envelope::Topic => {
                     s.string()?;
@@ -273,14 +266,7 @@ impl Decoder {
             s.i += 1;
         } else {
             loop {
-                s.ws();
-                let (name, escaped) = s.string()?;
-                if escaped {
-                    return None;
-                }
-                s.ws();
-                s.eat(b':')?;
-                s.ws();
+                let name = s.member()?;
                 let raw = match s.peek()? {
                     b'"' => match s.string()? {
                         (r, false) => Raw::Str(r),
@@ -418,6 +404,20 @@ impl Scan<'_> {
             }
         }
         None
+    }
+
+    /// An object member's name (without escapes, which the fast paths leave to serde_json) and its
+    /// colon, with the whitespace around them.
+    fn member(&mut self) -> Option<Range<usize>> {
+        self.ws();
+        let (name, escaped) = self.string()?;
+        if escaped {
+            return None;
+        }
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(name)
     }
 
     /// A literal or a number (strings are read by the caller, each in its own way).

@@ -119,8 +119,8 @@ enum Data {
 struct Field {
     name: Arc<str>,
     data: Data,
-    /// Validity per row; empty while every row so far is valid.
-    valid: Vec<bool>,
+    /// Validity per row; `None` while every row so far is valid.
+    valid: Option<Vec<bool>>,
     len: usize,
 }
 
@@ -130,23 +130,26 @@ impl Field {
             name,
             data: Data::Nulls,
             // The records before this field first appeared do not have it.
-            valid: vec![false; rows],
+            valid: (rows > 0).then(|| vec![false; rows]),
             len: rows,
         }
     }
 
     fn mark(&mut self, ok: bool) {
-        if !ok && self.valid.is_empty() {
-            self.valid = vec![true; self.len];
-        }
-        if !self.valid.is_empty() {
-            self.valid.push(ok);
+        match &mut self.valid {
+            Some(v) => v.push(ok),
+            None if ok => {}
+            None => {
+                let mut v = vec![true; self.len];
+                v.push(false);
+                self.valid = Some(v);
+            }
         }
         self.len += 1;
     }
 
     fn is_valid(&self, row: usize) -> bool {
-        self.valid.is_empty() || self.valid[row]
+        self.valid.as_ref().is_none_or(|v| v[row])
     }
 
     fn push_null(&mut self) {
@@ -171,7 +174,9 @@ impl Field {
             Data::Str(v, _) => drop(v.pop()),
             Data::Json(v) => drop(v.pop()),
         }
-        self.valid.pop();
+        if let Some(v) = &mut self.valid {
+            v.pop();
+        }
         self.len -= 1;
     }
 
@@ -231,7 +236,7 @@ impl Field {
     }
 
     fn finish(self) -> Column {
-        let nulls = (!self.valid.is_empty()).then(|| NullBuffer::from(self.valid));
+        let nulls = self.valid.map(NullBuffer::from);
         let array: ArrayRef = match self.data {
             Data::Nulls => Arc::new(NullArray::new(self.len)),
             Data::Float(v) => Arc::new(Float64Array::new(v.into(), nulls)),
@@ -405,6 +410,39 @@ mod tests {
             [Value::Float(10.0), Value::Float(11.0), Value::Float(12.0)]
         );
         assert_eq!(batch.columns.len(), 2);
+    }
+
+    #[test]
+    fn an_explicit_null_before_the_first_value_stays_null() {
+        let mut b = BatchBuilder::default();
+        let rows = [
+            Value::Null,
+            Value::Float(1.5),
+            Value::Null,
+            Value::Float(2.5),
+        ];
+        for v in &rows {
+            b.push(0, Origin::default(), [("x".into(), v.clone())]);
+        }
+        // And a field first seen later, then repeated within its record.
+        b.begin(0, Origin::default());
+        b.set(0, "y", Cell::Null);
+        b.set(1, "y", Cell::Int(7));
+        b.end();
+        let batch = b.take();
+        let mut expected = rows.to_vec();
+        expected.push(Value::Null);
+        assert_eq!(batch.column("x").unwrap().values(), expected);
+        assert_eq!(
+            batch.column("y").unwrap().values(),
+            [
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Int(7)
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! partition when the topic has that partition (otherwise the key picks one, as Java clients do).
 
 use super::{block_on, client_config, Error};
-use crate::sources::capture::parse_line;
+use crate::sources::capture::Decoder;
 use crate::topology::StopFlag;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -115,6 +115,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
     // Read as bytes, so that a line that is not UTF-8 is skipped like any unreadable line; one buffer
     // for every line.
     let mut line = Vec::with_capacity(1024);
+    let mut decoder = Decoder::default();
     let mut n = 0;
     loop {
         if stop.is_stopped() {
@@ -140,7 +141,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         if parsed.as_ref().is_ok_and(|l| l.trim().is_empty()) {
             continue;
         }
-        let capture = match parsed.and_then(parse_line) {
+        let capture = match parsed.and_then(|l| decoder.record(l)) {
             Ok(c) => c,
             Err(reason) => {
                 report.skipped += 1;

@@ -71,6 +71,17 @@ pub struct Decoder {
     /// Payload strings that contained escapes, unescaped.
     strings: Vec<u8>,
     fields: Vec<(Range<usize>, Raw)>,
+    /// The key of the last line scanned: a range of the line, `None` for a null key.
+    key: Option<Range<usize>>,
+}
+
+/// A capture line's record as `produce` needs it: the value still a JSON text.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub timestamp: i64,
+    pub partition: i32,
+    pub key: Option<Cow<'a, str>>,
+    pub value: Cow<'a, str>,
 }
 
 /// A payload value found by the scanner; strings are ranges of `payload` or `strings`.
@@ -110,6 +121,28 @@ impl Decoder {
         };
         builder.push(capture.timestamp, origin, fields);
         Ok(())
+    }
+
+    /// A capture line's record without decoding its payload (what `produce` sends), or what is wrong
+    /// with the line. The common line is read by the scanner; others by serde_json.
+    pub fn record<'a>(&'a mut self, line: &'a str) -> Result<Record<'a>, String> {
+        if let Some((timestamp, origin)) = self.fast_line(line.as_bytes(), false) {
+            if let Ok(value) = std::str::from_utf8(&self.payload) {
+                return Ok(Record {
+                    timestamp,
+                    partition: origin.partition,
+                    key: self.key.clone().map(|r| Cow::Borrowed(&line[r])),
+                    value: Cow::Borrowed(value),
+                });
+            }
+        }
+        let c = parse_line(line)?;
+        Ok(Record {
+            timestamp: c.timestamp,
+            partition: c.partition,
+            key: c.key,
+            value: c.value,
+        })
     }
 
     /// Decodes one record's payload into `builder`, or says what is wrong with it.
@@ -173,8 +206,13 @@ impl Decoder {
                 Envelope::Offset => offset.replace(s.int()?).is_some(),
                 Envelope::Timestamp => timestamp.replace(s.int()?).is_some(),
                 Envelope::Key => {
+                    self.key = None;
                     if s.literal(b"null").is_none() {
-                        s.string()?;
+                        let (range, escaped) = s.string()?;
+                        if escaped {
+                            return None;
+                        }
+                        self.key = Some(range);
                     }
                     std::mem::replace(&mut key, true)
                 }
@@ -761,5 +799,35 @@ mod tests {
         let mut d = Decoder::default();
         assert!(d.fast_line(line.as_bytes(), true).is_some());
         assert_eq!(d.fields.len(), 5);
+    }
+
+    #[test]
+    fn records_for_produce_equal_serde_json() {
+        let lines = [
+            r#"{"topic":"t","partition":2,"offset":7,"timestamp":1717243200000,"key":"track-1","value":"{\"genre\":\"Ja\\u00e9zz\",\"streams\":5.5}"}"#,
+            r#"{"topic":"t","partition":0,"offset":1,"timestamp":5,"key":null,"value":"{}"}"#,
+            r#"{"topic":"t","partition":0,"offset":1,"timestamp":5,"key":"a\"b","value":"{}","extra":1}"#,
+        ];
+        let mut d = Decoder::default();
+        for line in lines {
+            let fast = d.record(line).unwrap();
+            let slow = parse_line(line).unwrap();
+            assert_eq!(
+                (
+                    fast.timestamp,
+                    fast.partition,
+                    fast.key.as_deref(),
+                    &*fast.value
+                ),
+                (
+                    slow.timestamp,
+                    slow.partition,
+                    slow.key.as_deref(),
+                    &*slow.value
+                ),
+                "{line}"
+            );
+        }
+        assert!(d.record("{}").unwrap_err().contains("missing field"));
     }
 }

@@ -193,6 +193,7 @@ impl Decoder {
         let mut s = Scan { s: line, i: 0 };
         let (mut topic, mut partition, mut offset, mut timestamp, mut key, mut value) =
             (false, None, None, None, false, false);
+        self.key = None;
         s.ws();
         s.eat(b'{')?;
         loop {
@@ -806,6 +807,8 @@ mod tests {
         let lines = [
             r#"{"topic":"t","partition":2,"offset":7,"timestamp":1717243200000,"key":"track-1","value":"{\"genre\":\"Ja\\u00e9zz\",\"streams\":5.5}"}"#,
             r#"{"topic":"t","partition":0,"offset":1,"timestamp":5,"key":null,"value":"{}"}"#,
+            r#"{"topic":"t","partition":0,"offset":1,"timestamp":5,"key":"k","value":"{}"}"#,
+            r#"{"topic":"t","partition":0,"offset":1,"timestamp":5,"value":"{}"}"#,
             r#"{"topic":"t","partition":0,"offset":1,"timestamp":5,"key":"a\"b","value":"{}","extra":1}"#,
         ];
         let mut d = Decoder::default();

@@ -56,6 +56,8 @@ pub struct ConsoleSink {
 pub fn cell(v: Option<&Value>, column: &ColumnConfig) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
+        // As the chart sink shows them; only a plugin can make one (JSON input has none).
+        Some(Value::Float(x)) if !x.is_finite() => "n/a".to_string(),
         Some(v @ (Value::Int(_) | Value::Float(_)))
             if column.scale.is_some() || column.decimals.is_some() =>
         {
@@ -201,6 +203,8 @@ mod tests {
             decimals: Some(3),
         };
         assert_eq!(cell(Some(&Value::Float(1_936_000_000.0)), &col), "1.936");
+        assert_eq!(cell(Some(&Value::Float(f64::NAN)), &col), "n/a");
+        assert_eq!(cell(Some(&Value::Float(f64::NEG_INFINITY)), &col), "n/a");
         let t = markdown(
             &["Genre".into(), "Avg".into()],
             &[vec!["Jazz/Big Band".into(), "1.936".into()]],

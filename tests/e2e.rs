@@ -135,7 +135,12 @@ fn per_minute_windows_equal_an_independent_computation() {
     );
 
     let expected = independent_minutes(&capture(&fixture("music_streaming_events.jsonl")));
-    let rows = read_jsonl(&out);
+    assert_minutes(&read_jsonl(&out), &expected);
+}
+
+/// 1-minute result rows equal the independent computation: one row per (window, genre), its count,
+/// and its average to the last digits.
+fn assert_minutes(rows: &[Json], expected: &BTreeMap<(i64, String), (f64, i64)>) {
     assert_eq!(rows.len(), expected.len(), "one row per (window, genre)");
     for row in rows {
         let start = parse_rfc3339(row["window_start"].as_str().unwrap());
@@ -620,17 +625,7 @@ fn parallel_decoding_keeps_the_order_of_a_large_capture() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(late, "{stderr}");
-    assert_eq!(rows.len(), expected.len(), "one row per (window, genre)");
-    for row in rows {
-        let start = parse_rfc3339(row["window_start"].as_str().unwrap());
-        let key = (start, row["genre"].as_str().unwrap().to_string());
-        let (sum, count) = expected[&key];
-        assert_eq!(row["count"].as_i64().unwrap(), count, "{key:?}");
-        assert!(
-            close(row["avg"].as_f64().unwrap(), sum / count as f64),
-            "{key:?}: {row}"
-        );
-    }
+    assert_minutes(&rows, &expected);
 }
 
 /// A pipeline replaying the fixture through the test-only `hostile` plugin (see `plugins/hostile`).

@@ -265,9 +265,14 @@ fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
         file.display(),
         pipeline.stages.len()
     );
+    let checkpoints = std::sync::Arc::new(
+        tributary::checkpoint::Coordinator::for_pipeline(&pipeline)
+            .context("cannot read the checkpoints")?,
+    );
     let stop = topology::StopFlag::default();
     on_signal_stop(&stop);
-    match topology::run(&pipeline, built, dead, stop) {
+    exit_if_a_stop_hangs(checkpoints.shutdown_timeout());
+    match topology::run(&pipeline, built, dead, stop, checkpoints) {
         Ok(report) => {
             eprintln!("tributary: finished in {:.2?}", started.elapsed());
             eprintln!("{report}");
@@ -312,7 +317,26 @@ fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A clean stop has `shutdown_timeout` to write its last checkpoint and commit; a stage stuck past
+/// that (a database that does not answer) must not keep the process alive. Nothing is lost by leaving:
+/// the last complete checkpoint stands, and a restart reads again what came after it.
+fn exit_if_a_stop_hangs(timeout: std::time::Duration) {
+    std::thread::spawn(move || {
+        while !SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Past the checkpoint's own bound, with a margin for the stages to notice and finish.
+        std::thread::sleep(timeout + std::time::Duration::from_secs(2));
+        eprintln!(
+            "warning: the run did not stop within `shutdown_timeout` ({timeout:?}); exiting now: the last complete checkpoint stands, and a restart reads again what came after it"
+        );
+        std::process::exit(0);
+    });
+}
+
 static STOP: std::sync::OnceLock<topology::StopFlag> = std::sync::OnceLock::new();
+/// Set by Ctrl-C or SIGTERM (the stop flag is also set by a failing stage).
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Ctrl-C or SIGTERM stops the run cleanly (sinks flush; open windows stay uncommitted); a second one
 /// exits at once.
@@ -320,6 +344,7 @@ fn on_signal_stop(stop: &topology::StopFlag) {
     extern "C" fn handler(_: libc::c_int) {
         // Plugin calls still running a second after this are interrupted (see `plugin::INTERRUPT`).
         tributary::plugin::INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst);
+        SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = STOP.get() {
             if stop
                 .as_atomic()

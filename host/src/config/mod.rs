@@ -27,6 +27,7 @@ pub struct Pipeline {
     /// Relative paths in the file are relative to this directory (the file's own).
     pub base_dir: PathBuf,
     pub dead_letter: DeadLetterConfig,
+    pub checkpoint: CheckpointConfig,
     /// Stages in file order.
     pub stages: Vec<Stage>,
 }
@@ -69,6 +70,43 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// `[checkpoint]`: where and how often a resuming pipeline saves its state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The directory of checkpoint files, relative to the pipeline file; give each pipeline its own.
+    /// Default `out/checkpoints`.
+    #[serde(default = "default_dir")]
+    pub dir: PathBuf,
+    /// How often a checkpoint is taken, like `"10s"` (the default). Kafka offsets are committed when a
+    /// checkpoint is complete, so this is also how often they are.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// How long a clean stop (Ctrl-C, SIGTERM) may take to write its last checkpoint and commit, like
+    /// `"10s"` (the default). A stop that takes longer exits all the same: the previous checkpoint
+    /// stands, and a restart reads again what came after it.
+    #[serde(default = "default_interval")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_dir() -> PathBuf {
+    PathBuf::from("out/checkpoints")
+}
+
+fn default_interval() -> Duration {
+    Duration(10_000)
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: default_dir(),
+            interval: default_interval(),
+            shutdown_timeout: default_interval(),
+        }
+    }
+}
+
 impl Pipeline {
     /// Whether a source resumes where an earlier run stopped (see [`StageConfig::resumes`]).
     pub fn resumes(&self) -> bool {
@@ -95,7 +133,7 @@ impl Pipeline {
             text: &text,
             list: Vec::new(),
         };
-        let (stages, dead_letter) = parse_document(&text, &mut problems);
+        let (stages, dead_letter, checkpoint) = parse_document(&text, &mut problems);
         check_graph(&stages, &mut problems);
         if !problems.list.is_empty() {
             return Err(Diagnostics(problems.list));
@@ -111,6 +149,7 @@ impl Pipeline {
             text,
             base_dir,
             dead_letter,
+            checkpoint,
             stages,
         })
     }
@@ -146,7 +185,10 @@ impl Problems<'_> {
     }
 }
 
-fn parse_document(text: &str, problems: &mut Problems) -> (Vec<Stage>, DeadLetterConfig) {
+fn parse_document(
+    text: &str,
+    problems: &mut Problems,
+) -> (Vec<Stage>, DeadLetterConfig, CheckpointConfig) {
     let (root, errors) = DeTable::parse_recoverable(text);
     let had_syntax_errors = !errors.is_empty();
     for e in errors {
@@ -155,6 +197,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> (Vec<Stage>, DeadLette
     let root_span = root.span();
     let mut stages = Vec::new();
     let mut dead_letter = DeadLetterConfig::default();
+    let mut checkpoint = CheckpointConfig::default();
     let mut saw_stages = false;
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
@@ -182,9 +225,20 @@ fn parse_document(text: &str, problems: &mut Problems) -> (Vec<Stage>, DeadLette
                     Err(e) => problems.toml(e, span, "in `[dead_letter]`: "),
                 }
             }
+            "checkpoint" => {
+                let span = value.span();
+                match CheckpointConfig::deserialize(ValueDeserializer::from(value)) {
+                    Ok(c) if c.interval.millis() <= 0 => problems.add(
+                        Some(span),
+                        "in `[checkpoint]`: `interval` must be longer than 0, like `interval = \"10s\"`",
+                    ),
+                    Ok(c) => checkpoint = c,
+                    Err(e) => problems.toml(e, span, "in `[checkpoint]`: "),
+                }
+            }
             other => problems.add(
                 Some(key.span()),
-                format!("unknown top-level key `{other}`; expected `stages` or `dead_letter`"),
+                format!("unknown top-level key `{other}`; expected `stages`, `dead_letter` or `checkpoint`"),
             ),
         }
     }
@@ -194,7 +248,7 @@ fn parse_document(text: &str, problems: &mut Problems) -> (Vec<Stage>, DeadLette
             "no stages: add a `[stages.NAME]` table for each stage",
         );
     }
-    (stages, dead_letter)
+    (stages, dead_letter, checkpoint)
 }
 
 fn parse_stage(

@@ -149,6 +149,9 @@ fn call<T>(
     name: &'static str,
     f: impl FnOnce(&mut Store<State>) -> wasmtime::Result<T>,
 ) -> Result<T, PluginError> {
+    // The grace after a stop counts per call: a call that starts after Ctrl-C (a stage finishing
+    // the batches before the last checkpoint barrier) gets its own second, as a call already running.
+    store.data_mut().stop_seen = None;
     store.data_mut().call = Some((name, Instant::now()));
     store.data_mut().stopped = None;
     store.set_epoch_deadline(1);

@@ -11,7 +11,7 @@ use arrow_array::{
 use arrow_schema::{DataType, TimeUnit};
 use serde::Deserialize;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use toml::Spanned;
 
@@ -36,6 +36,7 @@ impl StageConfig for FileConfig {
             ));
         }
         Ok(Built::Sink(Box::new(FileSink {
+            stage: ctx.stage.to_string(),
             path: ctx.path(self.path.get_ref()),
             mode: self
                 .mode
@@ -46,6 +47,7 @@ impl StageConfig for FileConfig {
 }
 
 pub struct FileSink {
+    stage: String,
     path: PathBuf,
     mode: OutputMode,
     out: Option<BufWriter<File>>,
@@ -84,6 +86,54 @@ impl Sink for FileSink {
     fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
         let r = self.out.as_mut().map_or(Ok(()), |o| o.flush());
         r.map_err(|e| self.io(e))
+    }
+
+    /// The rows so far are on disk; a restart from this checkpoint cuts the file back to this length,
+    /// because it computes what came after again (so each result is in the file once).
+    fn checkpoint(&mut self, _: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        let out = self.out.as_mut().expect("opened");
+        let len = out
+            .flush()
+            .and_then(|()| out.get_ref().sync_data())
+            .and_then(|()| out.get_mut().stream_position());
+        let len = len.map_err(|e| self.io(e))?;
+        Ok(Some(
+            serde_json::json!({ "path": self.path.display().to_string(), "len": len }),
+        ))
+    }
+
+    fn restore(&mut self, state: serde_json::Value) -> Result<(), StageError> {
+        let Some(len) = state.get("len").and_then(serde_json::Value::as_u64) else {
+            return Err(StageError::msg(
+                "the checkpoint's file state has no `len`; move the checkpoint directory away to start over",
+            ));
+        };
+        let path = self.path.display().to_string();
+        if state.get("path").and_then(serde_json::Value::as_str) != Some(path.as_str()) {
+            // `path` changed since the checkpoint: the file there is not the one it describes.
+            return Ok(());
+        }
+        let file = self.out.as_mut().expect("opened").get_mut();
+        let now = file.metadata().map_err(|e| self.io(e))?.len();
+        if now > len {
+            let file = self.out.as_mut().expect("opened").get_mut();
+            file.set_len(len)
+                .and_then(|()| file.seek(SeekFrom::Start(len)).map(drop))
+                .map_err(|e| self.io(e))?;
+            eprintln!(
+                "tributary: stage `{}`: cut `{}` back to the {len} bytes it had at the checkpoint; the {} bytes after it are computed and written again",
+                self.stage,
+                self.path.display(),
+                now - len
+            );
+        } else if now < len && self.mode == OutputMode::Append {
+            eprintln!(
+                "warning: stage `{}`: `{}` is shorter ({now} bytes) than at the checkpoint ({len} bytes); was it moved or edited? writing on after what it holds",
+                self.stage,
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 mod progress;
 pub mod registry;
 
+use crate::checkpoint::Coordinator;
 use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
 use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
@@ -52,6 +53,17 @@ pub trait Source: Send {
 pub trait Operator: Send {
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError>;
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError>;
+
+    /// The state to save in a checkpoint, taken when every batch before the checkpoint's barrier has
+    /// been processed (see [`crate::checkpoint`]). `None`: the stage keeps no state between batches.
+    fn checkpoint(&mut self, _out: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        Ok(None)
+    }
+
+    /// Loads what [`Operator::checkpoint`] saved, before the first batch of a run that resumes.
+    fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
+        Ok(())
+    }
 }
 
 /// Writes batches somewhere; `open` runs before the first batch, `finish` after the last.
@@ -61,6 +73,18 @@ pub trait Sink: Send {
     }
     fn write(&mut self, batch: &Batch, ctx: &mut Output) -> Result<(), StageError>;
     fn finish(&mut self, ctx: &mut Output) -> Result<(), StageError>;
+
+    /// Makes everything written so far durable (or spooled) for a checkpoint, and returns what a
+    /// restart needs to find that point again (a file's length). `None`: nothing to restore.
+    fn checkpoint(&mut self, _ctx: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        Ok(None)
+    }
+
+    /// Goes back to the point [`Sink::checkpoint`] described, after `open` and before the first batch
+    /// of a run that resumes from that checkpoint.
+    fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
+        Ok(())
+    }
 }
 
 /// What a stage needs to build itself.
@@ -185,14 +209,30 @@ impl StopFlag {
     }
 }
 
+/// What travels between stages: batches, checkpoint barriers, and the end of a stage's output (so a
+/// stage with several inputs knows which of them has ended while it waits for barriers).
+enum Msg {
+    Batch(Arc<Batch>),
+    Barrier(u64),
+    End,
+}
+
+/// A message and the input it came from (its index among the receiving stage's `inputs`).
+struct Envelope {
+    from: usize,
+    msg: Msg,
+}
+
 /// A stage's connection to the rest of the pipeline: downstream channels, counters, dead letters.
 pub struct Output {
     stage: Arc<str>,
-    senders: Vec<SyncSender<Arc<Batch>>>,
+    /// Each downstream stage's inbox, and which of its inputs this stage is.
+    senders: Vec<(SyncSender<Envelope>, usize)>,
     pub stats: Arc<StageStats>,
     dead: DeadLetters,
     stop: StopFlag,
     progress: Arc<Progress>,
+    checkpoints: Arc<Coordinator>,
 }
 
 impl Output {
@@ -236,7 +276,23 @@ impl Output {
     /// Ends this stage's output while the stage keeps running: downstream sees the end of input (a
     /// source that waits for its results to be written before it commits). Later `emit`s return `false`.
     pub fn close(&mut self) {
-        self.senders.clear();
+        for (tx, from) in self.senders.drain(..) {
+            let _ = tx.send(Envelope {
+                from,
+                msg: Msg::End,
+            });
+        }
+    }
+
+    fn send(&mut self, msg: impl Fn() -> Msg) -> bool {
+        self.senders.retain(|(tx, from)| {
+            tx.send(Envelope {
+                from: *from,
+                msg: msg(),
+            })
+            .is_ok()
+        });
+        !self.senders.is_empty()
     }
 
     /// Sends a batch to every downstream stage. `false` means none is listening any more.
@@ -248,8 +304,31 @@ impl Output {
             .records_out
             .fetch_add(batch.len as u64, Ordering::Relaxed);
         let batch = Arc::new(batch);
-        self.senders.retain(|s| s.send(batch.clone()).is_ok());
-        !self.senders.is_empty()
+        self.send(|| Msg::Batch(batch.clone()))
+    }
+
+    /// The run's checkpoint coordinator.
+    pub fn checkpoints(&self) -> &Arc<Coordinator> {
+        &self.checkpoints
+    }
+
+    /// The checkpoint a source is to start now, if one is due (see [`crate::checkpoint`]).
+    pub fn checkpoint_due(&self) -> Option<u64> {
+        self.checkpoints.due(&self.stage)
+    }
+
+    /// A source hands on barrier `id` after every batch it emitted so far; `position` is where it will
+    /// go on reading. Its dead letters so far reach the disk first.
+    pub fn barrier(&mut self, id: u64, position: serde_json::Value) {
+        if let Err(e) = self.sync_dead_letters() {
+            self.checkpoints.fail(&format!(
+                "stage `{}` cannot write the dead-letter file ({e})",
+                self.stage
+            ));
+            return;
+        }
+        self.send(|| Msg::Barrier(id));
+        self.checkpoints.injected(&self.stage, id, position);
     }
 
     /// Dead-letters a decoded record.
@@ -281,7 +360,9 @@ struct Node {
     name: String,
     type_name: String,
     stage: Built,
-    inbox: Option<Receiver<Arc<Batch>>>,
+    inbox: Option<Receiver<Envelope>>,
+    /// How many stages feed this one.
+    inputs: usize,
     output: Output,
 }
 
@@ -315,6 +396,8 @@ pub struct RunReport {
     pub dead_letter_path: PathBuf,
     /// Stopped before the end of input: open windows were not emitted.
     pub stopped: bool,
+    /// The newest checkpoint this run wrote, if it took any.
+    pub checkpoint: Option<u64>,
 }
 
 impl fmt::Display for RunReport {
@@ -355,11 +438,16 @@ impl fmt::Display for RunReport {
                 "\n  {replayed} record(s) read again after the restart skipped: their windows were emitted before it"
             )?;
         }
-        if self.stopped {
-            write!(
+        match (self.stopped, self.checkpoint) {
+            (true, Some(id)) => write!(
+                f,
+                "\n  stopped before the end of input: open windows are saved in checkpoint {id}, and a restart resumes from it"
+            )?,
+            (true, None) => write!(
                 f,
                 "\n  stopped before the end of input: open windows were not emitted"
-            )?;
+            )?,
+            (false, _) => {}
         }
         Ok(())
     }
@@ -423,10 +511,11 @@ pub fn run(
     built: Vec<(usize, Built)>,
     dead: DeadLetters,
     stop: StopFlag,
+    checkpoints: Arc<Coordinator>,
 ) -> Result<RunReport, Vec<RunError>> {
     let stages = &pipeline.stages;
     // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
-    type Inbox = (SyncSender<Arc<Batch>>, Receiver<Arc<Batch>>);
+    type Inbox = (SyncSender<Envelope>, Receiver<Envelope>);
     let mut inboxes: Vec<Option<Inbox>> = stages
         .iter()
         .map(|s| {
@@ -443,18 +532,20 @@ pub fn run(
         let senders = stages
             .iter()
             .enumerate()
-            .filter(|(_, down)| {
-                down.inputs
+            .filter_map(|(j, down)| {
+                let from = down
+                    .inputs
                     .iter()
-                    .any(|inp| inp.get_ref() == &stages[i].name)
+                    .position(|inp| inp.get_ref() == &stages[i].name)?;
+                inboxes[j].as_ref().map(|(tx, _)| (tx.clone(), from))
             })
-            .filter_map(|(j, _)| inboxes[j].as_ref().map(|(tx, _)| tx.clone()))
             .collect();
         nodes.push(Node {
             name: stages[i].name.clone(),
             type_name: stages[i].type_name.clone(),
             stage,
             inbox: None,
+            inputs: stages[i].inputs.len(),
             output: Output {
                 stage: stages[i].name.as_str().into(),
                 senders,
@@ -462,6 +553,7 @@ pub fn run(
                 dead: dead.clone(),
                 stop: stop.clone(),
                 progress: progress.clone(),
+                checkpoints: checkpoints.clone(),
             },
         });
     }
@@ -531,52 +623,167 @@ pub fn run(
             .collect(),
         dead_letter_path: dead.path().to_path_buf(),
         stopped: stop.is_stopped(),
+        checkpoint: checkpoints.last_completed(),
     })
+}
+
+/// Lines up a stage's inputs at checkpoint barriers: after barrier `n` from one input, that input's
+/// messages wait until barrier `n` has come from every input that has not ended, so the stage's saved
+/// state holds exactly the records before the barrier.
+struct Align {
+    blocked: Vec<bool>,
+    ended: Vec<bool>,
+    barrier: Option<u64>,
+    held: std::collections::VecDeque<Envelope>,
+}
+
+/// What a stage handles next, in order.
+enum Step {
+    Batch(Arc<Batch>),
+    Barrier(u64),
+}
+
+impl Align {
+    fn new(inputs: usize) -> Self {
+        Align {
+            blocked: vec![false; inputs.max(1)],
+            ended: vec![false; inputs.max(1)],
+            barrier: None,
+            held: Default::default(),
+        }
+    }
+
+    fn push(&mut self, env: Envelope, steps: &mut Vec<Step>) {
+        let from = env.from.min(self.blocked.len() - 1);
+        if self.blocked[from] {
+            self.held.push_back(env);
+            return;
+        }
+        match env.msg {
+            Msg::Batch(b) => steps.push(Step::Batch(b)),
+            Msg::End => self.ended[from] = true,
+            Msg::Barrier(id) => {
+                self.blocked[from] = true;
+                self.barrier = Some(id);
+            }
+        }
+        let aligned = (0..self.blocked.len()).all(|i| self.blocked[i] || self.ended[i]);
+        if let (Some(id), true) = (self.barrier, aligned) {
+            self.barrier = None;
+            self.blocked.fill(false);
+            steps.push(Step::Barrier(id));
+            for env in std::mem::take(&mut self.held) {
+                self.push(env, steps);
+            }
+        }
+    }
 }
 
 /// Runs one stage. A stage that fails stops the whole run, before it lets go of the batch it failed on:
 /// records it did not handle must not count as done at their source (see `record::Ack`).
 fn run_node(node: Node) -> Result<(), StageError> {
     let Node {
+        name,
         stage,
         inbox,
+        inputs,
         mut output,
         ..
     } = node;
     let stop = output.stop.clone();
+    let checkpoints = output.checkpoints.clone();
     let failed = |e: StageError| {
+        checkpoints.fail(&format!("stage `{name}` failed"));
         stop.stop();
         e
     };
+    // Dead letters of the records before a barrier are durable before the stage's part is saved.
+    let save = |output: &mut Output, id: u64, part: Option<serde_json::Value>| {
+        output
+            .sync_dead_letters()
+            .map_err(|e| StageError::with("cannot write the dead-letter file", e))?;
+        output.checkpoints.saved(&name, id, part);
+        Ok(())
+    };
+    let mut align = Align::new(inputs);
+    let mut steps = Vec::new();
     match stage {
-        Built::Source(mut s) => s.run(&mut output).map_err(failed),
+        Built::Source(mut s) => {
+            let r = s.run(&mut output).map_err(failed);
+            output.close();
+            r
+        }
         Built::Operator(mut op) => {
-            for batch in inbox.expect("operators have an inbox") {
-                output
-                    .stats
-                    .records_in
-                    .fetch_add(batch.len as u64, Ordering::Relaxed);
-                // The batch itself goes to the stage, so a sole reader may take its columns without a
-                // copy; its acks stay held here until a failure has stopped the run (see above).
-                let acks = batch.acks.clone();
-                op.process(batch, &mut output).map_err(failed)?;
-                drop(acks);
+            let mut first = true;
+            for env in inbox.expect("operators have an inbox") {
+                if std::mem::take(&mut first) {
+                    if let Some(state) = checkpoints.restored_state(&name) {
+                        op.restore(state).map_err(failed)?;
+                    }
+                }
+                align.push(env, &mut steps);
+                for step in steps.drain(..) {
+                    match step {
+                        Step::Batch(batch) => {
+                            output
+                                .stats
+                                .records_in
+                                .fetch_add(batch.len as u64, Ordering::Relaxed);
+                            // The batch itself goes to the stage, so a sole reader may take its columns
+                            // without a copy; its acks stay held here until a failure has stopped the
+                            // run (see above).
+                            let acks = batch.acks.clone();
+                            op.process(batch, &mut output).map_err(failed)?;
+                            drop(acks);
+                        }
+                        Step::Barrier(id) => {
+                            let part = op.checkpoint(&mut output).map_err(failed)?;
+                            save(&mut output, id, part).map_err(failed)?;
+                            output.send(|| Msg::Barrier(id));
+                        }
+                    }
+                }
             }
             if output.stopping() {
+                output.close();
                 return Ok(());
             }
-            op.finish(&mut output).map_err(failed)
+            op.finish(&mut output).map_err(failed)?;
+            output.close();
+            checkpoints.stage_ended(&name);
+            Ok(())
         }
         Built::Sink(mut sink) => {
             sink.open().map_err(failed)?;
-            for batch in inbox.expect("sinks have an inbox") {
-                output
-                    .stats
-                    .records_in
-                    .fetch_add(batch.len as u64, Ordering::Relaxed);
-                sink.write(&batch, &mut output).map_err(failed)?;
+            let mut first = true;
+            for env in inbox.expect("sinks have an inbox") {
+                if std::mem::take(&mut first) {
+                    if let Some(state) = checkpoints.restored_state(&name) {
+                        sink.restore(state).map_err(failed)?;
+                    }
+                }
+                align.push(env, &mut steps);
+                for step in steps.drain(..) {
+                    match step {
+                        Step::Batch(batch) => {
+                            output
+                                .stats
+                                .records_in
+                                .fetch_add(batch.len as u64, Ordering::Relaxed);
+                            sink.write(&batch, &mut output).map_err(failed)?;
+                        }
+                        Step::Barrier(id) => {
+                            let part = sink.checkpoint(&mut output).map_err(failed)?;
+                            save(&mut output, id, part).map_err(failed)?;
+                        }
+                    }
+                }
             }
-            sink.finish(&mut output).map_err(failed)
+            sink.finish(&mut output).map_err(failed)?;
+            if !output.stopping() {
+                checkpoints.stage_ended(&name);
+            }
+            Ok(())
         }
     }
 }

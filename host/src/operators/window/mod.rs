@@ -34,6 +34,7 @@ mod global;
 mod hopping;
 mod keys;
 mod session;
+mod state;
 mod tumbling;
 
 use crate::config::{ByteSize, Duration, PluginConfig};
@@ -212,6 +213,8 @@ pub trait Accumulators: Send {
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError>;
     fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError>;
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError>;
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError>;
 }
 
 impl Accumulators for AggregateInstance {
@@ -236,6 +239,12 @@ impl Accumulators for AggregateInstance {
     }
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
         AggregateInstance::free(self, slots)
+    }
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
+        AggregateInstance::save(self, slot)
+    }
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
+        AggregateInstance::load(self, slot, state)
     }
 }
 
@@ -939,6 +948,21 @@ impl Operator for WindowOperator {
             .map_err(|e| StageError::with("plugin call failed", e))?;
         self.handle(out, &Batch::default(), (emitted, Vec::new()), point);
         Ok(())
+    }
+
+    fn checkpoint(&mut self, _: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        self.windows
+            .save()
+            .map(Some)
+            .map_err(|e| StageError::with("cannot save the window state", e))
+    }
+
+    fn restore(&mut self, state: serde_json::Value) -> Result<(), StageError> {
+        // Restored state replaces the committed-watermark logic: nothing read again is a replay.
+        self.started = true;
+        self.windows
+            .load(&state)
+            .map_err(|e| StageError::with("cannot restore the window state", e))
     }
 }
 

@@ -64,6 +64,16 @@ impl Accumulators for SumCount {
         }
         Ok(Vec::new())
     }
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
+        let (sum, n) = *self.slot(slot);
+        Ok([sum.to_le_bytes(), n.to_le_bytes()].concat())
+    }
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
+        let sum = f64::from_le_bytes(state[..8].try_into().unwrap());
+        let n = i64::from_le_bytes(state[8..16].try_into().unwrap());
+        *self.slot(slot) = (sum, n);
+        Ok(())
+    }
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
         self.merges += 1;
         let from = std::mem::take(self.slot(src));
@@ -612,5 +622,79 @@ fn keys_are_forgotten_once_their_panes_close() {
         seen += rows(&w.finish().unwrap()).len();
         assert_eq!(seen, 20 * 50, "{kind:?}");
         assert_eq!(w.keys.len(), 0, "{kind:?}");
+    }
+}
+
+/// A pseudo-random stream with out-of-order and late records, and keys that come and go.
+fn shuffled_records(n: usize) -> Vec<(i64, String, f64)> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let jitter = (next() % 40_000) as i64 - 30_000;
+            let t = (i as i64) * 1_500 + jitter;
+            let key = ["a", "b", "c", "d"][(next() % 4) as usize].to_string();
+            (t.max(0), key, (next() % 100) as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn saved_state_loaded_into_a_fresh_stage_gives_the_results_of_an_uninterrupted_run() {
+    let kinds = [
+        (WindowKind::Tumbling { size: 60_000 }, 5_000, 20_000),
+        (
+            WindowKind::Hopping {
+                size: 60_000,
+                slide: 20_000,
+            },
+            5_000,
+            0,
+        ),
+        (WindowKind::Session { gap: 4_000 }, 2_000, 10_000),
+        (WindowKind::Global, 0, 0),
+    ];
+    let records = shuffled_records(400);
+    let batches: Vec<Batch> = records
+        .chunks(17)
+        .map(|c| {
+            let c: Vec<(i64, &str, f64)> = c.iter().map(|(t, k, v)| (*t, k.as_str(), *v)).collect();
+            batch(&c)
+        })
+        .collect();
+    for (kind, delay, lateness) in kinds {
+        let run = |cut: Option<usize>| {
+            let mut w = windows(kind, delay, lateness);
+            let mut out = Vec::new();
+            let mut rejected = 0;
+            for (i, b) in batches.iter().enumerate() {
+                if cut == Some(i) {
+                    // A checkpoint here, then a crash: a fresh stage loads the state.
+                    let state = w.save().unwrap();
+                    let text = serde_json::to_string(&state).unwrap();
+                    w = windows(kind, delay, lateness);
+                    w.load(&serde_json::from_str(&text).unwrap()).unwrap();
+                }
+                let (o, r) = w.process(b).unwrap();
+                out.extend(rows(&o));
+                rejected += r.len();
+            }
+            out.extend(rows(&w.finish().unwrap()));
+            (out, rejected)
+        };
+        let whole = run(None);
+        assert!(!whole.0.is_empty());
+        for cut in [1, 5, 11, batches.len() - 1] {
+            assert_eq!(
+                run(Some(cut)),
+                whole,
+                "{kind:?}, restored before batch {cut}"
+            );
+        }
     }
 }

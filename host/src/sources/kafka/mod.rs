@@ -1,9 +1,11 @@
 //! `type = "kafka"`: reads every partition of one or more topics, decodes records exactly as `replay`
-//! decodes capture lines, and commits offsets only once every sink downstream holds the results (at
-//! least once). A run ends on a stop signal, after `idle_timeout` without records once every partition is
-//! read to its end, or after `max_records`. With `fallback`, a capture is replayed when no broker answers
-//! at start. Each commit also stores the window stages' watermarks (see `resume`), which a restart with
-//! `start = "committed"` restores so that windows emitted before it are not emitted again.
+//! decodes capture lines, and commits offsets that are durable downstream. With `start = "committed"`
+//! the pipeline takes checkpoints (see [`crate::checkpoint`]): the source hands on barriers, seeks to a
+//! restored checkpoint's offsets, and commits each complete checkpoint's offsets. Otherwise it commits
+//! once every sink downstream holds the results (at least once), with the window stages' watermarks in
+//! the metadata (see `resume`). A run ends on a stop signal, after `idle_timeout` without records once
+//! every partition is read to its end, or after `max_records`. With `fallback`, a capture is replayed
+//! when no broker answers at start.
 
 mod offsets;
 mod resume;
@@ -66,8 +68,9 @@ pub struct KafkaConfig {
     /// partition that still has records to read always holds the others back, and no clock runs while
     /// the brokers are unreachable.
     pub idle_partition: Option<Spanned<Duration>>,
-    /// How often offsets of handled records are committed. Default `5s`; they are also committed when
-    /// the run ends or is stopped.
+    /// Without checkpoints (a source that does not resume), how often offsets of handled records are
+    /// committed. Default `5s`; they are also committed when the run ends or is stopped. With
+    /// checkpoints, offsets are committed with each checkpoint (`[checkpoint] interval`).
     pub commit_interval: Option<Spanned<Duration>>,
     /// End the input once every partition has been read to its end and no record came for this long,
     /// like `"10s"`: windows then flush as at the end of a replay. Default: read until stopped.
@@ -405,6 +408,9 @@ struct Pending {
     /// Last offset consumed into this batch, per slot (dead-lettered records included).
     last: Vec<Option<i64>>,
     since: Option<Instant>,
+    /// Per slot, the offset after the last record handed on (or where reading started, when known):
+    /// the source's position in a checkpoint.
+    next: Vec<Option<i64>>,
 }
 
 impl KafkaSource {
@@ -519,47 +525,83 @@ impl KafkaSource {
         }
     }
 
-    /// Assigns every partition at its start offset.
+    /// Assigns every partition at its start offset: a restored checkpoint's position, else the group's
+    /// committed offset (with `start = "committed"`), else `start`. Returns the start offsets that are
+    /// known numbers, per slot; `None` when stopped meanwhile.
     fn assign(
         &self,
         reader: &mut Reader,
         slots: &[Slot],
         out: &Output,
-    ) -> Result<bool, StageError> {
+    ) -> Result<Option<Vec<Option<i64>>>, StageError> {
         let mut all = TopicPartitionList::new();
         for s in slots {
             all.add_partition(&s.topic, s.partition);
         }
+        // Short attempts, so a stop while the broker is slow to answer is not held up; a warning only
+        // once it has not answered for 10 s.
+        let asked = Instant::now();
         let committed = loop {
             if self.start != Start::Committed {
                 break None;
             }
+            if out.stopping() {
+                return Ok(None);
+            }
             match reader
                 .consumer()
-                .committed_offsets(all.clone(), StdDuration::from_secs(10))
+                .committed_offsets(all.clone(), StdDuration::from_secs(1))
             {
                 Ok(c) => break Some(c),
-                Err(e) => {
+                Err(e) if asked.elapsed() >= StdDuration::from_secs(10) => {
                     eprintln!("warning: {}: cannot read the committed offsets of group `{}` ({e}); retrying", self.label(), self.group_id);
                     out.sleep(StdDuration::from_secs(1));
-                    if out.stopping() {
-                        return Ok(false);
-                    }
                 }
+                Err(_) => out.sleep(StdDuration::from_millis(100)),
             }
         };
-        if let Some(c) = &committed {
-            self.restore(c, out.progress());
+        let checkpoints = out.checkpoints();
+        let restored = checkpoints
+            .restored_position(&self.stage)
+            .map(|p| positions_from_json(&p))
+            .transpose()
+            .map_err(StageError::msg)?;
+        match (&restored, &committed) {
+            (Some(_), _) => {}
+            // Offsets committed with a checkpoint rely on its window state: resuming without it would
+            // lose the records of the windows that were open then.
+            (None, Some(c)) if checkpoints.enabled() => {
+                if let Some(id) = c
+                    .elements()
+                    .iter()
+                    .filter_map(|e| resume::checkpoint(e.metadata()))
+                    .max()
+                {
+                    return Err(StageError::msg(format!(
+                        "group `{}` committed its offsets with checkpoint {id}, which is not in the checkpoint directory (`[checkpoint] dir`); put that directory back to resume with its window state, or start afresh with a new `group_id`",
+                        self.group_id
+                    )));
+                }
+                self.restore(c, out.progress());
+            }
+            (None, Some(c)) => self.restore(c, out.progress()),
+            (None, None) => {}
         }
+        let mut starts = Vec::with_capacity(slots.len());
         let assignment = slots
             .iter()
-            .map(|s| Assignment {
-                topic: s.topic.clone(),
-                partition: s.partition,
-                start: match self.start {
-                    Start::Earliest => Offset::Beginning,
-                    Start::Latest => Offset::End,
-                    Start::Committed => match committed
+            .map(|s| {
+                let at = |p: &Option<Vec<(String, i32, i64)>>| {
+                    p.as_ref()?
+                        .iter()
+                        .find(|(t, n, _)| *t == s.topic && *n == s.partition)
+                        .map(|e| e.2)
+                };
+                let start = match (self.start, at(&restored)) {
+                    (_, Some(n)) => Offset::Offset(n),
+                    (Start::Earliest, None) => Offset::Beginning,
+                    (Start::Latest, None) => Offset::End,
+                    (Start::Committed, None) => match committed
                         .as_ref()
                         .and_then(|c| c.find_partition(&s.topic, s.partition))
                         .map(|e| e.offset())
@@ -567,13 +609,109 @@ impl KafkaSource {
                         Some(Offset::Offset(n)) if n >= 0 => Offset::Offset(n),
                         _ => Offset::Beginning,
                     },
-                },
+                };
+                starts.push(match start {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                });
+                Assignment {
+                    topic: s.topic.clone(),
+                    partition: s.partition,
+                    start,
+                }
             })
             .collect();
         reader
             .assign(assignment)
             .map_err(|e| StageError::with("cannot assign the topics' partitions", e))?;
-        Ok(true)
+        Ok(Some(starts))
+    }
+
+    /// The source's position for a checkpoint: the next offset to read per partition.
+    fn position(&self, reader: &Reader, pending: &Pending) -> serde_json::Value {
+        let offsets: Vec<serde_json::Value> = pending
+            .next
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, next)| {
+                let (topic, partition) = reader.slot(slot);
+                next.map(|n| serde_json::json!([topic, partition, n]))
+            })
+            .collect();
+        serde_json::json!({ "group": self.group_id, "offsets": offsets })
+    }
+
+    /// Hands on the barriers that are due, and commits the offsets of checkpoints written since the
+    /// last commit.
+    fn checkpoint_work(
+        &self,
+        reader: &Reader,
+        pending: &Pending,
+        out: &mut Output,
+        pool: &mut Pool,
+        committed: &mut u64,
+        reporter: &Reporter,
+    ) {
+        while let Some(id) = out.checkpoint_due() {
+            self.barrier(id, reader, pending, out, pool);
+        }
+        let done = out.checkpoints().completed_after(&self.stage, *committed);
+        if let Some((id, position)) = done {
+            *committed = id;
+            self.commit_checkpoint(reader, id, &position, CommitMode::Async, reporter);
+        }
+    }
+
+    /// Hands on every decoded batch, then barrier `id` with the position after them.
+    fn barrier(
+        &self,
+        id: u64,
+        reader: &Reader,
+        pending: &Pending,
+        out: &mut Output,
+        pool: &mut Pool,
+    ) {
+        pool.deliver(out, Until::Done);
+        out.barrier(id, self.position(reader, pending));
+    }
+
+    /// Commits the offsets of checkpoint `id` (a source's position in it), naming it in the metadata.
+    fn commit_checkpoint(
+        &self,
+        reader: &Reader,
+        id: u64,
+        position: &serde_json::Value,
+        mode: CommitMode,
+        reporter: &Reporter,
+    ) -> bool {
+        let Ok(offsets) = positions_from_json(position) else {
+            return false;
+        };
+        let metadata = resume::encode_checkpoint(id);
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in offsets {
+            let mut e = tpl.add_partition(&topic, partition);
+            if e.set_offset(Offset::Offset(next)).is_err() {
+                return false;
+            }
+            e.set_metadata(&metadata);
+        }
+        if tpl.count() == 0 {
+            return true;
+        }
+        match reader.consumer().commit(&tpl, mode) {
+            Ok(()) => true,
+            Err(e) => {
+                reporter.error(
+                    &e,
+                    &format!(
+                        "committing the offsets of checkpoint {id} for group `{}` failed: {e}",
+                        self.group_id
+                    ),
+                );
+                false
+            }
+        }
     }
 
     /// Hands the window watermarks stored with the committed offsets to the progress board, before the
@@ -613,6 +751,7 @@ impl KafkaSource {
     }
 
     /// Reads until the end of input (`true`) or a stop (`false`).
+    #[allow(clippy::too_many_arguments)]
     fn consume(
         &self,
         reader: &mut Reader,
@@ -620,13 +759,10 @@ impl KafkaSource {
         reporter: &Reporter,
         out: &mut Output,
         pool: &mut Pool,
+        pending: &mut Pending,
+        committed: &mut u64,
     ) -> Result<bool, StageError> {
-        let mut pending = Pending {
-            raw: Vec::with_capacity(self.batch_size),
-            topics: Vec::new(),
-            last: vec![None; reader.partitions()],
-            since: None,
-        };
+        let checkpoints = out.checkpoints().clone();
         let mut consumed: u64 = 0;
         let mut last_commit = Instant::now();
         let mut last_probe = Instant::now();
@@ -638,6 +774,7 @@ impl KafkaSource {
             if out.stopping() {
                 return Ok(false);
             }
+            self.checkpoint_work(reader, pending, out, pool, committed, reporter);
             let now = Instant::now();
             let mut wait = StdDuration::from_millis(100);
             if let Some(d) = reader.next_deadline(now) {
@@ -656,24 +793,26 @@ impl KafkaSource {
             }
             let now = Instant::now();
             while let Some((slot, record)) = reader.pop(now) {
-                self.take(reader, slot, record, &mut pending, out);
+                self.take(reader, slot, record, pending, out);
                 consumed += 1;
-                if pending.raw.len() >= self.batch_size
-                    && !self.emit(&mut pending, shared, out, pool)
-                {
-                    return Ok(true);
+                if pending.raw.len() >= self.batch_size {
+                    if !self.emit(pending, shared, out, pool) {
+                        return Ok(true);
+                    }
+                    // A busy source may stay in this loop for the whole input.
+                    self.checkpoint_work(reader, pending, out, pool, committed, reporter);
                 }
                 if self.max_records.is_some_and(|m| consumed >= m) {
-                    self.emit(&mut pending, shared, out, pool);
+                    self.emit(pending, shared, out, pool);
                     return Ok(true);
                 }
             }
             if pending.since.is_some_and(|s| s.elapsed() >= self.linger)
-                && !self.emit(&mut pending, shared, out, pool)
+                && !self.emit(pending, shared, out, pool)
             {
                 return Ok(true);
             }
-            if last_commit.elapsed() >= self.commit_interval {
+            if !checkpoints.enabled() && last_commit.elapsed() >= self.commit_interval {
                 last_commit = Instant::now();
                 self.commit(reader, shared, out, CommitMode::Async, false, reporter);
             }
@@ -690,7 +829,7 @@ impl KafkaSource {
             }
             if !reporter.is_down() && last_discovery.elapsed() >= DISCOVERY_INTERVAL {
                 last_discovery = Instant::now();
-                self.discover(reader, shared, &mut pending);
+                self.discover(reader, shared, pending);
             }
             match reader.holding(Instant::now()) {
                 Some((slot, held, false)) if held >= HOLD_WARNING && !reporter.is_down() => {
@@ -716,14 +855,14 @@ impl KafkaSource {
                 if reader.all_at_end() && quiet_since.elapsed() >= idle {
                     // The end of the input: what waits for idle partitions goes out now, in order.
                     while let Some((slot, record)) = reader.pop_any() {
-                        self.take(reader, slot, record, &mut pending, out);
+                        self.take(reader, slot, record, pending, out);
                         if pending.raw.len() >= self.batch_size
-                            && !self.emit(&mut pending, shared, out, pool)
+                            && !self.emit(pending, shared, out, pool)
                         {
                             return Ok(true);
                         }
                     }
-                    self.emit(&mut pending, shared, out, pool);
+                    self.emit(pending, shared, out, pool);
                     return Ok(true);
                 }
             }
@@ -740,6 +879,7 @@ impl KafkaSource {
             let new = shared.lock().add_partition();
             debug_assert_eq!(new, slot);
             pending.last.push(None);
+            pending.next.push(None);
             eprintln!(
                 "tributary: {}: {} was added; reading it from its beginning",
                 self.label(),
@@ -788,6 +928,9 @@ impl KafkaSource {
             .enumerate()
             .filter_map(|(slot, last)| last.take().map(|l| (slot, l)))
             .collect();
+        for &(slot, last) in &runs {
+            pending.next[slot] = Some(last + 1);
+        }
         let raw = std::mem::take(&mut pending.raw);
         let acks = if runs.is_empty() {
             Vec::new()
@@ -878,6 +1021,15 @@ impl KafkaSource {
 
 impl Source for KafkaSource {
     fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
+        let r = self.read(out);
+        // A source that stopped or failed before it decided resumes nothing.
+        out.checkpoints().abandon(&self.stage);
+        r
+    }
+}
+
+impl KafkaSource {
+    fn read(&mut self, out: &mut Output) -> Result<(), StageError> {
         let reporter = Arc::new(Reporter::new(self.label()));
         // With a fallback, the connection attempt is reported by one line below, not error by error.
         reporter.set_quiet(self.fallback.is_some());
@@ -907,6 +1059,14 @@ impl Source for KafkaSource {
                         fb.path.display()
                     ),
                 }
+                out.checkpoints().begin(
+                    &self.stage,
+                    Err(format!(
+                        "stage `{}` replays the capture `{}` from its start",
+                        self.stage,
+                        fb.path.display()
+                    )),
+                );
                 return fb.source.run(out);
             }
         };
@@ -926,14 +1086,33 @@ impl Source for KafkaSource {
             self.start.as_str()
         );
         let mut reader = Reader::new(consumer, reporter.clone(), self.idle_partition);
-        if !self.assign(&mut reader, &slots, out)? {
+        let Some(starts) = self.assign(&mut reader, &slots, out)? else {
             return Ok(());
-        }
+        };
+        let checkpoints = out.checkpoints().clone();
+        checkpoints.begin(&self.stage, Ok(()));
+        let mut pending = Pending {
+            raw: Vec::with_capacity(self.batch_size),
+            topics: Vec::new(),
+            last: vec![None; reader.partitions()],
+            since: None,
+            next: starts,
+        };
+        // The newest checkpoint whose offsets were committed.
+        let mut committed = checkpoints.restored_id().unwrap_or(0);
         let shared = Shared::new(slots.len(), out.stop_flag());
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ended = std::thread::scope(|scope| {
             let mut pool = Pool::start(scope, threads, "decode");
-            let ended = self.consume(&mut reader, &shared, &reporter, out, &mut pool);
+            let ended = self.consume(
+                &mut reader,
+                &shared,
+                &reporter,
+                out,
+                &mut pool,
+                &mut pending,
+                &mut committed,
+            );
             // Whatever ended the reading, what was read goes on, in order.
             pool.deliver(out, Until::Done);
             ended
@@ -941,7 +1120,11 @@ impl Source for KafkaSource {
         if let Some(waits) = reader::describe_waits(&reader) {
             out.stats.set_note(waits);
         }
-        if ended? {
+        let ended = ended?;
+        if checkpoints.enabled() {
+            return self.last_checkpoint(ended, &reader, &pending, out, committed, &reporter);
+        }
+        if ended {
             // End of input: downstream flushes its windows and writes them; then their offsets are done.
             out.close();
             shared.wait_idle();
@@ -954,6 +1137,80 @@ impl Source for KafkaSource {
         }
         Ok(())
     }
+
+    /// How a run with checkpoints ends. At the end of the input, once every stage has flushed and
+    /// written, a last checkpoint holds the end positions and no state. At a stop, the last barrier
+    /// goes out after what was read, and its checkpoint is awaited for `shutdown_timeout`. Either way
+    /// its offsets are committed; a checkpoint not written in time leaves the previous one standing.
+    fn last_checkpoint(
+        &self,
+        ended: bool,
+        reader: &Reader,
+        pending: &Pending,
+        out: &mut Output,
+        committed: u64,
+        reporter: &Reporter,
+    ) -> Result<(), StageError> {
+        let checkpoints = out.checkpoints().clone();
+        let id = if ended {
+            out.close();
+            checkpoints.source_ended(&self.stage, self.position(reader, pending));
+            checkpoints.wait_final(&out.stop_flag())
+        } else {
+            let last = checkpoints.request_final();
+            while let Some(id) = out.checkpoint_due() {
+                out.barrier(id, self.position(reader, pending));
+            }
+            out.close();
+            let timeout = checkpoints.shutdown_timeout();
+            match last {
+                Some(id) if checkpoints.wait(id, timeout) => Some(id),
+                Some(id) => {
+                    eprintln!(
+                        "warning: {}: checkpoint {id} was not complete within `shutdown_timeout` ({timeout:?}); a restart resumes from the one before it",
+                        self.label()
+                    );
+                    None
+                }
+                None => None,
+            }
+        };
+        let done =
+            id.and_then(|id| checkpoints.completed_after(&self.stage, committed.min(id - 1)));
+        if let Some((id, position)) = done {
+            if !self.commit_checkpoint(reader, id, &position, CommitMode::Sync, reporter) {
+                eprintln!(
+                    "warning: {}: the offsets of checkpoint {id} could not be committed; a restart resumes from that checkpoint all the same",
+                    self.label()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Kafka source's position in a checkpoint: (topic, partition, next offset) per partition.
+fn positions_from_json(p: &serde_json::Value) -> Result<Vec<(String, i32, i64)>, String> {
+    let bad = || {
+        "the checkpoint's kafka position is not readable; move the checkpoint directory away to start over"
+            .to_string()
+    };
+    p.get("offsets")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(bad)?
+        .iter()
+        .map(|e| {
+            let e = e.as_array().filter(|e| e.len() == 3).ok_or_else(bad)?;
+            let entry = || {
+                Some((
+                    e[0].as_str()?.to_string(),
+                    i32::try_from(e[1].as_i64()?).ok()?,
+                    e[2].as_i64()?,
+                ))
+            };
+            entry().ok_or_else(bad)
+        })
+        .collect()
 }
 
 #[cfg(test)]

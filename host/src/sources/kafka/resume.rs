@@ -1,7 +1,10 @@
-//! The window watermarks committed with the offsets, in each partition's commit metadata, so a restart
-//! with `start = "committed"` knows which windows were emitted before it (see
-//! [`Progress`](crate::topology::Progress)). The metadata is a small JSON object:
-//! `{"v":1,"watermarks":{"avg_by_genre_1m":1717243320000}}`.
+//! What tributary stores in each partition's commit metadata, a small JSON object:
+//! - with checkpoints (every source resumes), the checkpoint the offsets belong to:
+//!   `{"v":1,"checkpoint":12}`, so a restart that cannot find it says so instead of resuming without
+//!   the window state those offsets rely on;
+//! - without, the window watermarks, so a restart with `start = "committed"` knows which windows were
+//!   emitted before it (see [`Progress`](crate::topology::Progress)):
+//!   `{"v":1,"watermarks":{"avg_by_genre_1m":1717243320000}}`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -11,10 +14,28 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 
 const VERSION: u32 = 1;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Metadata {
     v: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     watermarks: BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<u64>,
+}
+
+/// The metadata naming the checkpoint a commit belongs to.
+pub fn encode_checkpoint(id: u64) -> String {
+    serde_json::to_string(&Metadata {
+        v: VERSION,
+        checkpoint: Some(id),
+        ..Metadata::default()
+    })
+    .expect("metadata serialises")
+}
+
+/// The checkpoint a partition's commit belongs to, if it names one.
+pub fn checkpoint(text: &str) -> Option<u64> {
+    serde_json::from_str::<Metadata>(text).ok()?.checkpoint
 }
 
 /// Commit metadata tributary cannot read back.
@@ -35,6 +56,7 @@ pub fn encode(watermarks: &BTreeMap<String, i64>) -> Option<String> {
     let text = serde_json::to_string(&Metadata {
         v: VERSION,
         watermarks: watermarks.clone(),
+        checkpoint: None,
     })
     .expect("watermarks serialise");
     (text.len() <= MAX_METADATA_BYTES).then_some(text)
@@ -84,6 +106,14 @@ mod tests {
             r#"{"v":1,"watermarks":{"avg_by_genre_1m":1717243320000,"early":-5}}"#
         );
         assert_eq!(decode(&text).unwrap(), wm);
+        assert_eq!(checkpoint(&text), None);
+        let text = encode_checkpoint(12);
+        assert_eq!(text, r#"{"v":1,"checkpoint":12}"#);
+        assert_eq!(checkpoint(&text), Some(12));
+        assert!(
+            decode(&text).unwrap().is_empty(),
+            "no watermarks with a checkpoint"
+        );
         assert_eq!(encode(&BTreeMap::new()).unwrap(), "");
         assert!(
             decode("").unwrap().is_empty(),

@@ -49,8 +49,9 @@ pub struct MongodbConfig {
     /// Default `out/spool`.
     #[serde(default = "default_spool")]
     pub spool: PathBuf,
-    /// How long the end of a run may spend writing spooled records to a server that answers before it
-    /// leaves them for the next start. Default `5s`.
+    /// How long a stopped run (Ctrl-C, SIGTERM), or one whose server failed, may spend writing spooled
+    /// records before it leaves them for the next start. At the end of the input, a server that
+    /// answers gets every record however long it takes. Default `5s`.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Duration,
 }
@@ -215,6 +216,8 @@ impl StageConfig for MongodbConfig {
         Ok(Built::Sink(Box::new(MongodbSink {
             settings: Arc::new(settings),
             writer: None,
+            checkpoint_wanted: Arc::default(),
+            stopping: Arc::default(),
         })))
     }
 }

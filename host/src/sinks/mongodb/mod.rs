@@ -59,9 +59,12 @@ const BACKOFF: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_secs(5),
 );
 /// Statements per `update` command on FerretDB 1.x: it holds one SQLite connection per statement that
-/// matched a document until the command ends, from a pool of 100, so a command updating 100 existing
-/// documents never returns (v1.24.2, `msg_update.go`).
-const FERRETDB1_MAX_STATEMENTS: usize = 50;
+/// matched a document until the command ends, from a pool of 100 for the whole server, so a command
+/// updating 100 existing documents never returns (v1.24.2, `msg_update.go`), nor do two sinks' commands
+/// of 50 at once. 20 leaves room for several sinks (and their restarts' commands) at a time.
+const FERRETDB1_MAX_STATEMENTS: usize = 20;
+/// At a stop, how long the writer may take to let go of the server before the stage leaves it.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// At the end of a run, a server that failed this recently is not tried again (a run without a server
 /// must not wait for it twice).
 const RECENT_FAILURE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -69,6 +72,9 @@ const RECENT_FAILURE: std::time::Duration = std::time::Duration::from_secs(3);
 pub struct MongodbSink {
     settings: Arc<Settings>,
     writer: Option<WriterHandle>,
+    /// Shared with the writer (see `Writer::checkpoint_wanted` and `Writer::stopping`).
+    checkpoint_wanted: Arc<std::sync::atomic::AtomicBool>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct WriterHandle {
@@ -81,6 +87,18 @@ struct WriterHandle {
 struct Chunk {
     docs: Vec<Document>,
     acks: Vec<Ack>,
+    /// Write (or spool) everything buffered now, for a checkpoint.
+    flush: bool,
+}
+
+/// Tells the stage thread that the writer let go of a checkpoint's flush request, so everything sent
+/// before it is written or spooled.
+struct Flushed(std::sync::mpsc::Sender<()>);
+
+impl Drop for Flushed {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// A document the server refused: its Extended JSON text and why.
@@ -116,6 +134,8 @@ impl Sink for MongodbSink {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let (rejected_tx, rejected) = std::sync::mpsc::channel();
         let settings = self.settings.clone();
+        let checkpoint_wanted = self.checkpoint_wanted.clone();
+        let stopping = self.stopping.clone();
         let thread = std::thread::Builder::new()
             .name(format!("stage-{}-mongodb", self.settings.stage))
             .spawn(move || {
@@ -127,7 +147,11 @@ impl Sink for MongodbSink {
                     })?;
                 rt.block_on(async move {
                     match Writer::new(settings, spool, rejected_tx).await {
-                        Ok(writer) => writer.run(rx).await,
+                        Ok(mut writer) => {
+                            writer.checkpoint_wanted = checkpoint_wanted;
+                            writer.stopping = stopping;
+                            writer.run(rx).await
+                        }
                         Err(e) => {
                             hold_queued(&mut rx);
                             Err(e)
@@ -147,6 +171,11 @@ impl Sink for MongodbSink {
     fn write(&mut self, batch: &Batch, out: &mut Output) -> Result<(), StageError> {
         if let Some(w) = &self.writer {
             dead_letter(&self.settings, &w.rejected, out);
+        }
+        if out.stopping() {
+            // A write in flight is abandoned: the stop's checkpoint must not wait for the server.
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let missing = self
             .settings
@@ -184,6 +213,7 @@ impl Sink for MongodbSink {
         let chunk = Chunk {
             docs,
             acks: batch.acks.clone(),
+            flush: false,
         };
         if let Err(unsent) = self
             .writer
@@ -198,6 +228,43 @@ impl Sink for MongodbSink {
         Ok(())
     }
 
+    /// Everything sent so far is written or, with the server down or slow past `timeout`, in the
+    /// fsync'ed spool: either way a restart finds it. Upserts are idempotent, so documents a restart
+    /// computes again are simply written again; nothing to restore.
+    fn checkpoint(&mut self, out: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let chunk = Chunk {
+            docs: Vec::new(),
+            acks: vec![Ack::new(Flushed(tx))],
+            flush: true,
+        };
+        let w = self.writer.as_ref().expect("opened");
+        self.checkpoint_wanted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if out.stopping() {
+            // The stop's last checkpoint: a write in flight is abandoned rather than waited for.
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Err(unsent) = w.tx.blocking_send(chunk) {
+            drop(unsent);
+            return Err(self.writer_failed());
+        }
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(_) if self.writer.as_ref().is_some_and(|w| w.thread.is_finished()) => {
+                    return Err(self.writer_failed());
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(w) = &self.writer {
+            dead_letter(&self.settings, &w.rejected, out);
+        }
+        Ok(None)
+    }
+
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
         let Some(WriterHandle {
             tx,
@@ -208,6 +275,25 @@ impl Sink for MongodbSink {
             return Ok(());
         };
         drop(tx);
+        if out.stopping() {
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            // The stop's checkpoint put every document before it in the spool, so a writer still busy
+            // with the server holds nothing that is not on disk: the stop does not wait for it.
+            let until = Instant::now() + STOP_GRACE;
+            while !thread.is_finished() && Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if !thread.is_finished() {
+                out.stats.set_note(format!(
+                    "stopped while writing to {}.{}; what was not written is in {} (written at the next start)",
+                    self.settings.database,
+                    self.settings.collection,
+                    self.settings.spool_path.display()
+                ));
+                return Ok(());
+            }
+        }
         let result = thread.join();
         dead_letter(&self.settings, &rejected, out);
         let summary = match result {
@@ -225,6 +311,9 @@ struct Summary {
     written: u64,
     /// Spooled documents handled (written or dead-lettered), from this run or an earlier one.
     from_spool: u64,
+    /// Documents this run passed through the spool only to keep the stage and checkpoints moving
+    /// (not because the server failed); not reported as spooled.
+    buffered: u64,
     /// Documents that went through the spool in this run.
     spooled: u64,
     /// Documents still in the spool at the end.
@@ -238,8 +327,9 @@ impl Summary {
             "{} document(s) written to {}.{} at {}",
             self.written, s.database, s.collection, s.shown_uri
         );
-        if self.from_spool > 0 {
-            note.push_str(&format!(" ({} from the spool)", self.from_spool));
+        let from_spool = self.from_spool.saturating_sub(self.buffered);
+        if from_spool > 0 {
+            note.push_str(&format!(" ({from_spool} from the spool)"));
         }
         if self.left > 0 {
             let why = if self.unreachable {
@@ -401,6 +491,7 @@ mod tests {
             let mut w = Writer::new(settings, spool, tx).await.unwrap();
             let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
             w.pending.push(Chunk {
+                flush: false,
                 docs: vec![doc! { "k": 1_i64, "v": "a" }, doc! { "k": 2_i64, "v": "b" }],
                 acks: vec![Ack::new(Token(released.clone()))],
             });

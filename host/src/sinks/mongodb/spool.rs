@@ -3,7 +3,10 @@
 //! One document a line, in MongoDB's canonical Extended JSON (types survive the round trip, and
 //! `mongoimport` reads the file). Appends are fsync'ed before they count as handled. Lines are read
 //! from a position that advances as they reach the server; once every line is written the file is
-//! truncated. A spool left with lines in it is drained at the next start.
+//! truncated. A spool left with lines in it is drained at the next start, from the position kept in
+//! `<file>.pos` (written after each batch, not synced: a stale or lost position only means a few
+//! documents are upserted again, which leaves them as they are), so a run killed while draining a large
+//! spool does not start it over.
 
 use bson::{Bson, Document};
 use std::fs::{File, OpenOptions};
@@ -44,6 +47,15 @@ pub struct Spool {
     len: u64,
     /// Lines from `read_at` to the end.
     pending: usize,
+    /// Where `read_at` is kept between runs.
+    pos_path: PathBuf,
+}
+
+/// The position file of a spool file.
+fn pos_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".pos");
+    PathBuf::from(p)
 }
 
 impl Spool {
@@ -87,6 +99,12 @@ impl Spool {
             file.set_len(whole as u64).map_err(io("repair"))?;
             file.sync_data().map_err(io("repair"))?;
         }
+        // A kept position counts only if it falls on a line boundary of what the file holds.
+        let read_at = std::fs::read_to_string(pos_path(path))
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .filter(|&p| p <= whole && (p == 0 || bytes[p - 1] == b'\n'))
+            .unwrap_or(0);
         let mut pending = 0;
         for (n, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
@@ -97,15 +115,23 @@ impl Spool {
                 line: n + 1,
                 reason,
             })?;
-            pending += 1;
         }
-        Ok(Spool {
+        for line in bytes[read_at..whole].split(|&b| b == b'\n') {
+            if !line.is_empty() {
+                pending += 1;
+            }
+        }
+        let spool = Spool {
             path: path.to_path_buf(),
             file,
-            read_at: 0,
+            read_at: read_at as u64,
             len: whole as u64,
             pending,
-        })
+            pos_path: pos_path(path),
+        };
+        // A position that did not count must not count later, once the file has grown past it.
+        spool.keep_position();
+        Ok(spool)
     }
 
     pub fn path(&self) -> &Path {
@@ -197,6 +223,16 @@ impl Spool {
         debug_assert!(offset >= self.read_at && offset <= self.len && n <= self.pending);
         self.read_at = offset;
         self.pending -= n;
+        self.keep_position();
+    }
+
+    /// Best effort (see the module doc): a position that is not written is only a few more upserts.
+    fn keep_position(&self) {
+        if self.read_at == 0 {
+            let _ = std::fs::remove_file(&self.pos_path);
+        } else {
+            let _ = std::fs::write(&self.pos_path, format!("{}\n", self.read_at));
+        }
     }
 
     /// Once every document is written: empties the file, so it does not grow forever.
@@ -204,12 +240,15 @@ impl Spool {
         if self.pending > 0 || self.len == 0 {
             return Ok(());
         }
+        // The position goes first: a crash in between leaves the file whole and read from the start.
+        let _ = std::fs::remove_file(&self.pos_path);
         self.file
             .set_len(0)
             .and_then(|()| self.file.sync_data())
             .map_err(self.io("truncate"))?;
         self.read_at = 0;
         self.len = 0;
+        self.keep_position();
         Ok(())
     }
 
@@ -223,6 +262,8 @@ impl Spool {
             return self.clear_if_drained();
         }
         let tmp = self.path.with_extension("jsonl.tmp");
+        // As in `clear_if_drained`: the old position must never apply to the compacted file.
+        let _ = std::fs::remove_file(&self.pos_path);
         let copy = || -> io::Result<File> {
             let mut rest = Vec::new();
             let mut reader = &self.file;
@@ -249,6 +290,7 @@ impl Spool {
         self.len -= self.read_at;
         self.read_at = 0;
         self.file = file;
+        self.keep_position();
         Ok(())
     }
 }
@@ -318,11 +360,23 @@ mod tests {
         assert_eq!(spool.pending(), 3);
         drop(spool);
 
-        // Reopened: the file still holds all five (progress is not persisted; upserts are idempotent).
+        // Reopened (as after a crash): it goes on after the two written documents.
+        let mut spool = Spool::open(&path).unwrap();
+        assert_eq!(spool.pending(), 3);
+        let rest = spool.peek(100).unwrap();
+        assert_eq!(
+            rest.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+            docs[2..]
+        );
+        drop(spool);
+
+        // A position that is not on a line boundary of the file is not trusted: all five again.
+        std::fs::write(pos_path(&path), "7\n").unwrap();
         let mut spool = Spool::open(&path).unwrap();
         assert_eq!(spool.pending(), 5);
         let all = spool.peek(100).unwrap();
         assert_eq!(all.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(), docs);
+        assert!(!pos_path(&path).exists(), "the bad position is gone");
         spool.consumed(all[1].1, 2);
         spool.compact().unwrap();
         drop(spool);

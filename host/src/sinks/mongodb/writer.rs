@@ -2,6 +2,7 @@
 //! take them, and drains the spool in order when it is back.
 
 use super::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether the server was reachable at the last attempt.
 #[derive(Debug)]
@@ -43,6 +44,12 @@ pub(super) struct Writer {
     pub(super) summary: Summary,
     /// How long the driver waits for a server, for messages.
     pub(super) selection_timeout: std::time::Duration,
+    /// Set by the stage thread when a checkpoint waits for this writer: a long write stops after its
+    /// current command and spools the rest, so the checkpoint waits for one command, not a batch.
+    pub(super) checkpoint_wanted: Arc<AtomicBool>,
+    /// Set by the stage thread when the run was stopped (Ctrl-C, SIGTERM): the end of the run then
+    /// bounds its writing by `drain_timeout` even while the server answers.
+    pub(super) stopping: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -72,6 +79,8 @@ impl Writer {
         })?;
         let batch_size = s.batch_size;
         Ok(Writer {
+            checkpoint_wanted: Arc::default(),
+            stopping: Arc::default(),
             s,
             client,
             spool,
@@ -115,27 +124,40 @@ impl Writer {
                 .next_wake()
                 .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
             let msg = tokio::select! {
+                // Messages first: a checkpoint's flush request must not wait behind spool draining.
+                biased;
                 msg = rx.recv() => msg,
                 () = tokio::time::sleep_until(wake.into()) => {
                     self.flush().await.map_err(spool_failed)?;
+                    // The spool is written a command at a time, only while no message waits: the
+                    // stage hands documents over at once, and a stop or checkpoint is never held up.
+                    if self.spool.pending() > 0 && self.may_try() {
+                        self.drain_batch().await.map_err(spool_failed)?;
+                    }
                     continue;
                 }
             };
             let Some(chunk) = msg else { break };
+            let now = chunk.flush;
             self.pending_docs += chunk.docs.len();
             self.pending.push(chunk);
             self.oldest.get_or_insert_with(Instant::now);
-            if self.pending_docs >= self.s.batch_size {
+            if now {
+                self.spool_pending().map_err(spool_failed)?;
+            } else if self.pending_docs >= self.s.batch_size {
                 self.flush().await.map_err(spool_failed)?;
             }
         }
         Ok(())
     }
 
-    /// Connects, creates the index, and writes what an earlier run left in the spool.
+    /// Connects and creates the index; what an earlier run left in the spool is written first, a batch
+    /// at a time between new documents (which queue behind it).
     pub(super) async fn start(&mut self) -> Result<(), SpoolError> {
         if let Err(u) = self.ensure_ready().await {
-            self.down(u.reason);
+            if !self.stopping.load(Ordering::SeqCst) {
+                self.down(u.reason);
+            }
         }
         if self.spool.pending() > 0 && matches!(self.link, Link::Up) {
             eprintln!(
@@ -144,8 +166,31 @@ impl Writer {
                 self.spool.pending(),
                 self.spool.path().display()
             );
-            self.drain().await?;
         }
+        Ok(())
+    }
+
+    /// A checkpoint: the buffered documents go to the fsync'ed spool at once, however slow the server,
+    /// so the checkpoint does not wait for them to be written; the spool is drained in order as usual.
+    pub(super) fn spool_pending(&mut self) -> Result<(), SpoolError> {
+        self.checkpoint_wanted.store(false, Ordering::SeqCst);
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_docs = 0;
+        self.oldest = None;
+        let mut docs = Vec::new();
+        let mut acks = Vec::new();
+        for c in chunks {
+            docs.extend(c.docs);
+            Ack::merge_into(&mut acks, &c.acks);
+        }
+        if !docs.is_empty() {
+            self.summary.buffered += docs.len() as u64;
+            if let Err(e) = self.spool.append(&docs) {
+                hold_forever(acks);
+                return Err(e);
+            }
+        }
+        drop(acks);
         Ok(())
     }
 
@@ -171,12 +216,10 @@ impl Writer {
         }
     }
 
-    /// Writes (or spools) the buffered documents, draining the spool first when a retry is due. The
-    /// buffered acks are dropped at the end: every document is then written, spooled or dead-lettered.
+    /// Writes (or spools) the buffered documents: one command's worth directly when nothing waits in
+    /// the spool, otherwise behind what does. The buffered acks are dropped at the end: every document
+    /// is then written, spooled or dead-lettered.
     pub(super) async fn flush(&mut self) -> Result<(), SpoolError> {
-        if self.spool.pending() > 0 && self.may_try() {
-            self.drain().await?;
-        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -189,17 +232,31 @@ impl Writer {
             docs.extend(c.docs);
             Ack::merge_into(&mut acks, &c.acks);
         }
-        let spooled = if self.spool.pending() == 0 && self.may_try() {
-            match self.upsert(&docs).await {
-                Ok(()) => Ok(()),
-                Err(u) => {
-                    self.down(u.reason);
-                    self.spool_docs(&docs[u.done..])
+        if docs.is_empty() {
+            // Only a checkpoint's flush request: there is nothing to write.
+            return Ok(());
+        }
+        let spooled =
+            if self.spool.pending() == 0 && self.may_try() && docs.len() <= self.statements {
+                match self.upsert(&docs).await {
+                    Ok(()) => Ok(()),
+                    Err(u) if self.stopping.load(Ordering::SeqCst) => {
+                        self.spool.append(&docs[u.done..]).map(drop)
+                    }
+                    Err(u) => {
+                        self.down(u.reason);
+                        self.spool_docs(&docs[u.done..])
+                    }
                 }
-            }
-        } else {
-            self.spool_docs(&docs)
-        };
+            } else if matches!(self.link, Link::Up) {
+                // More than one command's worth: through the spool, written a command at a time between
+                // new messages, so the stage never waits long to hand over documents, and a checkpoint
+                // behind them is not held up by a slow server.
+                self.summary.buffered += docs.len() as u64;
+                self.spool.append(&docs).map(drop)
+            } else {
+                self.spool_docs(&docs)
+            };
         match spooled {
             Ok(()) => drop(acks),
             Err(e) => {
@@ -218,37 +275,69 @@ impl Writer {
 
     /// Writes spooled documents in order until the spool is empty, the server fails, or the deadline.
     pub(super) async fn drain(&mut self) -> Result<(), SpoolError> {
+        // At the end of the input a server that answers gets everything, however slow; at a stop, or
+        // once it fails, the deadline bounds the wait and the rest stays for the next start.
         while self.spool.pending() > 0 {
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            let entries = self.spool.peek(self.s.batch_size)?;
-            if entries.is_empty() {
-                break;
-            }
-            let docs: Vec<Document> = entries.iter().map(|(d, _)| d.clone()).collect();
-            let result = self.upsert(&docs).await;
-            let done = result.as_ref().map_or_else(|u| u.done, |()| docs.len());
-            if done > 0 {
-                self.spool.consumed(entries[done - 1].1, done);
-                self.summary.from_spool += done as u64;
-            }
-            if let Err(u) = result {
-                self.down(u.reason);
+            let bounded = self.stopping.load(Ordering::SeqCst) || self.summary.unreachable;
+            if (bounded && self.deadline.is_some_and(|d| Instant::now() >= d))
+                || !self.drain_batch().await?
+            {
                 break;
             }
         }
         self.spool.clear_if_drained()
     }
 
+    /// Writes the oldest batch of spooled documents; `false` when the server failed or nothing is left.
+    pub(super) async fn drain_batch(&mut self) -> Result<bool, SpoolError> {
+        let entries = self.spool.peek(self.statements)?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let docs: Vec<Document> = entries.iter().map(|(d, _)| d.clone()).collect();
+        let result = self.upsert(&docs).await;
+        let done = result.as_ref().map_or_else(|u| u.done, |()| docs.len());
+        if done > 0 {
+            self.spool.consumed(entries[done - 1].1, done);
+            self.summary.from_spool += done as u64;
+        }
+        if let Err(u) = result {
+            if !self.stopping.load(Ordering::SeqCst) {
+                self.down(u.reason);
+            }
+            return Ok(false);
+        }
+        self.spool.clear_if_drained()?;
+        Ok(true)
+    }
+
     /// Runs a command within `timeout`.
+    /// Awaits a request to the server for at most `timeout`. A stop abandons it: documents being
+    /// written are still in the spool or before the last checkpoint, and upserting them again later
+    /// changes nothing.
+    pub(super) async fn bounded<F: std::future::IntoFuture>(
+        &self,
+        f: F,
+    ) -> Result<F::Output, String> {
+        let stopping = async {
+            while !self.stopping.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.s.timeout, f.into_future()) => {
+                r.map_err(|_| format!("no answer within {:?}", self.s.timeout))
+            }
+            () = stopping => Err("the run is stopping".into()),
+        }
+    }
+
+    /// Runs a command (see [`Writer::bounded`]).
     pub(super) async fn command(&self, db: &str, command: Document) -> Result<Document, String> {
         let db = self.client.database(db);
-        match tokio::time::timeout(self.s.timeout, db.run_command(command)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(self.describe(&e)),
-            Err(_) => Err(format!("no answer within {:?}", self.s.timeout)),
-        }
+        self.bounded(db.run_command(command))
+            .await?
+            .map_err(|e| self.describe(&e))
     }
 
     /// Once the server answers: learns whether it is FerretDB 1.x and creates the unique index on the
@@ -280,35 +369,23 @@ impl Writer {
             .client
             .database(&self.s.database)
             .collection::<Document>(&self.s.collection);
-        let created = match tokio::time::timeout(self.s.timeout, coll.create_index(model)).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(Unavailable {
-                    done: 0,
-                    reason: format!("no answer within {:?}", self.s.timeout),
-                })
-            }
-        };
+        let created = self
+            .bounded(coll.create_index(model))
+            .await
+            .map_err(|reason| Unavailable { done: 0, reason })?;
         // Documents an older tributary wrote carry ObjectId `_id`s: replacing them by a key `_id` is
         // impossible (`_id` is immutable), so such a collection keeps being upserted by its key fields.
-        let legacy = match tokio::time::timeout(
-            self.s.timeout,
-            coll.find_one(doc! { "_id": { "$type": "objectId" } }),
-        )
-        .await
+        let legacy = match self
+            .bounded(coll.find_one(doc! { "_id": { "$type": "objectId" } }))
+            .await
+            .map_err(|reason| Unavailable { done: 0, reason })?
         {
-            Ok(Ok(found)) => found.is_some(),
-            Ok(Err(e)) if matches!(*e.kind, ErrorKind::Command(_)) => true,
-            Ok(Err(e)) => {
+            Ok(found) => found.is_some(),
+            Err(e) if matches!(*e.kind, ErrorKind::Command(_)) => true,
+            Err(e) => {
                 return Err(Unavailable {
                     done: 0,
                     reason: self.describe(&e),
-                })
-            }
-            Err(_) => {
-                return Err(Unavailable {
-                    done: 0,
-                    reason: format!("no answer within {:?}", self.s.timeout),
                 })
             }
         };
@@ -350,23 +427,41 @@ impl Writer {
     /// documents were handled.
     pub(super) async fn upsert(&mut self, docs: &[Document]) -> Result<(), Unavailable> {
         self.ensure_ready().await?;
+        // A document updated again later in the same write (a window emitted, then updated by a late
+        // record) is sent once, in its last version: the result is the same, and FerretDB 1.x can
+        // refuse two upserts of one new `_id` in one command as a duplicate key.
+        let mut seen = std::collections::HashSet::new();
+        let mut superseded = vec![false; docs.len()];
+        for (i, d) in docs.iter().enumerate().rev() {
+            superseded[i] = !seen.insert(document_id(&key_filter(d, &self.s.key_fields)));
+        }
         let mut i = 0;
         // After a refused statement, the statements of that command go again one a command, up to here.
         let mut singly_until = 0;
+        // The statement last sent again after a duplicate-key refusal.
+        let mut retried_at = None;
         while i < docs.len() {
             let start = i;
             let limit = if i < singly_until { 1 } else { self.statements };
             let mut updates = Vec::new();
+            let mut first = None;
             let mut bytes = 0;
             while i < docs.len()
                 && updates.len() < limit
                 && (updates.is_empty() || bytes < MAX_COMMAND_BYTES)
             {
-                bytes += docs[i].to_vec().map_or(0, |v| v.len());
-                updates.push(Bson::Document(self.statement(&docs[i])));
+                if !superseded[i] {
+                    bytes += docs[i].to_vec().map_or(0, |v| v.len());
+                    updates.push(Bson::Document(self.statement(&docs[i])));
+                    first.get_or_insert(i);
+                }
                 i += 1;
             }
             let n = updates.len();
+            if n == 0 {
+                self.summary.written += (i - start) as u64;
+                continue;
+            }
             let mut command =
                 doc! { "update": self.s.collection.as_str(), "updates": updates, "ordered": true };
             if let Some(wc) = &self.s.write_concern {
@@ -400,15 +495,27 @@ impl Writer {
                     singly_until = i;
                     i = start;
                 }
+                // An upsert can lose a race to insert a new `_id` (another write of the same document
+                // still running on the server, say one that timed out here and was sent again); the
+                // document exists then, and the same upsert once more updates it, as MongoDB advises.
+                Some(err)
+                    if err.get_i32("code").ok() == Some(11000)
+                        && self.by_id
+                        && retried_at != Some(start) =>
+                {
+                    retried_at = Some(start);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    i = start;
+                }
                 Some(err) => {
                     let code = err.get("code").map(ToString::to_string).unwrap_or_default();
                     let msg = err.get_str("errmsg").unwrap_or("no message");
                     self.reject(
-                        &docs[start],
+                        &docs[first.unwrap_or(start)],
                         format!("MongoDB refused the document (code {code}): {msg}"),
                     );
                 }
-                None => self.summary.written += n as u64,
+                None => self.summary.written += (i - start) as u64,
             }
         }
         if let Link::Down { .. } = self.link {
@@ -475,9 +582,15 @@ impl Writer {
     /// leave the rest spooled for the next start.
     pub(super) async fn shutdown(&mut self) -> Result<Summary, SpoolError> {
         self.deadline = Some(Instant::now() + self.s.drain_timeout);
-        self.flush().await?;
-        if self.spool.pending() > 0 && self.may_try() {
-            self.drain().await?;
+        if self.stopping.load(Ordering::SeqCst) {
+            // A stop: what is not written yet waits in the spool for the next start, so the stop
+            // stays prompt (the last checkpoint counts on the spool, not on the server).
+            self.spool_pending()?;
+        } else {
+            self.flush().await?;
+            if self.spool.pending() > 0 && self.may_try() {
+                self.drain().await?;
+            }
         }
         self.spool.compact()?;
         let _ = tokio::time::timeout(

@@ -95,6 +95,7 @@ fn default_pipeline_reproduces_the_seed_table_and_chart() {
         "avg_by_genre_1m",
         "top20_table",
         "top20_chart",
+        "trend_chart",
         "per_minute",
     ] {
         assert!(
@@ -104,23 +105,174 @@ fn default_pipeline_reproduces_the_seed_table_and_chart() {
     }
     assert!(stderr.contains("no record dead-lettered"), "{stderr}");
 
+    check_bar_chart(&dir);
+    check_trend_chart(&dir);
+}
+
+/// An SVG element's attribute.
+fn attr<'a>(element: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=\"");
+    let start = element
+        .find(&key)
+        .unwrap_or_else(|| panic!("{name} in {element}"))
+        + key.len();
+    &element[start..start + element[start..].find('"').unwrap()]
+}
+
+fn attr_num(element: &str, name: &str) -> f64 {
+    attr(element, name).parse().unwrap()
+}
+
+/// The opening tags of an SVG document's `<name …>` elements.
+fn svg_elements<'a>(svg: &'a str, name: &str) -> Vec<&'a str> {
+    let open = format!("<{name} ");
+    svg.match_indices(&open)
+        .map(|(i, _)| &svg[i..i + svg[i..].find('>').unwrap()])
+        .collect()
+}
+
+/// The `<text>` elements of an SVG document: (text, x, y), in document order.
+fn svg_texts(svg: &str) -> Vec<(String, f64, f64)> {
+    svg.split("<text ")
+        .skip(1)
+        .map(|t| {
+            let tag = format!(" {}", &t[..t.find('>').unwrap()]);
+            let body = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+            let text = body.trim().replace("&amp;", "&");
+            (text, attr_num(&tag, "x"), attr_num(&tag, "y"))
+        })
+        .collect()
+}
+
+/// The bar chart's structure, against the seed's published table: 20 bars, largest on top, each
+/// genre's label beside its bar, in the table's order, with its value.
+fn check_bar_chart(dir: &Path) {
     let png = std::fs::read(dir.join("out/avg_streams_per_genre.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let svg = std::fs::read_to_string(dir.join("out/avg_streams_per_genre.svg")).unwrap();
+    // The table the seed published: genre and value, largest first.
+    let table = std::fs::read_to_string(golden("top20.md")).unwrap();
+    let expected: Vec<(String, String)> = table
+        .lines()
+        .skip(2)
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].to_string())
+        })
+        .collect();
+    assert_eq!(expected.len(), 20);
+
+    // Bars are the steel-blue rectangles.
+    let bars: Vec<&str> = svg_elements(&svg, "rect")
+        .into_iter()
+        .filter(|r| attr(r, "fill") == "#4682B4")
+        .collect();
+    assert_eq!(bars.len(), 20, "one bar per genre in the top 20");
+    let ys: Vec<f64> = bars.iter().map(|b| attr_num(b, "y")).collect();
+    assert!(
+        ys.windows(2).all(|w| w[0] < w[1]),
+        "bars top to bottom: {ys:?}"
+    );
+    let widths: Vec<f64> = bars.iter().map(|b| attr_num(b, "width")).collect();
+    assert!(
+        widths.windows(2).all(|w| w[0] >= w[1]),
+        "largest on top: {widths:?}"
+    );
+    assert!(
+        widths[0] > widths[19] * 1.5,
+        "lengths follow the values: {widths:?}"
+    );
+
+    let texts = svg_texts(&svg);
+    let left = attr_num(bars[0], "x");
+    for (i, ((genre, value), bar)) in expected.iter().zip(&bars).enumerate() {
+        let center = attr_num(bar, "y") + attr_num(bar, "height") / 2.0;
+        let beside = |t: &(String, f64, f64)| (t.2 - center).abs() < 4.0;
+        let label = texts
+            .iter()
+            .find(|t| &t.0 == genre)
+            .unwrap_or_else(|| panic!("label `{genre}` in the chart"));
+        assert!(
+            beside(label) && label.1 < left,
+            "`{genre}` left of bar {i}: {label:?}"
+        );
+        let shown = texts
+            .iter()
+            .find(|t| &t.0 == value && beside(t))
+            .unwrap_or_else(|| panic!("value {value} beside bar {i} (`{genre}`)"));
+        assert!(
+            shown.1 > left + attr_num(bar, "width"),
+            "value right of its bar"
+        );
+    }
+}
+
+/// The trend chart's structure: one line per genre for the 5 genres with the largest mean of their
+/// 1-minute averages (computed here from the capture), named in the legend in that order.
+fn check_trend_chart(dir: &Path) {
+    let png = std::fs::read(dir.join("out/avg_streams_trend.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(dir.join("out/avg_streams_trend.svg")).unwrap();
+
+    let minutes = independent_minutes(&capture(&fixture("music_streaming_events.jsonl")));
+    let mut per_genre: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for ((_, genre), (sum, count)) in &minutes {
+        per_genre
+            .entry(genre)
+            .or_default()
+            .push(sum / *count as f64);
+    }
+    let mut means: Vec<(&str, f64, usize)> = per_genre
+        .iter()
+        .map(|(g, avgs)| (*g, avgs.iter().sum::<f64>() / avgs.len() as f64, avgs.len()))
+        .collect();
+    means.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top5 = &means[..5];
+
+    // Series lines are the 2 px polylines (axes and grid lines are 1 px).
+    let lines: Vec<&str> = svg_elements(&svg, "polyline")
+        .into_iter()
+        .filter(|p| attr(p, "stroke-width") == "2")
+        .collect();
+    assert_eq!(lines.len(), 5, "one line per genre: {lines:?}");
+    let colours: std::collections::BTreeSet<&str> =
+        lines.iter().map(|l| attr(l, "stroke")).collect();
+    assert_eq!(colours.len(), 5, "five distinct colours");
+    for ((genre, _, windows), line) in top5.iter().zip(&lines) {
+        let vertices = attr(line, "points").split_whitespace().count();
+        assert_eq!(
+            vertices, *windows,
+            "`{genre}` has a point per window it appears in"
+        );
+    }
+
+    // The legend: the names, top to bottom, in the order of their means, right of the plot.
+    let texts = svg_texts(&svg);
+    let mut legend: Vec<&(String, f64, f64)> = texts
+        .iter()
+        .filter(|t| per_genre.contains_key(t.0.as_str()))
+        .collect();
+    legend.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let names: Vec<&str> = legend.iter().map(|t| t.0.as_str()).collect();
+    let expected: Vec<&str> = top5.iter().map(|m| m.0).collect();
+    assert_eq!(names, expected);
     assert_eq!(
-        svg.matches("<rect").count(),
-        20,
-        "one bar per genre in the top 20"
+        names,
+        [
+            "Jazz/Big Band",
+            "Bubblegum Pop",
+            "Folk Rock",
+            "Instrumental/Easy Listening",
+            "Pop/Classic"
+        ]
     );
-    assert!(
-        svg.contains("Jazz/Big Band")
-            && svg.contains("R&amp;B/Hip Hop")
-            && svg.contains("Country/Folk")
-    );
-    assert!(
-        svg.find("Jazz/Big Band").unwrap() < svg.find("Country/Folk").unwrap(),
-        "largest first"
-    );
+    // Times on the x axis: the five 1-minute windows, and the date in the axis title.
+    for tick in ["12:00", "12:01", "12:02", "12:03", "12:04"] {
+        assert!(texts.iter().any(|t| t.0 == tick), "tick {tick}");
+    }
+    assert!(texts
+        .iter()
+        .any(|t| t.0 == "Window start (UTC, 2024-06-01)"));
 }
 
 #[test]
@@ -827,4 +979,39 @@ fn a_plugin_that_fails_dead_letters_its_batch_and_is_restarted() {
     let (code, _, stderr) = run(cmd);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("in `apply`: it panicked"), "{stderr}");
+}
+
+/// A chart table with fields of the other kind and a missing one: `validate` names each field and
+/// says what to do, pointing at the first.
+#[test]
+fn validate_explains_a_chart_config() {
+    let dir = scratch("e2e_validate_chart");
+    std::fs::write(
+        dir.join("bad.toml"),
+        r#"[stages.events]
+type = "replay"
+path = "events.jsonl"
+
+[stages.trend]
+type = "chart"
+inputs = ["events"]
+kind = "line"
+label = "genre"
+y = "avg"
+top = 12
+svg = "out/trend.svg"
+"#,
+    )
+    .unwrap();
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).args(["validate", "bad.toml"]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    let expected = "bad.toml:9:9: error: stage `trend`: `label` is for `kind = \"bar\"`; a line chart takes `x`, `y` and `series`; \
+        a line chart needs `x`, the field along the horizontal axis, like `x = \"window_start\"`; \
+        `top` can be at most 10 for a line chart, one colour per series; use several charts for more";
+    assert!(
+        stderr.contains(expected),
+        "missing `{expected}` in:\n{stderr}"
+    );
 }

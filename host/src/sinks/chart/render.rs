@@ -1,447 +1,339 @@
-//! Horizontal bar charts rendered to SVG text and to PNG bytes.
-//!
-//! Both outputs come from one `Layout`, so an element sits at the same place in
-//! the SVG and in the PNG. Text is measured with the PNG's font8x8 metrics
-//! (each glyph trimmed to its ink, times the scale); a 16 px sans-serif is
-//! narrower than that for latin text, so space reserved for the PNG also fits
-//! the SVG.
+//! What both kinds of chart share: the embedded font, text measuring and shortening, number and time
+//! axes, colours, and the two outputs (plotters' SVG backend, and its bitmap backend encoded as PNG).
 //!
 //! Decisions worth knowing:
-//! - Negative values are supported: the axis always includes 0 and every bar
-//!   grows from the zero line, to the right or to the left.
-//! - Non-finite values (NaN, ±inf) keep their row and label, show "n/a", and get
-//!   no bar; they do not influence the axis. The SVG has one `<rect>` per bar
-//!   with a finite value and no other `<rect>`.
-//! - The canvas grows past the requested size when needed: taller so each row is
-//!   at least `MIN_ROW` px (labels never overlap), wider so the plot keeps
-//!   `MIN_PLOT_W` px. Requested sizes are first clamped to 1..=`MAX_SIDE`; growth
-//!   for many bars is not capped (about 26 px per bar).
-//! - Category labels wider than 40% of the requested width (but at least
-//!   192 px) are shortened with "..."; the SVG keeps the full label in a
-//!   tooltip. Title and axis titles are shortened the same way if they do not
-//!   fit; a title too wide for scale 3 drops to scale 2 first.
-//! - The PNG draws basic latin and latin-1 characters from font8x8's legacy
-//!   tables (available without its "unicode" feature); any other character
-//!   becomes a boxed '?'.
-//! - Values are printed with 3 decimals, or as e.g. 4.00e-4 when 3 decimals
-//!   would show a nonzero value as 0.000 (or at 1e9 and beyond).
+//! - Text is DejaVu Sans, embedded in the binary and registered with plotters' `ab_glyph` font
+//!   support, so a PNG is the same on every machine. The SVG keeps its text as `<text>` (searchable,
+//!   selectable) with `font-family="DejaVu Sans, sans-serif"`: a viewer without DejaVu Sans draws it in
+//!   its own sans-serif. Space is measured with the embedded font, which is wider than most sans-serif
+//!   fonts, so the SVG's text fits too.
+//! - DejaVu Sans covers Latin, Greek, Cyrillic, Arabic, Hebrew and more, but not Chinese, Japanese or
+//!   Korean: in the PNG those characters are drawn as the font's empty box (a CJK font would add 15 MB
+//!   to the binary). The SVG shows them wherever the viewer has a font for them.
+//! - Canvas sizes are clamped to `MAX_SIDE`, so a chart never allocates more than 8192² pixels.
 
-/// A horizontal bar chart: one bar per (label, value), drawn in the given order from the top.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BarChart {
-    pub title: String,
-    pub x_label: String, // axis under the bars, e.g. "Average streams (billions)"
-    pub y_label: String, // axis beside the labels, e.g. "Genre" (drawn vertically)
-    pub bars: Vec<(String, f64)>,
-    pub width: u32,  // pixels, e.g. 1200
-    pub height: u32, // pixels, e.g. 800 (grows if there are many bars so labels never overlap)
-}
+use ab_glyph::{point, Font, FontRef, Glyph, PxScale, ScaleFont};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
+};
+use std::sync::{Once, OnceLock};
 
-type Rgb = [u8; 3];
+/// The font family as plotters knows it, and as the SVG names it (a CSS font list).
+pub(super) const FAMILY: &str = "DejaVu Sans, sans-serif";
+static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 
-const BACKGROUND: Rgb = [0xFF, 0xFF, 0xFF];
-const BAR: Rgb = [0x46, 0x82, 0xB4]; // steel blue
-const TEXT: Rgb = [0x33, 0x33, 0x33];
-const MUTED: Rgb = [0x66, 0x66, 0x66];
-const AXIS: Rgb = [0x88, 0x88, 0x88];
-const GRID: Rgb = [0xDD, 0xDD, 0xDD];
+pub(super) const BACKGROUND: RGBColor = RGBColor(0xFF, 0xFF, 0xFF);
+pub(super) const TEXT: RGBColor = RGBColor(0x33, 0x33, 0x33);
+pub(super) const MUTED: RGBColor = RGBColor(0x66, 0x66, 0x66);
+pub(super) const AXIS: RGBColor = RGBColor(0x88, 0x88, 0x88);
+pub(super) const GRID: RGBColor = RGBColor(0xE0, 0xE0, 0xE0);
 
-const GLYPH: u32 = 8;
-const TEXT_SCALE: u32 = 2;
-const TITLE_SCALE: u32 = 3;
+/// Font sizes in plotters' unit: the font's full height (ascent plus descent) in pixels.
+pub(super) const TITLE_SIZE: f64 = 26.0;
+pub(super) const LABEL_SIZE: f64 = 18.0;
+pub(super) const TICK_SIZE: f64 = 16.0;
 
-const MARGIN: f64 = 28.0;
-const GAP: f64 = 12.0;
-const TICK_LEN: f64 = 6.0;
-/// Space between the end of a bar and its value.
-const VALUE_GAP: f64 = 8.0;
-/// One 16 px label plus breathing room; rows never get thinner than this.
-const MIN_ROW: f64 = 26.0;
-/// Share of a row filled by its bar; the rest separates neighbouring bars.
-const BAR_FILL: f64 = 0.72;
-/// Keeps a chart with one or two bars from turning into slabs.
-const MAX_BAR: f64 = 56.0;
-const MIN_PLOT_W: f64 = 240.0;
-const MIN_PLOT_H: f64 = 120.0;
+pub(super) const MARGIN: u32 = 24;
+pub(super) const GAP: u32 = 10;
 /// Bounds the framebuffer a caller-supplied size can allocate.
-const MAX_SIDE: u32 = 8192;
-const TARGET_TICKS: f64 = 5.0;
+pub(super) const MAX_SIDE: u32 = 8192;
 
-/// Renders the chart as a standalone SVG document.
-pub fn svg(chart: &BarChart) -> String {
-    let l = Layout::new(chart);
-    let (w, h) = (l.width, l.height);
-    let mut out = vec![
-        format!(
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif">"#
-        ),
-        // A path, not a rect, so that every <rect> in the document is a bar.
-        format!(r#"<path d="M0 0H{w}V{h}H0Z" fill="{}"/>"#, hex(BACKGROUND)),
-    ];
+/// Series colours (Tableau 10): distinct from each other, and readable on white.
+pub(super) const PALETTE: [RGBColor; 10] = [
+    RGBColor(0x4E, 0x79, 0xA7),
+    RGBColor(0xF2, 0x8E, 0x2B),
+    RGBColor(0xE1, 0x57, 0x59),
+    RGBColor(0x76, 0xB7, 0xB2),
+    RGBColor(0x59, 0xA1, 0x4F),
+    RGBColor(0xED, 0xC9, 0x48),
+    RGBColor(0xB0, 0x7A, 0xA1),
+    RGBColor(0xFF, 0x9D, 0xA7),
+    RGBColor(0x9C, 0x75, 0x5F),
+    RGBColor(0xBA, 0xB0, 0xAC),
+];
 
-    out.push(format!(
-        r#"<g stroke="{}" stroke-width="1" shape-rendering="crispEdges">"#,
-        hex(GRID)
-    ));
-    for (x, _) in &l.ticks {
-        out.push(vline(crisp(*x), l.plot.top, l.plot.bottom));
-    }
-    out.push("</g>".into());
-
-    for row in &l.rows {
-        if let Some(bar) = &row.bar {
-            out.push(format!(
-                r#"<rect class="bar" x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {}</title></rect>"#,
-                num(bar.x),
-                num(bar.y),
-                num(bar.w),
-                num(bar.h),
-                hex(BAR),
-                xml_escape(&row.full_label),
-                xml_escape(&row.value),
-            ));
+/// Registers the embedded font with plotters, once per process.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Unreachable failure: the bytes are a font file compiled into the binary, and a unit test
+        // draws with it.
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            panic!("the embedded DejaVu Sans is not a valid font");
         }
-    }
-
-    out.push(format!(
-        r#"<g stroke="{}" stroke-width="1" shape-rendering="crispEdges">"#,
-        hex(AXIS)
-    ));
-    let axis_y = crisp(l.plot.bottom);
-    out.push(format!(
-        r#"<line x1="{}" y1="{}" x2="{}" y2="{}"/>"#,
-        num(l.plot.left),
-        num(axis_y),
-        num(l.plot.right),
-        num(axis_y)
-    ));
-    out.push(vline(crisp(l.zero_x), l.plot.top, l.plot.bottom));
-    for (x, _) in &l.ticks {
-        out.push(vline(crisp(*x), l.plot.bottom, l.plot.bottom + TICK_LEN));
-    }
-    out.push("</g>".into());
-
-    let mut text = |x: f64, cy: f64, size: u32, anchor: &str, color: Rgb, extra: &str, s: &str| {
-        // Baseline offset that centres a sans-serif line on cy; more portable
-        // than dominant-baseline, which some renderers ignore.
-        let y = cy + 0.35 * f64::from(size);
-        out.push(format!(
-            r#"<text x="{}" y="{}" font-size="{size}" text-anchor="{anchor}" fill="{}"{extra}>{}</text>"#,
-            num(x),
-            num(y),
-            hex(color),
-            xml_escape(s)
-        ));
-    };
-
-    text(
-        f64::from(w) / 2.0,
-        l.title_y,
-        GLYPH * l.title_scale,
-        "middle",
-        TEXT,
-        r#" font-weight="bold""#,
-        &l.title,
-    );
-    for (x, label) in &l.ticks {
-        text(*x, l.tick_label_y, 14, "middle", MUTED, "", label);
-    }
-    for row in &l.rows {
-        text(l.label_right, row.center_y, 16, "end", TEXT, "", &row.label);
-        text(row.value_x, row.center_y, 14, "start", TEXT, "", &row.value);
-    }
-    if l.rows.is_empty() {
-        let (cx, cy) = (l.plot.center_x(), l.plot.center_y());
-        text(cx, cy, 16, "middle", MUTED, "", NO_DATA);
-    }
-    text(l.x_label_x, l.x_label_y, 16, "middle", TEXT, "", &l.x_label);
-    let cy = l.plot.center_y();
-    let rotate = format!(
-        r#" transform="rotate(-90 {} {})""#,
-        num(l.y_label_x),
-        num(cy)
-    );
-    text(l.y_label_x, cy, 16, "middle", TEXT, &rotate, &l.y_label);
-
-    out.push("</svg>\n".into());
-    out.join("\n")
+    });
 }
 
-/// Renders the chart as an 8-bit RGB PNG.
-pub fn png(chart: &BarChart) -> Vec<u8> {
-    let l = Layout::new(chart);
-    let mut c = Canvas::new(l.width, l.height);
-    let (top, bottom) = (px(l.plot.top), px(l.plot.bottom));
-
-    for (x, _) in &l.ticks {
-        c.fill_rect(px(*x), top, 1, bottom - top, GRID);
+/// The chart font at `size`, in `color`, anchored at `h`/`v`.
+pub(super) fn font(size: f64, color: RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {
+    register_font();
+    TextStyle {
+        font: (FAMILY, size).into_font(),
+        color: color.to_backend_color(),
+        pos: Pos::new(h, v),
     }
-    for row in &l.rows {
-        if let Some(b) = &row.bar {
-            let (x0, y0) = (px(b.x), px(b.y));
-            c.fill_rect(x0, y0, px(b.x + b.w) - x0, px(b.y + b.h) - y0, BAR);
+}
+
+/// Width in pixels of `text` drawn at `size`, as both outputs draw it.
+pub(super) fn text_width(text: &str, size: f64) -> u32 {
+    layout(text, em(size), 0.0, 0.0).1.ceil() as u32
+}
+
+/// The font size in pixels (the em) for plotters' `size`, as plotters' SVG backend writes it
+/// (`font-size = size / 1.24`); the PNG draws the same em.
+fn em(size: f64) -> f32 {
+    (size / 1.24) as f32
+}
+
+fn face() -> &'static FontRef<'static> {
+    static FACE: OnceLock<FontRef<'static>> = OnceLock::new();
+    // Unreachable failure: the bytes are a font file compiled into the binary, and unit tests draw
+    // with it.
+    FACE.get_or_init(|| FontRef::try_from_slice(FONT).expect("the embedded DejaVu Sans is a font"))
+}
+
+/// `text`'s glyphs at `em` pixels, the first at (`x`, baseline `y`), kerned, at sub-pixel positions;
+/// and the advance width of the whole.
+fn layout(text: &str, em: f32, x: f32, y: f32) -> (Vec<Glyph>, f32) {
+    let font = face();
+    let units = font.units_per_em().unwrap_or(2048.0);
+    let scale = PxScale::from(em * font.height_unscaled() / units);
+    let scaled = font.as_scaled(scale);
+    let mut glyphs = Vec::with_capacity(text.len());
+    let mut pen = 0.0;
+    let mut previous = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(p) = previous {
+            pen += scaled.kern(p, id);
         }
+        glyphs.push(id.with_scale_and_position(scale, point(x + pen, y)));
+        pen += scaled.h_advance(id);
+        previous = Some(id);
     }
-    let (left, right) = (px(l.plot.left), px(l.plot.right));
-    c.fill_rect(left, bottom, right - left + 1, 1, AXIS);
-    c.fill_rect(px(l.zero_x), top, 1, bottom - top, AXIS);
-
-    let s = TEXT_SCALE;
-    let half = f64::from(GLYPH * s) / 2.0;
-    for (x, label) in &l.ticks {
-        c.fill_rect(px(*x), bottom, 1, px(TICK_LEN), AXIS);
-        let x = x - text_width(label, s) / 2.0;
-        c.draw_text(px(x), px(l.tick_label_y - half), label, s, MUTED);
-    }
-    for row in &l.rows {
-        let y = px(row.center_y - half);
-        let x = l.label_right - text_width(&row.label, s);
-        c.draw_text(px(x), y, &row.label, s, TEXT);
-        c.draw_text(px(row.value_x), y, &row.value, s, TEXT);
-    }
-    if l.rows.is_empty() {
-        let x = l.plot.center_x() - text_width(NO_DATA, s) / 2.0;
-        c.draw_text(px(x), px(l.plot.center_y() - half), NO_DATA, s, MUTED);
-    }
-
-    let ts = l.title_scale;
-    let x = f64::from(l.width) / 2.0 - text_width(&l.title, ts) / 2.0;
-    let y = l.title_y - f64::from(GLYPH * ts) / 2.0;
-    c.draw_text(px(x), px(y), &l.title, ts, TEXT);
-
-    let x = l.x_label_x - text_width(&l.x_label, s) / 2.0;
-    c.draw_text(px(x), px(l.x_label_y - half), &l.x_label, s, TEXT);
-
-    let bottom_of_text = l.plot.center_y() + text_width(&l.y_label, s) / 2.0;
-    c.draw_text_vertical(
-        px(l.y_label_x - half),
-        px(bottom_of_text),
-        &l.y_label,
-        s,
-        TEXT,
-    );
-
-    c.encode()
+    (glyphs, pen)
 }
 
-const NO_DATA: &str = "No data";
+/// DejaVu Sans's x-height (1120 of 2048 units per em): an SVG viewer centres text on half of it.
+const X_HEIGHT: f32 = 0.547;
 
-/// Where everything goes, in pixels, shared by both renderers.
-struct Layout {
-    width: u32,
-    height: u32,
-    plot: Plot,
-    zero_x: f64,
-    /// Category labels are right-aligned against this x.
-    label_right: f64,
-    title: String,
-    title_scale: u32,
-    title_y: f64,
-    x_label: String,
-    /// Centre of the x-axis title: under the plot, unless that would push a
-    /// long title off the canvas.
-    x_label_x: f64,
-    x_label_y: f64,
-    y_label: String,
-    y_label_x: f64,
-    ticks: Vec<(f64, String)>,
-    tick_label_y: f64,
-    rows: Vec<Row>,
-}
+/// plotters' bitmap backend, drawing text with `ab_glyph` directly: plotters' own `ab_glyph` text
+/// drawing puts each glyph on a whole pixel and ignores its side bearing, which spaces letters
+/// unevenly ("st reams"). Text is placed as the SVG backend asks a viewer to place it (baseline
+/// 0.76 em under a top anchor, half an x-height under a centre anchor), so both outputs agree.
+pub(super) struct PngBackend<'a>(BitMapBackend<'a>);
 
-struct Plot {
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
-}
+impl DrawingBackend for PngBackend<'_> {
+    type ErrorType = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
 
-impl Plot {
-    fn center_x(&self) -> f64 {
-        (self.left + self.right) / 2.0
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
     }
-    fn center_y(&self) -> f64 {
-        (self.top + self.bottom) / 2.0
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.ensure_prepared()
     }
-}
+    fn present(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.present()
+    }
+    fn draw_pixel(
+        &mut self,
+        point: BackendCoord,
+        color: BackendColor,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_pixel(point, color)
+    }
+    fn draw_line<S: BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_line(from, to, style)
+    }
+    fn draw_rect<S: BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_rect(upper_left, bottom_right, style, fill)
+    }
+    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_path(path, style)
+    }
+    fn draw_circle<S: BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.draw_circle(center, radius, style, fill)
+    }
+    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.fill_polygon(vert, style)
+    }
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        self.0.blit_bitmap(pos, size, src)
+    }
 
-struct Row {
-    label: String,
-    full_label: String,
-    value: String,
-    center_y: f64,
-    bar: Option<Rect>,
-    value_x: f64,
-}
+    fn estimate_text_size<S: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &S,
+    ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+        let em = em(style.size());
+        Ok((layout(text, em, 0.0, 0.0).1.ceil() as u32, em.ceil() as u32))
+    }
 
-struct Rect {
-    x: f64,
-    y: f64,
-    w: f64,
-    h: f64,
-}
-
-impl Layout {
-    fn new(chart: &BarChart) -> Self {
-        let s = TEXT_SCALE;
-        let line = f64::from(GLYPH * s);
-        let req_w = f64::from(chart.width.clamp(1, MAX_SIDE));
-        let req_h = f64::from(chart.height.clamp(1, MAX_SIDE));
-
-        let finite = chart.bars.iter().map(|b| b.1).filter(|v| v.is_finite());
-        let (min, max) = finite.fold((0.0_f64, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let axis = Axis::new(min, max);
-        let tick_labels: Vec<String> = axis.values.iter().map(|&v| axis.label(v)).collect();
-
-        let label_cap = (req_w * 0.4).max(f64::from(GLYPH * s * 12));
-        let labels: Vec<String> = chart
-            .bars
-            .iter()
-            .map(|(label, _)| fit(label, label_cap, s))
-            .collect();
-        let values: Vec<String> = chart.bars.iter().map(|b| format_value(b.1)).collect();
-        let widest = |texts: &[String]| texts.iter().map(|t| text_width(t, s)).fold(0.0, f64::max);
-        let label_w = widest(&labels);
-        let value_w = widest(&values);
-        let first_tick_w = tick_labels.first().map_or(0.0, |t| text_width(t, s));
-        let last_tick_w = tick_labels.last().map_or(0.0, |t| text_width(t, s));
-
-        let y_label_x = MARGIN + line / 2.0;
-        let y_label_w = if chart.y_label.is_empty() {
-            0.0
-        } else {
-            line + GAP
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        let color = style.color();
+        if color.alpha == 0.0 {
+            return Ok(());
+        }
+        let em = em(style.size());
+        let width = layout(text, em, 0.0, 0.0).1;
+        let x = match style.anchor().h_pos {
+            HPos::Left => 0.0,
+            HPos::Center => -width / 2.0,
+            HPos::Right => -width,
         };
-        let label_right = MARGIN + y_label_w + label_w;
-        let left = (label_right + GAP).max(MARGIN + first_tick_w / 2.0);
-        let right_reserve = (value_w + VALUE_GAP).max(last_tick_w / 2.0) + MARGIN;
-        let width = req_w.max(left + MIN_PLOT_W + right_reserve).ceil();
-
-        let title_scale = if text_width(&chart.title, TITLE_SCALE) <= width - 2.0 * MARGIN {
-            TITLE_SCALE
-        } else {
-            s
+        let baseline = match style.anchor().v_pos {
+            VPos::Top => 0.76 * em,
+            VPos::Center => X_HEIGHT * em / 2.0,
+            VPos::Bottom => -X_HEIGHT * em / 2.0,
         };
-        let title = fit(&chart.title, width - 2.0 * MARGIN, title_scale);
-        let title_h = if title.is_empty() {
-            0.0
-        } else {
-            f64::from(GLYPH * title_scale) + 2.0 * GAP
-        };
-        let top = MARGIN + title_h;
-        let tick_label_y = TICK_LEN + GAP / 2.0 + line / 2.0;
-        let x_label_h = if chart.x_label.is_empty() {
-            0.0
-        } else {
-            1.5 * GAP + line
-        };
-        let bottom_reserve = tick_label_y + line / 2.0 + x_label_h + MARGIN;
-        let n = chart.bars.len();
-        let plot_h = (n as f64 * MIN_ROW).max(MIN_PLOT_H);
-        let height = req_h.max(top + plot_h + bottom_reserve).ceil();
-
-        let plot = Plot {
-            left,
-            right: width - right_reserve,
-            top,
-            bottom: height - bottom_reserve,
-        };
-        let span = axis.hi - axis.lo;
-        let to_x = |v: f64| {
-            plot.left + (v.clamp(axis.lo, axis.hi) - axis.lo) / span * (plot.right - plot.left)
-        };
-        let zero_x = to_x(0.0);
-        let ticks = axis
-            .values
-            .iter()
-            .map(|&v| to_x(v))
-            .zip(tick_labels)
-            .collect();
-
-        let row_h = (plot.bottom - plot.top) / n.max(1) as f64;
-        let bar_h = (row_h * BAR_FILL).min(MAX_BAR);
-        let rows = chart
-            .bars
-            .iter()
-            .zip(labels)
-            .zip(values)
-            .enumerate()
-            .map(|(i, (((full, v), label), value))| {
-                let center_y = plot.top + (i as f64 + 0.5) * row_h;
-                let bar = v.is_finite().then(|| {
-                    let end = to_x(*v);
-                    Rect {
-                        x: zero_x.min(end),
-                        y: center_y - bar_h / 2.0,
-                        w: (end - zero_x).abs(),
-                        h: bar_h,
-                    }
-                });
-                // Negative bars leave the space right of the zero line free.
-                let value_x = match &bar {
-                    Some(b) if *v > 0.0 => b.x + b.w + VALUE_GAP,
-                    _ => zero_x + VALUE_GAP,
-                };
-                Row {
-                    label,
-                    full_label: full.clone(),
-                    value,
-                    center_y,
-                    bar,
-                    value_x,
+        let turn = style.transform();
+        let font = face();
+        for glyph in layout(text, em, x, baseline).0 {
+            let Some(outline) = font.outline_glyph(glyph) else {
+                continue; // a space
+            };
+            let bounds = outline.px_bounds();
+            let mut pixels = Vec::new();
+            outline.draw(|gx, gy, coverage| pixels.push((gx, gy, coverage)));
+            for (gx, gy, coverage) in pixels {
+                if coverage <= 0.0 {
+                    continue;
                 }
-            })
-            .collect();
-
-        let x_label = fit(&chart.x_label, width - 2.0 * MARGIN, s);
-        let half_x_label = text_width(&x_label, s) / 2.0;
-        let x_label_x = plot
-            .center_x()
-            .min(width - MARGIN - half_x_label)
-            .max(MARGIN + half_x_label);
-
-        Layout {
-            width: width as u32,
-            height: height as u32,
-            zero_x,
-            label_right,
-            title,
-            title_scale,
-            title_y: MARGIN + f64::from(GLYPH * title_scale) / 2.0,
-            x_label,
-            x_label_x,
-            x_label_y: height - MARGIN - line / 2.0,
-            y_label: fit(&chart.y_label, plot.bottom - plot.top, s),
-            y_label_x,
-            ticks,
-            tick_label_y: plot.bottom + tick_label_y,
-            rows,
-            plot,
+                let (dx, dy) = turn.transform(
+                    bounds.min.x as i32 + gx as i32,
+                    bounds.min.y as i32 + gy as i32,
+                );
+                let ink = BackendColor {
+                    alpha: color.alpha * f64::from(coverage.min(1.0)),
+                    rgb: color.rgb,
+                };
+                self.0.draw_pixel((pos.0 + dx, pos.1 + dy), ink)?;
+            }
         }
+        Ok(())
     }
 }
 
-/// An axis domain padded out to whole ticks of a 1-2-5 step, so every tick
-/// label is a round number.
+/// `text`, shortened with an ellipsis ("…") so that it takes at most `max` pixels at `size`.
+pub(super) fn fit(text: &str, max: u32, size: f64) -> String {
+    // Tabs and line breaks would be drawn as boxes in the PNG.
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text_width(&text, size) <= max {
+        return text;
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    // Binary search for the longest prefix that fits with its ellipsis: labels can be long.
+    let (mut lo, mut hi) = (0, chars.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        let candidate: String = chars[..mid]
+            .iter()
+            .collect::<String>()
+            .trim_end()
+            .to_string()
+            + "…";
+        if text_width(&candidate, size) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    if lo == 0 {
+        return String::new();
+    }
+    chars.truncate(lo);
+    let short: String = chars.into_iter().collect();
+    short.trim_end().to_string() + "…"
+}
+
+/// Three decimals; scientific only where three decimals would print a nonzero value as 0.000 or run
+/// to dozens of digits. Non-finite values are "n/a", as in the console sink.
+pub(super) fn format_value(v: f64) -> String {
+    let a = v.abs();
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v == 0.0 {
+        "0.000".into() // also avoids "-0.000"
+    } else if !(1e-3..1e9).contains(&a) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A number axis padded out to whole ticks of a 1-2-5 step, so every tick label is a round number.
 #[derive(Debug)]
-struct Axis {
-    lo: f64,
-    hi: f64,
-    /// Decimal digits a tick label needs, derived from the step's exponent
-    /// rather than from float formatting, which would print 0.30000000000000004.
+pub(super) struct Axis {
+    pub lo: f64,
+    pub hi: f64,
+    /// Decimal digits a tick label needs, derived from the step's exponent rather than from float
+    /// formatting, which would print 0.30000000000000004.
     decimals: usize,
     scientific: bool,
-    values: Vec<f64>,
+    pub values: Vec<f64>,
 }
 
+const TARGET_TICKS: f64 = 5.0;
+
 impl Axis {
-    /// The domain always includes 0, the baseline every bar grows from.
-    fn new(min: f64, max: f64) -> Self {
-        let (lo, hi) = (min.min(0.0), max.max(0.0));
+    /// With `zero`, the domain includes 0 (the baseline bars grow from).
+    pub fn new(min: f64, max: f64, zero: bool) -> Self {
+        let (lo, hi) = if zero {
+            (min.min(0.0), max.max(0.0))
+        } else {
+            (min, max)
+        };
         let span = hi - lo;
-        // All-zero data and spans that overflow get a plain 0..1 axis.
-        if !(span.is_finite() && span > 0.0) {
-            return Axis::new(0.0, 1.0);
+        if !span.is_finite() || span < 0.0 {
+            return Axis::new(0.0, 1.0, true);
+        }
+        if span == 0.0 {
+            // A single value: an axis around it (or 0..1 for 0).
+            let pad = if lo == 0.0 { 1.0 } else { lo.abs() / 10.0 };
+            return Axis::new(lo - pad, hi + pad, zero);
         }
         let raw = span / TARGET_TICKS;
         let mut exp = raw.log10().floor() as i32;
@@ -457,7 +349,7 @@ impl Axis {
         };
         let step = mantissa * 10f64.powi(exp);
         if !(step.is_finite() && step > 0.0) {
-            return Axis::new(0.0, 1.0);
+            return Axis::new(0.0, 1.0, true);
         }
         // Bounded by span/step, i.e. about TARGET_TICKS.
         let first = (lo / step).floor() as i64;
@@ -473,12 +365,12 @@ impl Axis {
         }
     }
 
-    fn label(&self, v: f64) -> String {
+    pub fn label(&self, v: f64) -> String {
         if v == 0.0 {
             "0".into()
         } else if self.scientific {
-            // Ticks are k·step with k·mantissa below ~100: two significant
-            // digits are exact and hide float noise like 3.0000000000000004e-7.
+            // Ticks are k·step with k·mantissa below ~100: two significant digits are exact and hide
+            // float noise like 3.0000000000000004e-7.
             format!("{v:.1e}")
         } else {
             format!("{v:.*}", self.decimals)
@@ -486,251 +378,273 @@ impl Axis {
     }
 }
 
-/// Three decimals as asked for; scientific only where three decimals would
-/// print a nonzero value as 0.000 or run to dozens of digits.
-fn format_value(v: f64) -> String {
-    let a = v.abs();
-    if !v.is_finite() {
-        "n/a".into()
-    } else if v == 0.0 {
-        "0.000".into() // also avoids "-0.000"
-    } else if !(1e-3..1e9).contains(&a) {
-        format!("{v:.2e}")
-    } else {
-        format!("{v:.3}")
-    }
+const SECOND: i64 = 1000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+/// A time axis in UTC: ticks at round times (every 5 minutes, every 6 hours, every day...), labelled
+/// with what changes between them; the date goes into the axis title when all ticks share it.
+#[derive(Debug)]
+pub(super) struct TimeAxis {
+    pub lo: i64,
+    pub hi: i64,
+    pub values: Vec<i64>,
+    step: i64,
+    /// The one date every tick falls on, if there is one.
+    pub date: Option<String>,
 }
 
-/// Width in px of `text` as the PNG draws it, without the spacing after
-/// the last glyph.
-fn text_width(text: &str, scale: u32) -> f64 {
-    let columns: f64 = text.chars().map(|c| f64::from(advance(c))).sum();
-    (columns - 1.0).max(0.0) * f64::from(scale)
-}
-
-/// Shortens `text` with "..." so that it takes at most `max_width` px.
-fn fit(text: &str, max_width: f64, scale: u32) -> String {
-    if text_width(text, scale) <= max_width {
-        return text.to_string();
-    }
-    let scale = f64::from(scale);
-    let mut budget = max_width - text_width("...", scale as u32) - scale;
-    if budget < 0.0 {
-        return String::new();
-    }
-    let mut short = String::new();
-    for c in text.chars() {
-        budget -= f64::from(advance(c)) * scale;
-        if budget < 0.0 {
-            break;
-        }
-        short.push(c);
-    }
-    short.truncate(short.trim_end().len());
-    short.push_str("...");
-    short
-}
-
-fn px(v: f64) -> i64 {
-    v.round() as i64
-}
-
-/// Puts a 1 px line on a pixel centre so it is not smeared over two pixels.
-fn crisp(v: f64) -> f64 {
-    v.round() + 0.5
-}
-
-fn num(v: f64) -> String {
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn vline(x: f64, y1: f64, y2: f64) -> String {
-    format!(
-        r#"<line x1="{}" y1="{}" x2="{}" y2="{}"/>"#,
-        num(x),
-        num(y1),
-        num(x),
-        num(y2)
-    )
-}
-
-fn hex([r, g, b]: Rgb) -> String {
-    format!("#{r:02x}{g:02x}{b:02x}")
-}
-
-/// Escapes markup and replaces characters XML 1.0 forbids, so any label
-/// yields a well-formed document.
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(' '),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A boxed '?' for characters font8x8 has no glyph for (rows top to bottom,
-/// least significant bit leftmost, as in font8x8).
-const MISSING_GLYPH: [u8; 8] = [0x7F, 0x5D, 0x51, 0x49, 0x41, 0x49, 0x7F, 0x00];
-
-/// Advance of a blank glyph, in font columns: about half a letter, like the
-/// space of a proportional font.
-const SPACE_COLUMNS: u32 = 4;
-
-fn glyph(c: char) -> [u8; 8] {
-    use font8x8::legacy::{BASIC_LEGACY, LATIN_LEGACY};
-    match c as u32 {
-        code @ 0x20..=0x7E => BASIC_LEGACY[code as usize],
-        code @ 0xA0..=0xFF => LATIN_LEGACY[(code - 0xA0) as usize],
-        _ if c.is_whitespace() => [0; 8],
-        _ => MISSING_GLYPH,
-    }
-}
-
-/// First inked column and advance (ink plus one blank column), in font
-/// columns. Trimming each 8-wide cell to its ink makes the fixed-cell font
-/// read like a proportional one, so "il" is not as wide as "MW".
-fn metrics(bits: &[u8; 8]) -> (u32, u32) {
-    let ink = bits.iter().fold(0, |acc, row| acc | row);
-    if ink == 0 {
-        return (0, SPACE_COLUMNS);
-    }
-    let first = ink.trailing_zeros();
-    let last = 7 - ink.leading_zeros();
-    (first, last - first + 2)
-}
-
-fn advance(c: char) -> u32 {
-    metrics(&glyph(c)).1
-}
-
-/// An RGB framebuffer; every drawing call clips, so callers may draw partly
-/// (or wholly) off-canvas.
-struct Canvas {
-    width: u32,
-    height: u32,
-    pixels: Vec<u8>,
-}
-
-impl Canvas {
-    fn new(width: u32, height: u32) -> Self {
-        let pixels = BACKGROUND.repeat(width as usize * height as usize);
-        Canvas {
-            width,
-            height,
-            pixels,
+impl TimeAxis {
+    /// An axis from `min` to `max` (milliseconds since the epoch) with at most `max_ticks` ticks.
+    pub fn new(min: i64, max: i64, max_ticks: usize) -> Self {
+        const STEPS: [i64; 22] = [
+            SECOND,
+            2 * SECOND,
+            5 * SECOND,
+            10 * SECOND,
+            15 * SECOND,
+            30 * SECOND,
+            MINUTE,
+            2 * MINUTE,
+            5 * MINUTE,
+            10 * MINUTE,
+            15 * MINUTE,
+            30 * MINUTE,
+            HOUR,
+            2 * HOUR,
+            3 * HOUR,
+            6 * HOUR,
+            12 * HOUR,
+            DAY,
+            2 * DAY,
+            7 * DAY,
+            14 * DAY,
+            28 * DAY,
+        ];
+        let (min, max) = (min.min(max), max.max(min));
+        // A little room either side, so the first and last points are not on the plot's edge.
+        let span = (max.saturating_sub(min)).max(MINUTE);
+        let pad = span / 20;
+        let (lo, hi) = (min.saturating_sub(pad), max.saturating_add(pad));
+        let max_ticks = max_ticks.max(2) as i64;
+        let step = STEPS
+            .iter()
+            .copied()
+            .find(|s| (hi - lo) / s < max_ticks)
+            // Beyond 28 days a tick: whole multiples of 28 days.
+            .unwrap_or_else(|| ((hi - lo) / max_ticks / (28 * DAY) + 1) * 28 * DAY);
+        let first = lo.div_euclid(step) + 1;
+        let last = hi.div_euclid(step);
+        let values: Vec<i64> = (first..=last).map(|i| i * step).collect();
+        let day_of = |ms: i64| crate::record::format_rfc3339(ms)[..10].to_string();
+        let date = match (values.first(), values.last()) {
+            (Some(&a), Some(&b)) if step < DAY && day_of(a) == day_of(b) => Some(day_of(a)),
+            _ => None,
+        };
+        TimeAxis {
+            lo,
+            hi,
+            values,
+            step,
+            date,
         }
     }
 
-    fn fill_rect(&mut self, x: i64, y: i64, w: i64, h: i64, color: Rgb) {
-        let x0 = x.clamp(0, i64::from(self.width)) as usize;
-        let x1 = (x.saturating_add(w)).clamp(0, i64::from(self.width)) as usize;
-        let y0 = y.clamp(0, i64::from(self.height)) as usize;
-        let y1 = (y.saturating_add(h)).clamp(0, i64::from(self.height)) as usize;
-        let stride = self.width as usize * 3;
-        for row in y0..y1 {
-            let line = &mut self.pixels[row * stride..][x0 * 3..x1 * 3];
-            for px in line.chunks_exact_mut(3) {
-                px.copy_from_slice(&color);
+    pub fn label(&self, ms: i64) -> String {
+        let text = crate::record::format_rfc3339(ms); // 2024-06-01T12:05:30.000Z
+        if self.step >= DAY {
+            text[..10].to_string()
+        } else if self.date.is_none() {
+            format!("{} {}", &text[5..10], &text[11..16])
+        } else if self.step < MINUTE {
+            text[11..19].to_string()
+        } else {
+            text[11..16].to_string()
+        }
+    }
+}
+
+/// Reads an RFC 3339 timestamp (`2024-06-01T12:00:00Z`, `2024-06-01T12:00:00.123+02:00`, also with a
+/// space for the `T`, or a date alone) as milliseconds since the epoch.
+pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    let digits = |from: usize, len: usize| -> Option<i64> {
+        let part = b.get(from..from + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let (y, m, d) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !(1..=12).contains(&m) || d < 1 {
+        return None;
+    }
+    if d > days_in_month(y, m) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    if b.len() == 10 {
+        return Some(days * DAY);
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) || b.get(13) != Some(&b':') {
+        return None;
+    }
+    let (h, mi, sec) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if b.get(16) != Some(&b':') || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        // Milliseconds: the first three digits, padded.
+        let frac = &b[start..i.min(start + 3)];
+        ms = frac.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'))
+            * 10i64.pow(3 - frac.len() as u32);
+    }
+    let offset = match b.get(i) {
+        Some(b'Z' | b'z') if b.len() == i + 1 => 0,
+        Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
+            let minutes = digits(i + 1, 2)? * 60 + digits(i + 4, 2)?;
+            if sign == b'+' {
+                minutes
+            } else {
+                -minutes
             }
         }
+        _ => return None,
+    };
+    Some(days * DAY + h * HOUR + (mi - offset) * MINUTE + sec * SECOND + ms)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Days since the epoch of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A linear axis from `lo` to `hi` with ticks (and grid lines) exactly at `ticks`: plotters' own
+/// `with_key_points` wrapper has no label formatter for floats.
+pub(super) struct Ticked {
+    pub lo: f64,
+    pub hi: f64,
+    pub ticks: Vec<f64>,
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let share = (value - self.lo) / (self.hi - self.lo);
+        limit.0 + (share * f64::from(limit.1 - limit.0)).round() as i32
     }
 
-    /// Draws `text` with its top-left corner at (x, y), each glyph pixel
-    /// becoming a `scale`×`scale` square.
-    fn draw_text(&mut self, x: i64, y: i64, text: &str, scale: u32, color: Rgb) {
-        let s = i64::from(scale);
-        let mut pen = x;
-        for c in text.chars() {
-            let bits = glyph(c);
-            let (first, advance) = metrics(&bits);
-            for (row, line) in (0..).zip(bits) {
-                for col in 0..8 {
-                    if (line >> col) & 1 == 1 {
-                        let gx = pen + (col - i64::from(first)) * s;
-                        self.fill_rect(gx, y + row * s, s, s, color);
-                    }
-                }
-            }
-            pen += i64::from(advance) * s;
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        // Only bold lines: asked for light ones, there are none.
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
         }
     }
 
-    /// Draws `text` rotated 90° counter-clockwise, reading bottom to top from
-    /// (x, y_bottom), the way a y-axis title is read.
-    fn draw_text_vertical(&mut self, x: i64, y_bottom: i64, text: &str, scale: u32, color: Rgb) {
-        let s = i64::from(scale);
-        let mut pen = y_bottom;
-        for c in text.chars() {
-            let bits = glyph(c);
-            let (first, advance) = metrics(&bits);
-            for (row, line) in (0..).zip(bits) {
-                for col in 0..8 {
-                    if (line >> col) & 1 == 1 {
-                        // Glyph columns run up the canvas, glyph rows to the right.
-                        let gy = pen - (col - i64::from(first) + 1) * s;
-                        self.fill_rect(x + row * s, gy, s, s, color);
-                    }
-                }
-            }
-            pen -= i64::from(advance) * s;
-        }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
     }
+}
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder
-            .write_header()
-            .and_then(|mut w| {
-                w.write_image_data(&self.pixels)?;
-                w.finish()
-            })
-            // Unreachable: writing to a Vec cannot fail, Layout never yields a
-            // zero side, and the buffer always matches width × height × 3.
-            .expect("PNG encoding into memory");
-        out
+/// A drawing error from plotters, as text (drawing into memory fails only on a font problem).
+pub(super) type Drawn = Result<(), String>;
+
+pub(super) fn drawing_error<E: std::error::Error + Send + Sync>(
+    e: DrawingAreaErrorKind<E>,
+) -> String {
+    format!("cannot draw the chart: {e}")
+}
+
+/// Draws with `draw` into an SVG document of `size`.
+pub(super) fn svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Drawn,
+) -> Result<String, String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(drawing_error)?;
     }
+    out.push('\n');
+    Ok(out)
+}
+
+/// Draws with `draw` into an RGB bitmap of `size`, encoded as PNG.
+pub(super) fn png(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<PngBackend<'_>, Shift>) -> Drawn,
+) -> Result<Vec<u8>, String> {
+    let (w, h) = size;
+    let mut pixels = vec![0xFF; w as usize * h as usize * 3];
+    {
+        let root = PngBackend(BitMapBackend::with_buffer(&mut pixels, size)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(drawing_error)?;
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| {
+            writer.write_image_data(&pixels)?;
+            writer.finish()
+        })
+        .map_err(|e| format!("cannot encode the chart as PNG: {e}"))?;
+    Ok(out)
+}
+
+/// Draws `text` on `area` at the pixel `at` with `style`.
+pub(super) fn text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    at: (i32, i32),
+    style: &TextStyle<'_>,
+) -> Drawn {
+    if text.is_empty() {
+        return Ok(());
+    }
+    area.draw(&Text::new(text, at, style.clone()))
+        .map_err(drawing_error)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn chart(bars: &[(&str, f64)]) -> BarChart {
-        BarChart {
-            title: "Top genres".into(),
-            x_label: "Average streams (billions)".into(),
-            y_label: "Genre".into(),
-            bars: bars.iter().map(|(l, v)| (l.to_string(), *v)).collect(),
-            width: 1200,
-            height: 800,
-        }
-    }
-
-    fn sample() -> BarChart {
-        chart(&[
-            ("Jazz/Big Band", 1.936),
-            ("Instrumental/Easy Listening", 1.561),
-            ("R&B/Hip Hop", 1.465),
-            ("Rock", 1.249),
-            ("Country/Folk", 1.151),
-        ])
-    }
-
     /// Decodes to (width, height, RGB pixels).
-    fn decode(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    pub(crate) fn decode(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
         let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
         let mut reader = decoder.read_info().expect("valid PNG");
         let mut buf = vec![0; reader.output_buffer_size().expect("buffer size")];
@@ -740,126 +654,74 @@ mod tests {
         (info.width, info.height, buf)
     }
 
-    fn attr(element: &str, name: &str) -> f64 {
+    /// The opening tags of every `<name` element in an SVG document.
+    pub(crate) fn elements<'a>(svg: &'a str, name: &str) -> Vec<&'a str> {
+        let open = format!("<{name} ");
+        svg.match_indices(&open)
+            .map(|(i, _)| &svg[i..i + svg[i..].find('>').expect("tag ends")])
+            .collect()
+    }
+
+    pub(crate) fn attr<'a>(element: &'a str, name: &str) -> &'a str {
         let key = format!(" {name}=\"");
-        let start = element.find(&key).expect("attribute") + key.len();
-        let end = start + element[start..].find('"').expect("closing quote");
-        element[start..end].parse().expect("number")
+        let start = element
+            .find(&key)
+            .unwrap_or_else(|| panic!("{name} in {element}"))
+            + key.len();
+        &element[start..start + element[start..].find('"').expect("closing quote")]
     }
 
-    fn rects(svg: &str) -> Vec<&str> {
-        svg.split("<rect").skip(1).collect()
+    pub(crate) fn num(element: &str, name: &str) -> f64 {
+        attr(element, name).parse().expect("number")
     }
 
-    #[test]
-    fn png_has_requested_size() {
-        let (w, h, pixels) = decode(&png(&sample()));
-        assert_eq!((w, h), (1200, 800));
-        assert_eq!(pixels.len(), 1200 * 800 * 3);
-        assert!(pixels.chunks(3).any(|p| p == BAR));
+    /// The `<text>` elements' contents, in document order.
+    pub(crate) fn texts(svg: &str) -> Vec<String> {
+        texts_at(svg).into_iter().map(|(t, _)| t).collect()
     }
 
-    #[test]
-    fn svg_has_one_rect_per_bar_proportional_to_values() {
-        let c = sample();
-        let doc = svg(&c);
-        assert!(doc.starts_with(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"800\" viewBox=\"0 0 1200 800\""
-        ));
-        let rects = rects(&doc);
-        assert_eq!(rects.len(), c.bars.len());
-        let w0 = attr(rects[0], "width");
-        for (rect, (_, v)) in rects.iter().zip(&c.bars) {
-            let expected = w0 * v / c.bars[0].1;
-            assert!((attr(rect, "width") - expected).abs() < 0.05, "{rect}");
-        }
-        // Drawn top to bottom in the given order.
-        let ys: Vec<f64> = rects.iter().map(|r| attr(r, "y")).collect();
-        assert!(ys.windows(2).all(|p| p[0] < p[1]));
-    }
-
-    #[test]
-    fn svg_escapes_text() {
-        let mut c = sample();
-        c.title = r#"<"Quotes" & 'apostrophes'>"#.into();
-        let doc = svg(&c);
-        assert!(doc.contains(">R&amp;B/Hip Hop</text>"));
-        assert!(!doc.contains("R&B"));
-        assert!(doc.contains("&lt;&quot;Quotes&quot; &amp; &apos;apostrophes&apos;&gt;"));
-        assert_eq!(xml_escape("a\u{0}b\u{FFFF}"), "a\u{FFFD}b\u{FFFD}");
+    /// The `<text>` elements' contents and `y`, in document order.
+    pub(crate) fn texts_at(svg: &str) -> Vec<(String, f64)> {
+        svg.split("<text ")
+            .skip(1)
+            .map(|t| {
+                let tag = &t[..t.find('>').unwrap()];
+                let body = &t[tag.len() + 1..t.find("</text>").unwrap()];
+                let text = body
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&quot;", "\"")
+                    .replace("&apos;", "'")
+                    .replace("&amp;", "&")
+                    .trim()
+                    .to_string();
+                (text, num(&format!(" {tag}"), "y"))
+            })
+            .collect()
     }
 
     #[test]
-    fn svg_rotates_y_label() {
-        let doc = svg(&sample());
-        let line = doc
-            .lines()
-            .find(|l| l.ends_with(">Genre</text>"))
-            .expect("y label");
-        assert!(line.contains("transform=\"rotate(-90 "));
+    fn the_embedded_font_measures_text() {
+        let narrow = text_width("iiii", LABEL_SIZE);
+        let wide = text_width("MMMM", LABEL_SIZE);
+        assert!(narrow > 0 && wide > 2 * narrow, "{narrow} {wide}");
+        assert!(text_width("Música", LABEL_SIZE) > 0);
     }
 
     #[test]
-    fn labels_stay_left_of_bars() {
-        let c = sample();
-        let l = Layout::new(&c);
-        let longest = text_width("Instrumental/Easy Listening", TEXT_SCALE);
-        assert!(l.label_right - longest > l.y_label_x + 8.0);
-        assert!(l.plot.left >= l.label_right + GAP);
-
-        // The same, checked on the pixels: in the longest label's row, every
-        // text pixel lies left of every bar pixel.
-        let (w, _, pixels) = decode(&png(&c));
-        let row = &l.rows[1];
-        let (y0, y1) = (px(row.center_y) - 8, px(row.center_y) + 8);
-        let mut text_right = 0;
-        let mut bar_left = i64::MAX;
-        for y in y0..y1 {
-            for x in 0..i64::from(w) {
-                let i = (y as usize * w as usize + x as usize) * 3;
-                let p = &pixels[i..i + 3];
-                if p == TEXT && x < px(l.zero_x) {
-                    text_right = text_right.max(x);
-                } else if p == BAR {
-                    bar_left = bar_left.min(x);
-                }
-            }
-        }
-        assert!(text_right > 0, "label drawn");
-        assert!(text_right < bar_left - 8, "{text_right} vs {bar_left}");
-    }
-
-    #[test]
-    fn ticks_are_nice_numbers() {
-        let axis = Axis::new(0.0, 1.936);
-        let labels: Vec<String> = axis.values.iter().map(|&v| axis.label(v)).collect();
-        assert_eq!(labels, ["0", "0.5", "1.0", "1.5", "2.0"]);
-
-        for max in [0.003, 0.7, 1.0, 9.9, 42.0, 137.5, 2.5e6, 7e12] {
-            let axis = Axis::new(0.0, max);
-            let step = axis.values[1] - axis.values[0];
-            let mantissa = step / 10f64.powf(step.log10().floor());
-            let nice = [1.0, 2.0, 5.0, 10.0]
-                .iter()
-                .any(|m| (mantissa - m).abs() < 1e-9);
-            assert!(nice, "step {step} for {max}");
-            assert!(axis.hi >= max && axis.lo == 0.0);
-            assert!(
-                (4..=11).contains(&axis.values.len()),
-                "{max}: {:?}",
-                axis.values
-            );
-        }
-        for max in [3e-7, 2.5e10] {
-            let axis = Axis::new(0.0, max);
-            for v in &axis.values {
-                let label = axis.label(*v);
-                assert!(label.len() <= 7, "{label}");
-                assert!((label.parse::<f64>().unwrap() - v).abs() <= v.abs() * 1e-9);
-            }
-        }
-        let axis = Axis::new(-3.2, 7.9);
-        assert!(axis.lo <= -3.2 && axis.hi >= 7.9 && axis.values.contains(&0.0));
+    fn long_text_is_shortened_with_an_ellipsis() {
+        assert_eq!(fit("Rock", 200, LABEL_SIZE), "Rock");
+        let long = "Instrumental/Easy Listening/Ambient/Chill-out/Downtempo";
+        let short = fit(long, 200, LABEL_SIZE);
+        assert!(short.ends_with('…') && short.len() < long.len(), "{short}");
+        assert!(long.starts_with(short.trim_end_matches('…')));
+        assert!(text_width(&short, LABEL_SIZE) <= 200);
+        // One character more would not fit.
+        let n = short.chars().count() - 1;
+        let longer: String = long.chars().take(n + 1).collect::<String>() + "…";
+        assert!(text_width(&longer, LABEL_SIZE) > 200);
+        assert_eq!(fit("tab\there", 500, LABEL_SIZE), "tab here");
+        assert_eq!(fit("abc", 0, LABEL_SIZE), "");
     }
 
     #[test]
@@ -867,100 +729,101 @@ mod tests {
         assert_eq!(format_value(1.9364), "1.936");
         assert_eq!(format_value(-0.0), "0.000");
         assert_eq!(format_value(f64::NAN), "n/a");
+        assert_eq!(format_value(f64::NEG_INFINITY), "n/a");
         assert_eq!(format_value(1e-5), "1.00e-5");
     }
 
     #[test]
-    fn empty_chart_renders() {
-        let c = chart(&[]);
-        let (w, h, _) = decode(&png(&c));
-        assert_eq!((w, h), (1200, 800));
-        let doc = svg(&c);
-        assert!(rects(&doc).is_empty());
-        assert!(doc.contains(NO_DATA));
-        assert!(doc.ends_with("</svg>\n"));
-    }
-
-    #[test]
-    fn edge_cases_render_without_panicking() {
-        let many: Vec<(String, f64)> = (0..100)
-            .map(|i| (format!("bar {i}"), f64::from(i)))
-            .collect();
-        let cases = [
-            chart(&[("only", 3.0)]),
-            chart(&[("a", 0.0), ("b", 0.0)]),
-            chart(&[
-                ("up", 2.0),
-                ("down", -1.5),
-                ("nan", f64::NAN),
-                ("inf", f64::INFINITY),
-            ]),
-            chart(&[("Música & Café", 1.0), ("日本語", 2.0), ("tab\there", 0.5)]),
-            chart(&[("huge", f64::MAX), ("tiny", -f64::MAX)]),
-            chart(&[("subnormal", 1e-320)]),
-            chart(&[(&"x".repeat(500), 1.0)]),
-            BarChart {
-                width: 0,
-                height: 0,
-                title: "t".repeat(300),
-                ..chart(&[("a", 1.0)])
-            },
-            BarChart {
-                bars: many,
-                ..chart(&[])
-            },
-        ];
-        for c in &cases {
-            let (w, h, _) = decode(&png(c));
-            assert!(w >= c.width.min(MAX_SIDE) && h >= c.height.min(MAX_SIDE));
-            let doc = svg(c);
-            let finite = c.bars.iter().filter(|b| b.1.is_finite()).count();
-            assert_eq!(rects(&doc).len(), finite);
-        }
-    }
-
-    #[test]
-    fn many_bars_grow_the_height() {
-        let bars = (0..100).map(|i| (format!("bar {i}"), 1.0)).collect();
-        let c = BarChart { bars, ..chart(&[]) };
-        let l = Layout::new(&c);
-        assert!(l.height > 800);
-        let gaps = l.rows.windows(2).map(|r| r[1].center_y - r[0].center_y);
-        assert!(gaps.fold(f64::MAX, f64::min) >= MIN_ROW - 1e-9);
-    }
-
-    #[test]
-    fn negative_bars_grow_left_from_zero() {
-        let l = Layout::new(&chart(&[("up", 2.0), ("down", -1.0)]));
-        let (up, down) = (
-            l.rows[0].bar.as_ref().unwrap(),
-            l.rows[1].bar.as_ref().unwrap(),
+    fn ticks_are_nice_numbers() {
+        let axis = Axis::new(0.0, 1.936, true);
+        let labels: Vec<String> = axis.values.iter().map(|&v| axis.label(v)).collect();
+        assert_eq!(labels, ["0", "0.5", "1.0", "1.5", "2.0"]);
+        let axis = Axis::new(0.92, 2.4, false);
+        assert!(
+            axis.lo > 0.0 && axis.lo <= 0.92 && axis.hi >= 2.4,
+            "{axis:?}"
         );
-        assert!((up.x - l.zero_x).abs() < 1e-9);
-        assert!((down.x + down.w - l.zero_x).abs() < 1e-9);
-        assert!(down.x >= l.plot.left && up.x + up.w <= l.plot.right);
-        assert!((up.w / down.w - 2.0).abs() < 1e-9);
+        for max in [0.003, 0.7, 1.0, 9.9, 42.0, 137.5, 2.5e6, 7e12] {
+            let axis = Axis::new(0.0, max, true);
+            let step = axis.values[1] - axis.values[0];
+            let mantissa = step / 10f64.powf(step.log10().floor());
+            let nice = [1.0, 2.0, 5.0, 10.0]
+                .iter()
+                .any(|m| (mantissa - m).abs() < 1e-9);
+            assert!(nice, "step {step} for {max}");
+            assert!(axis.hi >= max && axis.lo == 0.0);
+            assert!((4..=11).contains(&axis.values.len()), "{max}: {axis:?}");
+        }
+        let axis = Axis::new(5.0, 5.0, false);
+        assert!(axis.lo < 5.0 && axis.hi > 5.0);
+        let axis = Axis::new(-3.2, 7.9, true);
+        assert!(axis.lo <= -3.2 && axis.hi >= 7.9 && axis.values.contains(&0.0));
     }
 
     #[test]
-    fn vertical_text_is_rotated_counter_clockwise() {
-        let mut horizontal = Canvas::new(8, 8);
-        horizontal.draw_text(0, 0, "L", 1, TEXT);
-        let mut vertical = Canvas::new(8, 8);
-        vertical.draw_text_vertical(0, 8, "L", 1, TEXT);
-        let at = |c: &Canvas, x: usize, y: usize| c.pixels[(y * 8 + x) * 3] == TEXT[0];
-        for y in 0..8 {
-            for x in 0..8 {
-                // Rotating 90° counter-clockwise sends (x, y) to (y, 7 - x).
-                assert_eq!(at(&horizontal, x, y), at(&vertical, y, 7 - x));
-            }
+    fn time_ticks_fall_on_round_times() {
+        let start = parse_rfc3339("2024-06-01T12:00:00Z").unwrap();
+        let axis = TimeAxis::new(start, start + 4 * MINUTE, 8);
+        let labels: Vec<String> = axis.values.iter().map(|&t| axis.label(t)).collect();
+        assert_eq!(labels, ["12:00", "12:01", "12:02", "12:03", "12:04"]);
+        assert_eq!(axis.date.as_deref(), Some("2024-06-01"));
+        assert!(axis.lo < start && axis.hi > start + 4 * MINUTE);
+
+        let axis = TimeAxis::new(start, start + 3 * DAY, 8);
+        let labels: Vec<String> = axis.values.iter().map(|&t| axis.label(t)).collect();
+        assert_eq!(labels[..2], ["06-01 12:00", "06-02 00:00"]);
+        assert!(axis.date.is_none() && labels.len() <= 8, "{labels:?}");
+
+        let axis = TimeAxis::new(start, start + 60 * DAY, 5);
+        assert!(axis.values.len() <= 5);
+        assert_eq!(axis.label(axis.values[0]).len(), "2024-06-01".len());
+    }
+
+    #[test]
+    fn rfc3339_text_is_read() {
+        let noon = 1_717_243_200_000;
+        assert_eq!(parse_rfc3339("2024-06-01T12:00:00.000Z"), Some(noon));
+        assert_eq!(parse_rfc3339("2024-06-01T12:00:00Z"), Some(noon));
+        assert_eq!(parse_rfc3339("2024-06-01 14:00:00+02:00"), Some(noon));
+        assert_eq!(
+            parse_rfc3339("2024-06-01T11:30:00.5-00:30"),
+            Some(noon + 500)
+        );
+        assert_eq!(parse_rfc3339("2024-06-01"), Some(noon - 12 * HOUR));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00Z").map(crate::record::format_rfc3339),
+            Some("2000-02-29T00:00:00.000Z".into())
+        );
+        for bad in [
+            "",
+            "Rock",
+            "2024-13-01",
+            "2023-02-29",
+            "2024-06-01T12:00",
+            "2024-06-01T12:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 
     #[test]
-    fn missing_glyphs_draw_a_box() {
-        assert_eq!(glyph('日'), MISSING_GLYPH);
-        assert_ne!(glyph('é'), MISSING_GLYPH);
-        assert_eq!(glyph('A'), font8x8::legacy::BASIC_LEGACY[65]);
+    // `draw` itself would not do: it is not generic over the backend's lifetime, the closure is.
+    #[allow(clippy::redundant_closure)]
+    fn png_and_svg_are_produced() {
+        fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>) -> Drawn {
+            root.fill(&BACKGROUND).map_err(drawing_error)?;
+            text(
+                root,
+                "Música",
+                (10, 10),
+                &font(LABEL_SIZE, TEXT, HPos::Left, VPos::Top),
+            )
+        }
+        let (w, h, pixels) = decode(&png((64, 32), |root| draw(root)).unwrap());
+        assert_eq!((w, h), (64, 32));
+        assert!(pixels.iter().any(|&p| p < 0x80), "text drawn");
+        let doc = svg((64, 32), |root| draw(root)).unwrap();
+        assert_eq!(texts(&doc), ["Música"]);
+        assert!(doc.contains(&format!("font-family=\"{FAMILY}\"")));
     }
 }

@@ -637,12 +637,6 @@ struct Align {
     held: std::collections::VecDeque<Envelope>,
 }
 
-/// What a stage handles next, in order.
-enum Step {
-    Batch(Arc<Batch>),
-    Barrier(u64),
-}
-
 impl Align {
     fn new(inputs: usize) -> Self {
         Align {
@@ -653,14 +647,14 @@ impl Align {
         }
     }
 
-    fn push(&mut self, env: Envelope, steps: &mut Vec<Step>) {
+    fn push(&mut self, env: Envelope, steps: &mut Vec<Event>) {
         let from = env.from.min(self.blocked.len() - 1);
         if self.blocked[from] {
             self.held.push_back(env);
             return;
         }
         match env.msg {
-            Msg::Batch(b) => steps.push(Step::Batch(b)),
+            Msg::Batch(b) => steps.push(Event::Batch(b)),
             Msg::End => self.ended[from] = true,
             Msg::Barrier(id) => {
                 self.blocked[from] = true;
@@ -671,12 +665,47 @@ impl Align {
         if let (Some(id), true) = (self.barrier, aligned) {
             self.barrier = None;
             self.blocked.fill(false);
-            steps.push(Step::Barrier(id));
+            steps.push(Event::Barrier(id));
             for env in std::mem::take(&mut self.held) {
                 self.push(env, steps);
             }
         }
     }
+}
+
+/// What a stage that reads an inbox handles, in order.
+enum Event {
+    /// The state saved in the checkpoint the run resumes from, before anything else.
+    Restore(serde_json::Value),
+    Batch(Arc<Batch>),
+    /// Checkpoint barrier `id` has come from every input.
+    Barrier(u64),
+}
+
+/// Feeds a stage its inbox: its restored state at the first message (by then the sources have said
+/// whether they resume), then batches and lined-up barriers in order.
+fn drive(
+    name: &str,
+    inbox: Receiver<Envelope>,
+    inputs: usize,
+    checkpoints: &Coordinator,
+    mut handle: impl FnMut(Event) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    let mut align = Align::new(inputs);
+    let mut steps = Vec::new();
+    let mut first = true;
+    for env in inbox {
+        if std::mem::take(&mut first) {
+            if let Some(state) = checkpoints.restored_state(name) {
+                handle(Event::Restore(state))?;
+            }
+        }
+        align.push(env, &mut steps);
+        for event in steps.drain(..) {
+            handle(event)?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs one stage. A stage that fails stops the whole run, before it lets go of the batch it failed on:
@@ -705,8 +734,6 @@ fn run_node(node: Node) -> Result<(), StageError> {
         output.checkpoints.saved(&name, id, part);
         Ok(())
     };
-    let mut align = Align::new(inputs);
-    let mut steps = Vec::new();
     match stage {
         Built::Source(mut s) => {
             let r = s.run(&mut output).map_err(failed);
@@ -714,36 +741,30 @@ fn run_node(node: Node) -> Result<(), StageError> {
             r
         }
         Built::Operator(mut op) => {
-            let mut first = true;
-            for env in inbox.expect("operators have an inbox") {
-                if std::mem::take(&mut first) {
-                    if let Some(state) = checkpoints.restored_state(&name) {
-                        op.restore(state).map_err(failed)?;
-                    }
+            let inbox = inbox.expect("operators have an inbox");
+            drive(&name, inbox, inputs, &checkpoints, |event| match event {
+                Event::Restore(state) => op.restore(state),
+                Event::Batch(batch) => {
+                    output
+                        .stats
+                        .records_in
+                        .fetch_add(batch.len as u64, Ordering::Relaxed);
+                    // The batch itself goes to the stage, so a sole reader may take its columns
+                    // without a copy; its acks stay held here until a failure has stopped the run
+                    // (see above).
+                    let acks = batch.acks.clone();
+                    op.process(batch, &mut output)?;
+                    drop(acks);
+                    Ok(())
                 }
-                align.push(env, &mut steps);
-                for step in steps.drain(..) {
-                    match step {
-                        Step::Batch(batch) => {
-                            output
-                                .stats
-                                .records_in
-                                .fetch_add(batch.len as u64, Ordering::Relaxed);
-                            // The batch itself goes to the stage, so a sole reader may take its columns
-                            // without a copy; its acks stay held here until a failure has stopped the
-                            // run (see above).
-                            let acks = batch.acks.clone();
-                            op.process(batch, &mut output).map_err(failed)?;
-                            drop(acks);
-                        }
-                        Step::Barrier(id) => {
-                            let part = op.checkpoint(&mut output).map_err(failed)?;
-                            save(&mut output, id, part).map_err(failed)?;
-                            output.send(|| Msg::Barrier(id));
-                        }
-                    }
+                Event::Barrier(id) => {
+                    let part = op.checkpoint(&mut output)?;
+                    save(&mut output, id, part)?;
+                    output.send(|| Msg::Barrier(id));
+                    Ok(())
                 }
-            }
+            })
+            .map_err(failed)?;
             if output.stopping() {
                 output.close();
                 return Ok(());
@@ -755,35 +776,83 @@ fn run_node(node: Node) -> Result<(), StageError> {
         }
         Built::Sink(mut sink) => {
             sink.open().map_err(failed)?;
-            let mut first = true;
-            for env in inbox.expect("sinks have an inbox") {
-                if std::mem::take(&mut first) {
-                    if let Some(state) = checkpoints.restored_state(&name) {
-                        sink.restore(state).map_err(failed)?;
-                    }
+            let inbox = inbox.expect("sinks have an inbox");
+            drive(&name, inbox, inputs, &checkpoints, |event| match event {
+                Event::Restore(state) => sink.restore(state),
+                Event::Batch(batch) => {
+                    output
+                        .stats
+                        .records_in
+                        .fetch_add(batch.len as u64, Ordering::Relaxed);
+                    sink.write(&batch, &mut output)
                 }
-                align.push(env, &mut steps);
-                for step in steps.drain(..) {
-                    match step {
-                        Step::Batch(batch) => {
-                            output
-                                .stats
-                                .records_in
-                                .fetch_add(batch.len as u64, Ordering::Relaxed);
-                            sink.write(&batch, &mut output).map_err(failed)?;
-                        }
-                        Step::Barrier(id) => {
-                            let part = sink.checkpoint(&mut output).map_err(failed)?;
-                            save(&mut output, id, part).map_err(failed)?;
-                        }
-                    }
+                Event::Barrier(id) => {
+                    let part = sink.checkpoint(&mut output)?;
+                    save(&mut output, id, part)
                 }
-            }
+            })
+            .map_err(failed)?;
             sink.finish(&mut output).map_err(failed)?;
             if !output.stopping() {
                 checkpoints.stage_ended(&name);
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(from: usize, msg: Msg) -> Envelope {
+        Envelope { from, msg }
+    }
+
+    fn batch(len: usize) -> Msg {
+        Msg::Batch(Arc::new(Batch {
+            len,
+            ..Batch::default()
+        }))
+    }
+
+    /// What the stage sees: batch lengths, and barriers as `B<id>`.
+    fn seen(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Batch(b) => b.len.to_string(),
+                Event::Barrier(id) => format!("B{id}"),
+                Event::Restore(_) => "R".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_input_past_its_barrier_waits_for_the_others() {
+        let mut align = Align::new(2);
+        let mut out = Vec::new();
+        align.push(env(0, batch(1)), &mut out);
+        align.push(env(0, Msg::Barrier(7)), &mut out);
+        // After its barrier, input 0's batch waits; input 1's batches before its barrier go on.
+        align.push(env(0, batch(2)), &mut out);
+        align.push(env(1, batch(3)), &mut out);
+        assert_eq!(seen(&out), ["1", "3"]);
+        align.push(env(1, Msg::Barrier(7)), &mut out);
+        assert_eq!(seen(&out), ["1", "3", "B7", "2"]);
+    }
+
+    #[test]
+    fn an_ended_input_does_not_hold_a_barrier_back() {
+        let mut align = Align::new(2);
+        let mut out = Vec::new();
+        align.push(env(0, Msg::Barrier(1)), &mut out);
+        align.push(env(0, batch(5)), &mut out);
+        assert!(out.is_empty());
+        align.push(env(1, Msg::End), &mut out);
+        assert_eq!(seen(&out), ["B1", "5"]);
+        // From now on input 0 alone lines up barriers.
+        align.push(env(0, Msg::Barrier(2)), &mut out);
+        assert_eq!(seen(&out), ["B1", "5", "B2"]);
     }
 }

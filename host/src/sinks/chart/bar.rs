@@ -140,14 +140,7 @@ pub fn png(chart: &BarChart) -> Result<Vec<u8>, String> {
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &BarChart, l: &Layout) -> Drawn {
-    root.fill(&BACKGROUND).map_err(drawing_error)?;
-    let title_style = font(TITLE_SIZE, TEXT, HPos::Center, VPos::Top);
-    text(
-        root,
-        &l.title,
-        (l.width as i32 / 2, MARGIN as i32),
-        &title_style,
-    )?;
+    super::render::background_and_title(root, &l.title, l.width)?;
 
     let n = c.bars.len();
     // An empty chart still gets its axes, around one empty row.

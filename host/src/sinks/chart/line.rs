@@ -206,14 +206,7 @@ pub fn png(chart: &LineChart) -> Result<Vec<u8>, String> {
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart, l: &Layout) -> Drawn {
-    root.fill(&BACKGROUND).map_err(drawing_error)?;
-    let title_style = font(TITLE_SIZE, TEXT, HPos::Center, VPos::Top);
-    text(
-        root,
-        &l.title,
-        (l.width as i32 / 2, MARGIN as i32),
-        &title_style,
-    )?;
+    super::render::background_and_title(root, &l.title, l.width)?;
 
     let (x_lo, x_hi) = l.x.range();
     let x_label = |v: &f64| l.x.label(*v);

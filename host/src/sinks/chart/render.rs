@@ -625,6 +625,17 @@ pub(super) fn png(
     Ok(out)
 }
 
+/// Clears the image and draws the title centred at the top, as both kinds of chart start.
+pub(super) fn background_and_title<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    width: u32,
+) -> Drawn {
+    root.fill(&BACKGROUND).map_err(drawing_error)?;
+    let style = font(TITLE_SIZE, TEXT, HPos::Center, VPos::Top);
+    text(root, title, (width as i32 / 2, MARGIN as i32), &style)
+}
+
 /// Draws `text` on `area` at the pixel `at` with `style`.
 pub(super) fn text<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,

@@ -647,7 +647,7 @@ fn a_tls_or_sasl_mismatch_says_so() {
     let fixture = common::fixture("music_streaming_events.jsonl");
     for (protocol, says) in [("SSL", "SSL handshake failed"), ("SASL_PLAINTEXT", "SASL")] {
         let extra = format!(
-            "idle_timeout = \"2s\"\nproperties = {{ \"security.protocol\" = \"{protocol}\", \"sasl.mechanism\" = \"PLAIN\", \"sasl.username\" = \"u\", \"sasl.password\" = \"p\" }}\nfallback = {{ replay = {:?}, connect_timeout = \"6s\" }}",
+            "idle_timeout = \"2s\"\nproperties = {{ \"security.protocol\" = \"{protocol}\", \"sasl.mechanism\" = \"PLAIN\", \"sasl.username\" = \"u\", \"sasl.password\" = \"p\" }}\nfallback = {{ replay = {:?}, connect_timeout = \"15s\" }}",
             fixture.display().to_string()
         );
         let source = kafka_source(&brokers, "music_streaming_events", "tributary", &extra);

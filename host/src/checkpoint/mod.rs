@@ -26,6 +26,17 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration as StdDuration, Instant};
 pub use store::{Checkpoint, Store, StoreError};
 
+/// How a stage starts, see [`Coordinator::start`].
+#[derive(Debug, PartialEq)]
+pub enum Start {
+    /// Load this state from the restored checkpoint.
+    Restore(Value),
+    /// Checkpoints are on and none was taken yet: record where the output stands.
+    Fresh,
+    /// Nothing to restore or record.
+    Plain,
+}
+
 /// Takes checkpoints for one run: asks sources for barriers, collects every stage's part, writes the
 /// checkpoint, and tells sources which positions they may commit.
 pub struct Coordinator {
@@ -198,6 +209,15 @@ impl Coordinator {
     /// The state a stage restores: waits until every source has said whether it resumes (a stage
     /// calls this at its first input, so a source has decided by then, unless there are several).
     pub fn restored_state(&self, stage: &str) -> Option<Value> {
+        match self.start(stage) {
+            Start::Restore(state) => Some(state),
+            Start::Fresh | Start::Plain => None,
+        }
+    }
+
+    /// How a stage starts: from its state in the restored checkpoint, fresh (checkpoints are on but
+    /// none was taken yet), or without checkpoints. Waits like [`Coordinator::restored_state`].
+    pub fn start(&self, stage: &str) -> Start {
         let mut s = self.lock();
         while !s.undecided.is_empty() {
             s = self
@@ -206,7 +226,25 @@ impl Coordinator {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        s.restored.as_ref()?.stages.get(stage).cloned()
+        match &s.restored {
+            _ if self.store.is_none() || s.off.is_some() => Start::Plain,
+            Some(cp) => cp
+                .stages
+                .get(stage)
+                .cloned()
+                .map_or(Start::Plain, Start::Restore),
+            None => Start::Fresh,
+        }
+    }
+
+    /// For a stage that starts fresh: records `part` (where its output stands before it writes
+    /// anything) for a restart that finds no checkpoint either, or returns the part an earlier
+    /// attempt recorded, to restore (see [`Store::write_initial`]).
+    pub fn initial(&self, stage: &str, part: Value) -> Result<Option<Value>, StoreError> {
+        match &self.store {
+            Some(store) => store.write_initial(stage, part),
+            None => Ok(None),
+        }
     }
 
     /// The next barrier a source is to hand on, if one is due: checkpoints are asked for every
@@ -351,9 +389,7 @@ impl Coordinator {
     fn write(&self, s: &mut State, store: &Store, id: u64, parts: BTreeMap<String, Value>) {
         let cp = Checkpoint {
             id,
-            taken_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            taken_at: store::now_millis(),
             stages: parts,
         };
         match store.write(&cp) {
@@ -464,6 +500,7 @@ mod tests {
     fn a_checkpoint_is_written_once_every_stage_has_saved_its_part() {
         let (c, store) = coordinator("round", None);
         c.begin("src", Ok(()));
+        assert_eq!(c.start("sink"), Start::Fresh, "no checkpoint yet");
         let id = due(&c).expect("a checkpoint is due");
         assert_eq!(id, 1);
         assert_eq!(c.due("src"), Some(1), "due until the source hands it on");
@@ -501,6 +538,11 @@ mod tests {
         let (c, store) = coordinator("final", Some(restored));
         c.begin("src", Ok(()));
         assert_eq!(c.restored_state("win"), Some(json!("state")));
+        assert_eq!(
+            c.start("sink"),
+            Start::Plain,
+            "no part of its own to restore"
+        );
         assert_eq!(
             c.request_final(),
             Some(8),
@@ -540,6 +582,7 @@ mod tests {
         c.begin("src", Err("fell back to a capture".into()));
         assert!(!c.enabled());
         assert_eq!(c.restored_state("win"), None);
+        assert_eq!(c.start("sink"), Start::Plain, "nothing to record either");
         assert_eq!(c.due("src"), None);
         assert_eq!(c.request_final(), None);
         let _ = std::fs::remove_dir_all(store.dir());

@@ -45,6 +45,13 @@ pub enum StoreError {
     },
 }
 
+/// Milliseconds since the epoch, for `taken_at`.
+pub(super) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// FNV-1a, 64 bits: stable across versions and platforms, enough to detect damage (not an attacker).
 fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -65,37 +72,83 @@ impl Store {
         self.dir.join(format!("checkpoint-{id:020}.json"))
     }
 
-    /// Writes a checkpoint durably and removes all but the newest [`KEEP`].
+    /// A stage's part of the start of a run that has no checkpoint yet (see [`Store::write_initial`]).
+    fn initial_file(&self, stage: &str) -> PathBuf {
+        self.dir.join(format!("initial-{stage}.json"))
+    }
+
+    /// Writes a checkpoint durably and removes all but the newest [`KEEP`], and the initial parts,
+    /// which it supersedes.
     pub fn write(&self, cp: &Checkpoint) -> Result<(), StoreError> {
         let err = |source| StoreError::Write {
             dir: self.dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        self.write_file(cp, &self.file(cp.id)).map_err(err)?;
+        let mut ids = self.ids().map_err(err)?;
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for old in ids.into_iter().skip(KEEP) {
+            let _ = std::fs::remove_file(self.file(old));
+        }
+        for entry in std::fs::read_dir(&self.dir).map_err(err)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("initial-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Records where a stage's output stood when a run with checkpoints started without one (a file's
+    /// length), unless an earlier attempt recorded it already: a run killed before its first
+    /// checkpoint is started again from the same input, and what it wrote must be cut away, like
+    /// what a run writes after its last checkpoint. Returns the part recorded by an earlier attempt,
+    /// to restore, or `None` when `part` is now the record.
+    pub fn write_initial(
+        &self,
+        stage: &str,
+        part: serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let path = self.initial_file(stage);
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(mut earlier) = parse(&bytes) {
+                if let Some(part) = earlier.stages.remove(stage) {
+                    return Ok(Some(part));
+                }
+            }
+            // A damaged record is from a crash while it was written, before any output: replace it.
+        }
+        let cp = Checkpoint {
+            id: 0,
+            taken_at: now_millis(),
+            stages: BTreeMap::from([(stage.to_string(), part)]),
+        };
+        self.write_file(&cp, &path)
+            .map_err(|source| StoreError::Write {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        Ok(None)
+    }
+
+    /// Writes `cp` to `path` whole or not at all: to a temporary file, synced, renamed into place.
+    fn write_file(&self, cp: &Checkpoint, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
         let body = serde_json::to_vec(cp).expect("checkpoints serialise");
         let header = format!(
             "{MAGIC} v{VERSION} {} {:016x}\n",
             body.len(),
             checksum(&body)
         );
-        let tmp = self.dir.join(format!(".checkpoint-{}.tmp", cp.id));
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
         f.write_all(header.as_bytes())
             .and_then(|()| f.write_all(&body))
-            .and_then(|()| f.sync_all())
-            .map_err(err)?;
+            .and_then(|()| f.sync_all())?;
         drop(f);
-        std::fs::rename(&tmp, self.file(cp.id)).map_err(err)?;
+        std::fs::rename(&tmp, path)?;
         // The rename is durable once the directory is.
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        let mut ids = self.ids().map_err(err)?;
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        for old in ids.into_iter().skip(KEEP) {
-            let _ = std::fs::remove_file(self.file(old));
-        }
-        Ok(())
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all())
     }
 
     /// Ids of the checkpoint files in the directory, in no particular order.
@@ -232,6 +285,41 @@ mod tests {
         let (latest, warnings) = s.latest().unwrap();
         assert_eq!(latest, None);
         assert!(warnings[1].contains("checksum mismatch"), "{warnings:?}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn the_first_attempt_records_where_output_starts_until_a_checkpoint_supersedes_it() {
+        let d = dir("initial");
+        let s = Store::new(d.clone());
+        let at = |len: u64| serde_json::json!({ "path": "out.jsonl", "len": len });
+        assert_eq!(
+            s.write_initial("file", at(10)).unwrap(),
+            None,
+            "first attempt records"
+        );
+        // Attempts killed before the first checkpoint go back to the first attempt's start.
+        assert_eq!(s.write_initial("file", at(99)).unwrap(), Some(at(10)));
+        assert_eq!(
+            s.write_initial("other", at(5)).unwrap(),
+            None,
+            "one record per stage"
+        );
+        assert_eq!(
+            s.latest().unwrap().0,
+            None,
+            "initial records are not checkpoints"
+        );
+        s.write(&cp(1)).unwrap();
+        // The checkpoint holds the lengths now; a later fresh start records anew.
+        assert_eq!(s.write_initial("file", at(42)).unwrap(), None);
+        assert_eq!(s.write_initial("file", at(43)).unwrap(), Some(at(42)));
+        // A torn record (a crash while writing it, before any output) is replaced.
+        let path = s.initial_file("file");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert_eq!(s.write_initial("file", at(7)).unwrap(), None);
+        assert_eq!(s.write_initial("file", at(8)).unwrap(), Some(at(7)));
         let _ = std::fs::remove_dir_all(d);
     }
 }

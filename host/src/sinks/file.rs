@@ -91,6 +91,10 @@ impl Sink for FileSink {
     /// The rows so far are on disk; a restart from this checkpoint cuts the file back to this length,
     /// because it computes what came after again (so each result is in the file once).
     fn checkpoint(&mut self, _: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        self.initial()
+    }
+
+    fn initial(&mut self) -> Result<Option<serde_json::Value>, StageError> {
         let out = self.out.as_mut().expect("opened");
         let len = out
             .flush()
@@ -121,7 +125,7 @@ impl Sink for FileSink {
                 .and_then(|()| file.seek(SeekFrom::Start(len)).map(drop))
                 .map_err(|e| self.io(e))?;
             eprintln!(
-                "tributary: stage `{}`: cut `{}` back to the {len} bytes it had at the checkpoint; the {} bytes after it are computed and written again",
+                "tributary: stage `{}`: cut `{}` back to the {len} bytes it had at the checkpoint (or at the start of a run stopped before its first); the {} bytes after it are computed and written again",
                 self.stage,
                 self.path.display(),
                 now - len

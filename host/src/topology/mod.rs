@@ -4,7 +4,7 @@
 mod progress;
 pub mod registry;
 
-use crate::checkpoint::Coordinator;
+use crate::checkpoint::{Coordinator, Start};
 use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
 use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
@@ -77,6 +77,14 @@ pub trait Sink: Send {
     /// Makes everything written so far durable (or spooled) for a checkpoint, and returns what a
     /// restart needs to find that point again (a file's length). `None`: nothing to restore.
     fn checkpoint(&mut self, _ctx: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        Ok(None)
+    }
+
+    /// Where the output stands before the first batch of a run with checkpoints that has none yet, in
+    /// the form [`Sink::checkpoint`] returns: a run killed before its first checkpoint starts over
+    /// from the same input and goes back to this point with [`Sink::restore`]. `None`: nothing to
+    /// go back to (idempotent writes).
+    fn initial(&mut self) -> Result<Option<serde_json::Value>, StageError> {
         Ok(None)
     }
 
@@ -680,6 +688,9 @@ enum Event {
     Batch(Arc<Batch>),
     /// Checkpoint barrier `id` has come from every input.
     Barrier(u64),
+    /// Checkpoints are on and none was taken yet: before its first batch, the stage records where its
+    /// output stands, or goes back there if an earlier attempt recorded it.
+    Fresh,
 }
 
 /// Feeds a stage its inbox: its restored state at the first message (by then the sources have said
@@ -696,8 +707,10 @@ fn drive(
     let mut first = true;
     for env in inbox {
         if std::mem::take(&mut first) {
-            if let Some(state) = checkpoints.restored_state(name) {
-                handle(Event::Restore(state))?;
+            match checkpoints.start(name) {
+                Start::Restore(state) => handle(Event::Restore(state))?,
+                Start::Fresh => handle(Event::Fresh)?,
+                Start::Plain => {}
             }
         }
         align.push(env, &mut steps);
@@ -744,6 +757,8 @@ fn run_node(node: Node) -> Result<(), StageError> {
             let inbox = inbox.expect("operators have an inbox");
             drive(&name, inbox, inputs, &checkpoints, |event| match event {
                 Event::Restore(state) => op.restore(state),
+                // Operators start empty either way.
+                Event::Fresh => Ok(()),
                 Event::Batch(batch) => {
                     output
                         .stats
@@ -779,6 +794,17 @@ fn run_node(node: Node) -> Result<(), StageError> {
             let inbox = inbox.expect("sinks have an inbox");
             drive(&name, inbox, inputs, &checkpoints, |event| match event {
                 Event::Restore(state) => sink.restore(state),
+                Event::Fresh => match sink.initial()? {
+                    Some(part) => match checkpoints.initial(&name, part) {
+                        Ok(Some(earlier)) => sink.restore(earlier),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(StageError::with(
+                            "cannot record where the output starts in the checkpoint directory",
+                            e,
+                        )),
+                    },
+                    None => Ok(()),
+                },
                 Event::Batch(batch) => {
                     output
                         .stats
@@ -824,6 +850,7 @@ mod tests {
                 Event::Batch(b) => b.len.to_string(),
                 Event::Barrier(id) => format!("B{id}"),
                 Event::Restore(_) => "R".into(),
+                Event::Fresh => "F".into(),
             })
             .collect()
     }

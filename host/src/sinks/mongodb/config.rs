@@ -216,7 +216,6 @@ impl StageConfig for MongodbConfig {
         Ok(Built::Sink(Box::new(MongodbSink {
             settings: Arc::new(settings),
             writer: None,
-            checkpoint_wanted: Arc::default(),
             stopping: Arc::default(),
         })))
     }

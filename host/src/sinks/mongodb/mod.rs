@@ -72,8 +72,7 @@ const RECENT_FAILURE: std::time::Duration = std::time::Duration::from_secs(3);
 pub struct MongodbSink {
     settings: Arc<Settings>,
     writer: Option<WriterHandle>,
-    /// Shared with the writer (see `Writer::checkpoint_wanted` and `Writer::stopping`).
-    checkpoint_wanted: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with the writer (see `Writer::stopping`).
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -134,7 +133,6 @@ impl Sink for MongodbSink {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let (rejected_tx, rejected) = std::sync::mpsc::channel();
         let settings = self.settings.clone();
-        let checkpoint_wanted = self.checkpoint_wanted.clone();
         let stopping = self.stopping.clone();
         let thread = std::thread::Builder::new()
             .name(format!("stage-{}-mongodb", self.settings.stage))
@@ -148,7 +146,6 @@ impl Sink for MongodbSink {
                 rt.block_on(async move {
                     match Writer::new(settings, spool, rejected_tx).await {
                         Ok(mut writer) => {
-                            writer.checkpoint_wanted = checkpoint_wanted;
                             writer.stopping = stopping;
                             writer.run(rx).await
                         }
@@ -239,8 +236,6 @@ impl Sink for MongodbSink {
             flush: true,
         };
         let w = self.writer.as_ref().expect("opened");
-        self.checkpoint_wanted
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         if out.stopping() {
             // The stop's last checkpoint: a write in flight is abandoned rather than waited for.
             self.stopping

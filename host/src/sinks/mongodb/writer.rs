@@ -44,9 +44,6 @@ pub(super) struct Writer {
     pub(super) summary: Summary,
     /// How long the driver waits for a server, for messages.
     pub(super) selection_timeout: std::time::Duration,
-    /// Set by the stage thread when a checkpoint waits for this writer: a long write stops after its
-    /// current command and spools the rest, so the checkpoint waits for one command, not a batch.
-    pub(super) checkpoint_wanted: Arc<AtomicBool>,
     /// Set by the stage thread when the run was stopped (Ctrl-C, SIGTERM): the end of the run then
     /// bounds its writing by `drain_timeout` even while the server answers.
     pub(super) stopping: Arc<AtomicBool>,
@@ -79,7 +76,6 @@ impl Writer {
         })?;
         let batch_size = s.batch_size;
         Ok(Writer {
-            checkpoint_wanted: Arc::default(),
             stopping: Arc::default(),
             s,
             client,
@@ -173,16 +169,7 @@ impl Writer {
     /// A checkpoint: the buffered documents go to the fsync'ed spool at once, however slow the server,
     /// so the checkpoint does not wait for them to be written; the spool is drained in order as usual.
     pub(super) fn spool_pending(&mut self) -> Result<(), SpoolError> {
-        self.checkpoint_wanted.store(false, Ordering::SeqCst);
-        let chunks = std::mem::take(&mut self.pending);
-        self.pending_docs = 0;
-        self.oldest = None;
-        let mut docs = Vec::new();
-        let mut acks = Vec::new();
-        for c in chunks {
-            docs.extend(c.docs);
-            Ack::merge_into(&mut acks, &c.acks);
-        }
+        let (docs, acks) = self.take_pending();
         if !docs.is_empty() {
             self.summary.buffered += docs.len() as u64;
             if let Err(e) = self.spool.append(&docs) {
@@ -192,6 +179,20 @@ impl Writer {
         }
         drop(acks);
         Ok(())
+    }
+
+    /// Empties the buffer: its documents in order, and the acks to release once they are written or
+    /// spooled.
+    fn take_pending(&mut self) -> (Vec<Document>, Vec<Ack>) {
+        self.pending_docs = 0;
+        self.oldest = None;
+        let mut docs = Vec::new();
+        let mut acks = Vec::new();
+        for c in std::mem::take(&mut self.pending) {
+            docs.extend(c.docs);
+            Ack::merge_into(&mut acks, &c.acks);
+        }
+        (docs, acks)
     }
 
     /// When the loop must wake without a message: to flush the buffer, or to retry the spool.
@@ -223,15 +224,7 @@ impl Writer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let chunks = std::mem::take(&mut self.pending);
-        self.pending_docs = 0;
-        self.oldest = None;
-        let mut docs = Vec::new();
-        let mut acks = Vec::new();
-        for c in chunks {
-            docs.extend(c.docs);
-            Ack::merge_into(&mut acks, &c.acks);
-        }
+        let (docs, acks) = self.take_pending();
         if docs.is_empty() {
             // Only a checkpoint's flush request: there is nothing to write.
             return Ok(());

@@ -62,11 +62,47 @@ fn main() {
     }
     table.push_str("];\n");
     std::fs::write(out_dir.join("bundled.rs"), table).unwrap();
+    embed_sdk(&plugins, &out_dir);
+    println!(
+        "cargo:rustc-env=TRIBUTARY_HOST_TARGET={}",
+        env::var("TARGET").unwrap()
+    );
     for name in TEST_PLUGINS {
         let wasm = build_plugin(&plugins, &target_dir, name);
         let var = format!("TRIBUTARY_TEST_PLUGIN_{}", name.to_uppercase());
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
+}
+
+/// Embeds the SDK's sources and the WIT, for `tributary plugin new` to copy into a new plugin's crate:
+/// (path in the new crate, text). The SDK finds the WIT at `../wit`, so it goes beside the SDK.
+fn embed_sdk(plugins: &Path, out_dir: &Path) {
+    let mut files = vec![(
+        "tributary-sdk/Cargo.toml".to_string(),
+        plugins.join("sdk/Cargo.toml"),
+    )];
+    for (dir, into) in [("sdk/src", "tributary-sdk/src"), ("wit", "wit")] {
+        let mut names: Vec<_> = std::fs::read_dir(plugins.join(dir))
+            .unwrap_or_else(|e| panic!("read plugins/{dir}: {e}"))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        for path in names {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            files.push((format!("{into}/{name}"), path));
+        }
+    }
+    let mut table = String::from("/// The SDK and the WIT: (path in a new plugin crate, text).\n");
+    table.push_str("pub const SDK_FILES: &[(&str, &str)] = &[\n");
+    for (at, path) in files {
+        table.push_str(&format!(
+            "    ({at:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    std::fs::write(out_dir.join("sdk_files.rs"), table).unwrap();
 }
 
 /// `rust-toolchain.toml` lists the target, but rustup does not install it where `RUSTUP_AUTO_INSTALL=0`.

@@ -1015,3 +1015,246 @@ svg = "out/trend.svg"
         "missing `{expected}` in:\n{stderr}"
     );
 }
+
+/// The README's plugin guide, run as written (with `~/plugins` and `/path/to/tributary` replaced, and
+/// cargo building into the plugins' target directory, where the SDK's dependencies are built): a new
+/// aggregate crate builds, its unit test passes, `describe` shows its fields, and `plugin test` runs it in
+/// a pipeline on the fixture with the averages computed here.
+#[test]
+fn the_readme_plugin_guide_works_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let guide = readme
+        .split("<!-- guide-start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- guide-end -->").next())
+        .expect("README.md has a guide between <!-- guide-start --> and <!-- guide-end -->");
+    let plugins = scratch("plugin-guide");
+    let shared_target = repo().join("target/plugins");
+    let commands: Vec<String> = guide
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.trim().is_empty())
+        .map(|l| {
+            // Cargo builds into the plugins' target directory here (see below), not the crate's.
+            l.replace("~/plugins", &plugins.display().to_string())
+                .replace("/path/to/tributary", &repo().display().to_string())
+                .replace(
+                    " target/wasm32-unknown-unknown/",
+                    &format!(" {}/wasm32-unknown-unknown/", shared_target.display()),
+                )
+        })
+        .collect();
+    assert!(
+        commands.len() >= 5,
+        "the guide has {} commands",
+        commands.len()
+    );
+    let mut cwd = std::env::current_dir().unwrap();
+    let mut outputs = Vec::new();
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if words[0] == "cd" {
+            cwd = cwd.join(words[1]);
+            continue;
+        }
+        let mut cmd = match words[0] {
+            "tributary" => tributary(),
+            "cargo" => {
+                let mut cmd = std::process::Command::new("cargo");
+                // This test's cargo settings are not the plugin's; its dependencies are built once in
+                // the plugins' target directory.
+                for (key, _) in std::env::vars() {
+                    if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTC_")
+                    {
+                        cmd.env_remove(key);
+                    }
+                }
+                cmd.env("CARGO_TARGET_DIR", &shared_target);
+                cmd
+            }
+            other => {
+                panic!("the guide runs `{other}`; this test knows `tributary`, `cargo` and `cd`")
+            }
+        };
+        cmd.current_dir(&cwd).args(&words[1..]);
+        let (code, out, err) = run(cmd);
+        assert_eq!(
+            code, 0,
+            "`{command}` failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        outputs.push((command.clone(), out, err));
+    }
+    let output = |verb: &str| {
+        outputs
+            .iter()
+            .find(|(c, _, _)| c.starts_with(&format!("tributary plugin {verb}")))
+            .map(|(_, out, _)| out.clone())
+            .unwrap_or_else(|| panic!("the guide runs no `tributary plugin {verb}`"))
+    };
+    let tested = outputs
+        .iter()
+        .find(|(c, _, _)| c.starts_with("cargo test"))
+        .map(|(_, out, _)| out.clone())
+        .expect("the guide runs the plugin's unit tests");
+    assert!(tested.contains("test result: ok. 1 passed"), "{tested}");
+
+    let described = output("describe");
+    for line in [
+        "kind    aggregate",
+        "streams              float",
+        "avg                  float",
+        "count                int",
+    ] {
+        assert!(described.contains(line), "no `{line}` in:\n{described}");
+    }
+
+    let mut expected: BTreeMap<String, (f64, i64)> = BTreeMap::new();
+    for (_, p) in capture(&fixture("music_streaming_events.jsonl")) {
+        let e = expected
+            .entry(p["genre"].as_str().unwrap().to_string())
+            .or_default();
+        e.0 += p["streams"].as_f64().unwrap();
+        e.1 += 1;
+    }
+    let table = output("test");
+    let mut got: BTreeMap<String, (f64, i64)> = BTreeMap::new();
+    for line in table.lines().filter(|l| l.starts_with('|')).skip(2) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        // window_start, window_end (empty: one global window), genre, avg, count
+        assert_eq!(cells.len(), 5, "{line}");
+        got.insert(
+            cells[2].to_string(),
+            (cells[3].parse().unwrap(), cells[4].parse().unwrap()),
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "one row per genre:\n{table}");
+    for (genre, (sum, count)) in expected {
+        let (avg, n) = got[&genre];
+        assert_eq!(n, count, "{genre}");
+        assert!(
+            close(avg, sum / count as f64),
+            "{genre}: {avg} against {}",
+            sum / count as f64
+        );
+    }
+}
+
+#[test]
+fn plugin_describe_and_test_explain_their_mistakes() {
+    // A transform given aggregate options, a config without `=`, a plugin refusing its config.
+    for (args, says) in [
+        (
+            vec![
+                "plugin",
+                "test",
+                "scale",
+                "--config",
+                "field=streams",
+                "--config",
+                "factor=2",
+                "--input",
+                "x.jsonl",
+                "--key",
+                "genre",
+            ],
+            "`--window` and `--key` are for aggregates",
+        ),
+        (
+            vec!["plugin", "describe", "average", "--config", "field"],
+            "is not `KEY=VALUE`",
+        ),
+        (
+            vec!["plugin", "describe", "average"],
+            "missing config key `field`",
+        ),
+        (
+            vec!["plugin", "new", "Bad Name", "--kind", "aggregate"],
+            "cannot name a plugin crate",
+        ),
+    ] {
+        let mut cmd = tributary();
+        cmd.args(&args);
+        let (code, _, err) = run(cmd);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(says), "{args:?}: no `{says}` in:\n{err}");
+    }
+}
+
+/// `plugin new --kind transform` makes a filter that builds, passes its own unit test, and keeps
+/// exactly the fixture's records whose `streams` reach `min`, scaled by `factor`.
+#[test]
+fn a_new_transform_plugin_builds_and_filters() {
+    let dir = scratch("plugin-new-transform");
+    let shared_target = repo().join("target/plugins");
+    let mut cmd = tributary();
+    cmd.args(["plugin", "new", "my_filter", "--kind", "transform", "--dir"])
+        .arg(&dir);
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    for args in [&["build", "--release"][..], &["test-native"][..]] {
+        let mut cmd = std::process::Command::new("cargo");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTC_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CARGO_TARGET_DIR", &shared_target)
+            .current_dir(dir.join("my_filter"))
+            .args(args);
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "cargo {args:?}\n{out}\n{err}");
+    }
+    let wasm = shared_target.join("wasm32-unknown-unknown/release/my_filter.wasm");
+    let mut cmd = tributary();
+    cmd.args(["plugin", "test"])
+        .arg(&wasm)
+        .args([
+            "--config",
+            "field=streams",
+            "--config",
+            "min=5",
+            "--config",
+            "factor=10",
+        ])
+        .arg("--input")
+        .arg(fixture("music_streaming_events.jsonl"))
+        .args(["--rows", "1000"]);
+    let (code, table, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    let header: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with('|'))
+        .unwrap()
+        .trim_matches('|')
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let col = header.iter().position(|h| *h == "streams").unwrap();
+    let got: Vec<f64> = table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .nth(col)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<f64> = capture(&fixture("music_streaming_events.jsonl"))
+        .iter()
+        .map(|(_, p)| p["streams"].as_f64().unwrap())
+        .filter(|s| *s >= 5.0)
+        .map(|s| s * 10.0)
+        .collect();
+    assert!(
+        !want.is_empty() && want.len() < 299,
+        "the filter should keep some records"
+    );
+    assert_eq!(got.len(), want.len(), "{table}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(close(*g, *w), "{g} against {w}");
+    }
+}

@@ -102,6 +102,55 @@ enum Command {
 enum PluginCommand {
     /// List the plugins bundled in this binary.
     List,
+    /// Create the crate of a new plugin: an example plugin of the kind asked for, its unit test, a
+    /// README, and this tributary's SDK; `cargo build --release` in it makes the `.wasm`.
+    New {
+        /// The crate's name, like `my_average`; also its directory.
+        name: String,
+        /// What the plugin does: `transform` (map, filter, flat-map) or `aggregate` (a window's
+        /// aggregation).
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Where to create the crate's directory (outside the tributary repository is best).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print what a plugin declares, given its config: kind, ABI, the fields it reads and writes.
+    Describe {
+        /// A `.wasm` file, or the name of a bundled plugin.
+        plugin: String,
+        /// An entry of the plugin's config table, `KEY=VALUE` (repeatable); VALUE is read as TOML
+        /// (a number, `true`) or else as text.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// Run a plugin on sample records (a capture file) and print the results as a table.
+    Test {
+        /// A `.wasm` file, or the name of a bundled plugin.
+        plugin: String,
+        /// An entry of the plugin's config table, `KEY=VALUE` (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// The records: a capture file (JSON lines, as `record` writes and `replay` reads).
+        #[arg(long)]
+        input: PathBuf,
+        /// For an aggregate: tumbling windows of this size, like `1m`. Default: one window over all
+        /// records.
+        #[arg(long)]
+        window: Option<String>,
+        /// For an aggregate: the field to group by. Default: all records together.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print at most this many result rows.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Transform,
+    Aggregate,
 }
 
 pub fn main() -> anyhow::Result<ExitCode> {
@@ -197,17 +246,110 @@ pub fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin {
-            command: PluginCommand::List,
-        } => {
+        Command::Plugin { command } => plugin_command(command),
+    }
+}
+
+fn plugin_command(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    use tributary::authoring;
+    use tributary::plugin::PluginKind;
+    match command {
+        PluginCommand::List => {
             let host = PluginHost::new()?;
             for name in tributary::plugin::bundled_names() {
                 let plugin = host.load(name, Path::new("."))?;
                 println!("{name:<10} {}", plugin.kind.as_str());
             }
-            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::New { name, kind, dir } => {
+            let kind = match kind {
+                Kind::Transform => PluginKind::Transform,
+                Kind::Aggregate => PluginKind::Aggregate,
+            };
+            let made = authoring::new_plugin(&name, kind, &dir)?;
+            eprintln!(
+                "created the {} plugin `{name}` in {}\n  cd {} && cargo build --release\n  -> {}",
+                kind.as_str(),
+                made.dir.display(),
+                made.dir.display(),
+                made.wasm.display()
+            );
+            if !wasm_target_installed() {
+                eprintln!("the build needs the wasm target once: rustup target add wasm32-unknown-unknown");
+            }
+        }
+        PluginCommand::Describe { plugin, config } => {
+            let host = PluginHost::new()?;
+            let loaded = host.load(&plugin, Path::new("."))?;
+            let table = authoring::config_table(&config)?;
+            let text = authoring::describe(&host, &loaded, &table)
+                .with_context(|| format!("plugin `{plugin}` refused its config"))?;
+            print!("{text}");
+        }
+        PluginCommand::Test {
+            plugin,
+            config,
+            input,
+            window,
+            key,
+            rows,
+        } => {
+            let host = PluginHost::new()?;
+            let loaded = host.load(&plugin, Path::new("."))?;
+            let table = authoring::config_table(&config)?;
+            if loaded.kind == PluginKind::Transform && (window.is_some() || key.is_some()) {
+                anyhow::bail!(
+                    "`--window` and `--key` are for aggregates; `{plugin}` is a transform"
+                );
+            }
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            // A bundled plugin goes by name; a file by its absolute path, as the pipeline lives elsewhere.
+            let plugin_path = if Path::new(&plugin).exists() {
+                absolute(Path::new(&plugin))
+            } else {
+                PathBuf::from(&plugin)
+            };
+            let work =
+                std::env::temp_dir().join(format!("tributary-plugin-test-{}", std::process::id()));
+            std::fs::create_dir_all(&work)
+                .with_context(|| format!("cannot create {}", work.display()))?;
+            let dead_letter = work.join("dead_letter.jsonl");
+            let text = authoring::test_pipeline(&authoring::TestRun {
+                plugin: &plugin_path,
+                kind: loaded.kind,
+                config: &table,
+                input: &absolute(&input),
+                window: window.as_deref(),
+                key: key.as_deref(),
+                rows,
+                dead_letter: &dead_letter,
+            });
+            let file = work.join("pipeline.toml");
+            std::fs::write(&file, text)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            let code = run(&file, false);
+            let dead = std::fs::read_to_string(&dead_letter).unwrap_or_default();
+            if !dead.is_empty() {
+                let keep = std::env::current_dir()?.join("plugin-test-dead-letters.jsonl");
+                std::fs::write(&keep, &dead)
+                    .with_context(|| format!("cannot write {}", keep.display()))?;
+                eprintln!("dead letters, with their reasons: {}", keep.display());
+            }
+            let _ = std::fs::remove_dir_all(&work);
+            return code;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether rustup has the wasm target (a guess: a toolchain without rustup is not checked).
+fn wasm_target_installed() -> bool {
+    std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_or(true, |o| {
+            String::from_utf8_lossy(&o.stdout).contains("wasm32-unknown-unknown")
+        })
 }
 
 /// Loads and builds a pipeline, printing every problem; `None` if there were any.

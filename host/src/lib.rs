@@ -3,6 +3,7 @@
 //! The modules follow the data: `config` (pipeline.toml → checked stages), `topology` (the DAG and its
 //! threads), `sources`, `operators`, `sinks`; `plugin` hosts the WebAssembly components.
 
+pub mod authoring;
 pub mod checkpoint;
 pub mod config;
 pub mod deadletter;

@@ -1258,3 +1258,44 @@ fn a_new_transform_plugin_builds_and_filters() {
         assert!(close(*g, *w), "{g} against {w}");
     }
 }
+
+/// Compiled plugins go where the README says: `plugins/` under `$TRIBUTARY_CACHE_DIR`, else under
+/// `$XDG_CACHE_HOME/tributary`; a second run uses the entries and adds none.
+#[test]
+fn compiled_plugins_are_cached_where_the_readme_says() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme
+        .contains("`plugins/` under `$TRIBUTARY_CACHE_DIR`, else `$XDG_CACHE_HOME/tributary`"));
+    let dir = scratch("plugin-cache");
+    let entries = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for (var, base) in [
+        ("TRIBUTARY_CACHE_DIR", dir.join("explicit")),
+        ("XDG_CACHE_HOME", dir.join("xdg")),
+    ] {
+        for _ in 0..2 {
+            let mut cmd = tributary();
+            cmd.args(["plugin", "describe", "average", "--config", "field=streams"])
+                .env_remove("TRIBUTARY_CACHE_DIR")
+                .env(var, &base);
+            let (code, _, err) = run(cmd);
+            assert_eq!(code, 0, "{err}");
+        }
+        let cache = if var == "XDG_CACHE_HOME" {
+            base.join("tributary/plugins")
+        } else {
+            base.join("plugins")
+        };
+        let found = entries(&cache);
+        assert_eq!(found.len(), 1, "{var}: {found:?} in {}", cache.display());
+        assert!(found[0].ends_with(".cwasm"), "{found:?}");
+    }
+}

@@ -5,6 +5,7 @@
 //! component here. Plugins import nothing: no files, no network, no clock.
 
 mod bindings;
+mod cache;
 mod columns;
 mod instance;
 
@@ -210,6 +211,7 @@ impl PluginHost {
                     let _ = std::fs::create_dir_all(path.parent().unwrap())
                         .and_then(|_| std::fs::write(path.with_extension("tmp"), &compiled))
                         .and_then(|_| std::fs::rename(path.with_extension("tmp"), path));
+                    cache::prune(path.parent().unwrap(), cache::MAX_BYTES);
                 }
                 // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
                 unsafe { Component::deserialize(&self.engine, &compiled) }
@@ -238,7 +240,9 @@ impl PluginHost {
         // SAFETY: the cache directory holds only artifacts this program wrote with `precompile_component`,
         // named by a hash of the source and of the engine's compatibility settings; wasmtime also checks
         // the artifact's version and settings and refuses a mismatch, which we treat as a cache miss.
-        unsafe { Component::deserialize_file(&self.engine, path) }.ok()
+        let component = unsafe { Component::deserialize_file(&self.engine, path) }.ok()?;
+        cache::touch(path);
+        Some(component)
     }
 
     /// Instantiates a transform plugin and hands it its config.

@@ -39,7 +39,7 @@ pub fn prune(dir: &Path, max: u64) -> usize {
         }
     }
     // Newest first: what is kept is the most recently used that fits.
-    kept.sort_by(|a, b| b.0.cmp(&a.0));
+    kept.sort_by_key(|k| std::cmp::Reverse(k.0));
     let mut total = 0;
     let mut removed = 0;
     for (_, len, path) in kept {

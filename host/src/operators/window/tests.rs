@@ -82,13 +82,19 @@ impl Accumulators for SumCount {
         to.1 += from.1;
         Ok(())
     }
-    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
-        let vals: Vec<(f64, i64)> = slots.iter().map(|s| *self.slot(*s)).collect();
-        Ok(wit::Batch {
-            rows: slots.len() as u32,
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        let vals: Vec<(f64, i64)> = panes.iter().map(|p| *self.slot(p.slot)).collect();
+        Ok(Finished {
+            rows: (0..panes.len() as u32).collect(),
             columns: vec![
-                wit::Column::Float(vals.iter().map(|v| v.0).collect()),
-                wit::Column::Int(vals.iter().map(|v| v.1).collect()),
+                wit::NullableColumn {
+                    values: wit::Column::Float(vals.iter().map(|v| v.0).collect()),
+                    valid: None,
+                },
+                wit::NullableColumn {
+                    values: wit::Column::Int(vals.iter().map(|v| v.1).collect()),
+                    valid: None,
+                },
             ],
         })
     }
@@ -697,4 +703,143 @@ fn saved_state_loaded_into_a_fresh_stage_gives_the_results_of_an_uninterrupted_r
             );
         }
     }
+}
+
+/// One row per pane whose `sum` is null when the pane's sum is 0, and a second row for pane 0 only:
+/// a stand-in for a 0.2 plugin using nulls and several rows.
+struct NullsAndExtraRows(SumCount);
+
+impl Accumulators for NullsAndExtraRows {
+    fn inputs(&self) -> &[FieldSpec] {
+        self.0.inputs()
+    }
+    fn outputs(&self) -> &[FieldSpec] {
+        self.0.outputs()
+    }
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
+        self.0.add(slots, input)
+    }
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
+        self.0.merge(dst, src)
+    }
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        let mut f = self.0.finish(panes)?;
+        let wit::Column::Float(sums) = &f.columns[0].values else {
+            panic!()
+        };
+        f.columns[0].valid = Some(sums.iter().map(|s| *s != 0.0).collect());
+        // A row for pane 0 again, at the end: rows need not be grouped.
+        f.rows.push(0);
+        for c in &mut f.columns {
+            match &mut c.values {
+                wit::Column::Float(v) => v.push(v[0]),
+                wit::Column::Int(v) => v.push(v[0]),
+                _ => unreachable!(),
+            }
+            if let Some(valid) = &mut c.valid {
+                valid.push(valid[0]);
+            }
+        }
+        Ok(f)
+    }
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
+        self.0.free(slots)
+    }
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
+        self.0.save(slot)
+    }
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
+        self.0.load(slot, state)
+    }
+}
+
+#[test]
+fn null_results_reach_the_sinks_as_null() {
+    let settings = Settings {
+        kind: WindowKind::Tumbling { size: 60_000 },
+        key: Some("k".into()),
+        event_time: None,
+        max_delay: 0,
+        allowed_lateness: 0,
+        max_future: 3_600_000,
+    };
+    let mut w = Windows::new(settings, NullsAndExtraRows(SumCount::new()));
+    w.process(&batch(&[(1_000, "a", 0.0), (2_000, "b", 2.0)]))
+        .unwrap();
+    let out = w.finish().unwrap().unwrap();
+    assert_eq!(out.len, 3);
+    let sums: Vec<Value> = (0..3).map(|r| out.value("sum", r)).collect();
+    assert_eq!(sums, [Value::Null, Value::Float(2.0), Value::Null]);
+    let keys: Vec<Value> = (0..3).map(|r| out.value("k", r)).collect();
+    assert_eq!(
+        keys,
+        [
+            Value::Str("a".into()),
+            Value::Str("b".into()),
+            Value::Str("a".into())
+        ],
+        "the extra row carries pane 0's key"
+    );
+    let mut jsonl = Vec::new();
+    crate::sinks::file::write_jsonl(&out, &mut jsonl);
+    let first = String::from_utf8(jsonl).unwrap();
+    let first = first.lines().next().unwrap();
+    assert!(first.contains(r#""sum":null"#), "{first}");
+    assert!(first.contains(r#""count":1"#), "{first}");
+}
+
+/// A stand-in returning a row for a pane it was not given.
+struct RowOutOfRange(SumCount);
+
+impl Accumulators for RowOutOfRange {
+    fn inputs(&self) -> &[FieldSpec] {
+        self.0.inputs()
+    }
+    fn outputs(&self) -> &[FieldSpec] {
+        self.0.outputs()
+    }
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
+        self.0.add(slots, input)
+    }
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
+        self.0.merge(dst, src)
+    }
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        let mut f = self.0.finish(panes)?;
+        f.rows[0] = panes.len() as u32;
+        Ok(f)
+    }
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
+        self.0.free(slots)
+    }
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
+        self.0.save(slot)
+    }
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
+        self.0.load(slot, state)
+    }
+}
+
+#[test]
+fn a_row_for_a_pane_not_given_is_a_plugin_error() {
+    let settings = Settings {
+        kind: WindowKind::Global,
+        key: None,
+        event_time: None,
+        max_delay: 0,
+        allowed_lateness: 0,
+        max_future: 3_600_000,
+    };
+    let mut w = Windows::new(settings, RowOutOfRange(SumCount::new()));
+    w.process(&batch(&[(1_000, "a", 1.0)])).unwrap();
+    let e = w.finish().unwrap_err().to_string();
+    assert!(e.contains("a row for pane 1, but was given 1 panes"), "{e}");
 }

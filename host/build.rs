@@ -16,6 +16,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("average", "aggregate"),
     ("max", "aggregate"),
     ("sum", "aggregate"),
+    ("top_k", "aggregate"),
 ];
 
 /// Plugins built for the tests only (misbehaving on purpose), never bundled; the tests find each at the

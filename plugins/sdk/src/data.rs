@@ -259,7 +259,7 @@ impl RowWriter {
 
     /// Complete rows written so far; a row is complete once every declared field is written.
     pub fn rows(&self) -> usize {
-        if self.next % self.columns.len().max(1) != 0 {
+        if !self.next.is_multiple_of(self.columns.len().max(1)) {
             panic!(
                 "a result row was left incomplete: {} of {} fields written",
                 self.next % self.columns.len(),

@@ -206,6 +206,41 @@ fn a_plugin_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
 }
 
 #[test]
+fn a_transform_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
+    // `scale` as built at 7d7033c (ABI 0.1).
+    let host = host();
+    let old = host
+        .load(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/scale-abi-0.1.wasm"
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+    let new = host.load("scale", Path::new("/")).unwrap();
+    assert_eq!((old.kind, old.abi), (PluginKind::Transform, Abi::V0_1));
+    assert_eq!((new.kind, new.abi), (PluginKind::Transform, Abi::V0_2));
+    let config = [
+        ("field".to_string(), ConfigValue::Text("streams".into())),
+        ("factor".to_string(), ConfigValue::Float(2.5)),
+    ];
+    let mut results = Vec::new();
+    for plugin in [&old, &new] {
+        let mut t = host.transform(plugin, &config, Limits::default()).unwrap();
+        assert_eq!(t.spec.outputs.len(), 1);
+        let out = t.apply(&batch()).unwrap();
+        assert!(out.rows.is_none() && out.errors.is_empty());
+        let [wit::Column::Float(v)] = out.columns.as_slice() else {
+            panic!("{:?}", out.columns)
+        };
+        results.push(v.clone());
+    }
+    assert_eq!(results[0], [2.5, 5.0, 7.5]);
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
 fn a_plugin_of_an_unknown_abi_version_names_the_versions_supported_and_its_own() {
     // The 0.1 fixture relabelled as 0.9: same shapes, a version this host does not know.
     let mut bytes = abi_0_1_sum();

@@ -1,6 +1,8 @@
 //! `type = "window"`: groups records by key and event-time window and aggregates each group with a
 //! window-aggregate plugin. The host owns windows, keys, watermarks and where state lives; the plugin
-//! only folds rows into accumulator slots and reads results out.
+//! only folds rows into accumulator slots and reads results out. At `finish` the plugin sees each
+//! slot's window bounds and key and, under ABI 0.2, returns any number of rows per slot (`top_k` returns
+//! up to k), values possibly null; every row carries its slot's `window_start`, `window_end` and key.
 //!
 //! Event time is the record timestamp or a named field. The watermark is the largest event time seen
 //! minus `max_delay`. A window is emitted once the watermark reaches its end and kept for
@@ -56,7 +58,8 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
-    /// A bundled aggregate (`average`, `sum`, `max`) or the path to a `.wasm` file.
+    /// A bundled aggregate (`average`, `sum`, `max`, `top_k`) or the path to a `.wasm` file, built for
+    /// plugin ABI 0.2 (the SDK's) or 0.1.
     pub plugin: Spanned<String>,
     /// The plugin's own settings, e.g. `config = { field = "streams" }`.
     #[serde(default)]

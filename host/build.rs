@@ -16,11 +16,12 @@ const BUNDLED: &[(&str, &str)] = &[
     ("average", "aggregate"),
     ("max", "aggregate"),
     ("sum", "aggregate"),
+    ("top_k", "aggregate"),
 ];
 
 /// Plugins built for the tests only (misbehaving on purpose), never bundled; the tests find each at the
 /// path in `TRIBUTARY_TEST_PLUGIN_<NAME>`.
-const TEST_PLUGINS: &[&str] = &["hostile"];
+const TEST_PLUGINS: &[&str] = &["hostile", "probe"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

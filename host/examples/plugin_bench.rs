@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::time::Instant;
-use tributary::plugin::{wit, ConfigValue, Limits, PluginHost};
+use tributary::plugin::{wit, ConfigValue, Limits, Pane, PluginHost};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -34,12 +34,22 @@ fn main() {
             };
             let slots: Vec<u32> = (0..1024).map(|i| i % 700).collect();
             let open: Vec<u32> = (0..700).collect();
+            // What a keyed window stage passes at `finish` (ABI 0.2): each slot's bounds and key.
+            let panes: Vec<Pane> = open
+                .iter()
+                .map(|&slot| Pane {
+                    slot,
+                    start: Some(0),
+                    end: Some(60_000),
+                    key: Some(wit::Value::Str(format!("genre {slot}"))),
+                })
+                .collect();
             let mut checksum = 0.0;
             let started = Instant::now();
             for _ in 0..batches {
                 agg.add(&slots, &input).expect("add");
-                let out = agg.finish(&open).expect("finish");
-                if let wit::Column::Float(avg) = &out.columns[0] {
+                let out = agg.finish(&panes).expect("finish");
+                if let wit::Column::Float(avg) = &out.columns[0].values {
                     checksum += avg.iter().sum::<f64>();
                 }
                 agg.free(&open).expect("free");

@@ -281,6 +281,44 @@ pub fn from_wit(column: wit::Column, rows: usize, field: &FieldSpec) -> Result<A
     })
 }
 
+/// A result column that may hold nulls (ABI 0.2) as an array; `rows` is how many values it must have.
+pub fn from_wit_nullable(
+    column: wit::NullableColumn,
+    rows: usize,
+    field: &FieldSpec,
+) -> Result<ArrayRef, String> {
+    let wit::NullableColumn { mut values, valid } = column;
+    let Some(valid) = valid else {
+        return from_wit(values, rows, field);
+    };
+    if valid.len() != rows {
+        return Err(format!(
+            "output `{}` has {} validity flags for {rows} rows",
+            field.name,
+            valid.len()
+        ));
+    }
+    // A null row's string code is a placeholder the plugin need not keep inside its dictionary.
+    if let wit::Column::Str(d) = &mut values {
+        for (code, ok) in d.codes.iter_mut().zip(&valid) {
+            if !ok {
+                *code = 0;
+            }
+        }
+        if d.dict.is_empty() {
+            d.dict.push(String::new());
+        }
+    }
+    let array = from_wit(values, rows, field)?;
+    let data = array
+        .into_data()
+        .into_builder()
+        .nulls(Some(arrow_buffer::NullBuffer::from(valid)))
+        .build()
+        .map_err(|e| format!("output `{}`: {e}", field.name))?;
+    Ok(arrow_array::make_array(data))
+}
+
 /// Why a plugin's declared outputs cannot be written, if they cannot: an empty or repeated name, or a
 /// name the stage writes itself (`reserved`, like a window's bounds and key).
 pub fn check_outputs(outputs: &[FieldSpec], reserved: &[&str]) -> Result<(), String> {
@@ -366,6 +404,53 @@ mod tests {
             panic!()
         };
         assert_eq!((d.dict.len(), d.codes.as_slice()), (1, &[0, 0][..]));
+    }
+
+    #[test]
+    fn nullable_columns_become_arrays_with_nulls() {
+        let f = |name: &str, ty| FieldSpec {
+            name: name.into(),
+            ty,
+        };
+        let floats = from_wit_nullable(
+            wit::NullableColumn {
+                values: wit::Column::Float(vec![1.0, 0.0, 3.0]),
+                valid: Some(vec![true, false, true]),
+            },
+            3,
+            &f("x", FieldType::Float),
+        )
+        .unwrap();
+        assert_eq!(
+            (0..3)
+                .map(|r| column::value(&floats, r))
+                .collect::<Vec<_>>(),
+            [Value::Float(1.0), Value::Null, Value::Float(3.0)]
+        );
+        // A null string may carry any code, even with an empty dictionary.
+        let strings = from_wit_nullable(
+            wit::NullableColumn {
+                values: wit::Column::Str(wit::DictColumn {
+                    dict: vec![],
+                    codes: vec![7],
+                }),
+                valid: Some(vec![false]),
+            },
+            1,
+            &f("s", FieldType::Str),
+        )
+        .unwrap();
+        assert_eq!(column::value(&strings, 0), Value::Null);
+        let e = from_wit_nullable(
+            wit::NullableColumn {
+                values: wit::Column::Int(vec![1, 2]),
+                valid: Some(vec![true]),
+            },
+            2,
+            &f("n", FieldType::Int),
+        )
+        .unwrap_err();
+        assert!(e.contains("1 validity flags for 2 rows"), "{e}");
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! its deadline, and whether the run was asked to stop.
 
 use super::bindings::{
-    aggregate::AggregatePlugin, transform::TransformPlugin, types as wit, ConfigValue,
+    aggregate::exports::tributary::plugin::aggregate as agg2, aggregate::AggregatePlugin,
+    transform::TransformPlugin, types as wit, v01, ConfigValue,
 };
 use super::columns::FieldSpec;
-use super::{Plugin, PluginError};
+use super::{Abi, Plugin, PluginError};
 use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -79,6 +80,24 @@ pub struct State {
     stopped: Option<Stopped>,
     /// When a running call first saw the stop signal.
     stop_seen: Option<Instant>,
+    /// What the plugin said as it panicked in the running call (ABI 0.2's `panicked`).
+    panic: Option<String>,
+}
+
+impl super::bindings::host::Host for State {
+    fn panicked(&mut self, message: String) {
+        // A plugin could call this in a loop; one message of bounded size is all the error needs.
+        let mut message = message.replace('\n', " ");
+        if message.len() > 1000 {
+            let mut end = 1000;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        self.panic.get_or_insert(message);
+    }
 }
 
 impl wasmtime::ResourceLimiter for State {
@@ -118,6 +137,7 @@ fn store(engine: &Engine, limits: Limits) -> Store<State> {
             call: None,
             stopped: None,
             stop_seen: None,
+            panic: None,
         },
     );
     store.limiter(|s| s);
@@ -154,6 +174,7 @@ fn call<T>(
     store.data_mut().stop_seen = None;
     store.data_mut().call = Some((name, Instant::now()));
     store.data_mut().stopped = None;
+    store.data_mut().panic = None;
     store.set_epoch_deadline(1);
     let result = f(store);
     store.data_mut().call = None;
@@ -178,6 +199,9 @@ fn failure(state: &State, plugin: &Plugin, call: &str, e: &wasmtime::Error) -> P
         None => {
             // The trap itself, not wasmtime's backtrace of mangled frames.
             let message = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::UnreachableCodeReached) if state.panic.is_some() => {
+                    format!("it panicked: {}", state.panic.as_deref().unwrap_or_default())
+                }
                 Some(wasmtime::Trap::UnreachableCodeReached) => {
                     "it panicked or aborted (a Rust plugin built with the SDK aborts on panic; run its \
                      unit tests natively to see the message)"
@@ -210,10 +234,16 @@ impl From<wit::Spec> for Spec {
     }
 }
 
+/// A transform's bindings, per ABI version.
+enum TransformBindings {
+    V0_1(v01::transform::TransformPlugin),
+    V0_2(TransformPlugin),
+}
+
 pub struct TransformInstance {
     plugin: Plugin,
     store: Store<State>,
-    bindings: TransformPlugin,
+    bindings: TransformBindings,
     pub spec: Spec,
     /// What made it, to make it again after a failure (see [`TransformInstance::restart`]).
     engine: Engine,
@@ -233,11 +263,22 @@ impl TransformInstance {
         limits: Limits,
     ) -> Result<Self, PluginError> {
         let mut store = store(engine, limits);
-        let bindings = call(&mut store, plugin, "instantiate", |s| {
-            TransformPlugin::instantiate(s, &plugin.component, linker)
-        })?;
-        let spec = call(&mut store, plugin, "init", |s| {
-            bindings.tributary_plugin_transform().call_init(s, config)
+        let bindings =
+            call(&mut store, plugin, "instantiate", |s| {
+                Ok(match plugin.abi {
+                    Abi::V0_1 => TransformBindings::V0_1(
+                        v01::transform::TransformPlugin::instantiate(s, &plugin.component, linker)?,
+                    ),
+                    Abi::V0_2 => TransformBindings::V0_2(TransformPlugin::instantiate(
+                        s,
+                        &plugin.component,
+                        linker,
+                    )?),
+                })
+            })?;
+        let spec = call(&mut store, plugin, "init", |s| match &bindings {
+            TransformBindings::V0_1(b) => b.tributary_plugin_transform().call_init(s, config),
+            TransformBindings::V0_2(b) => b.tributary_plugin_transform().call_init(s, config),
         })?
         .map_err(|message| PluginError::Init {
             what: plugin.what.clone(),
@@ -277,8 +318,16 @@ impl TransformInstance {
 
     pub fn apply(&mut self, input: &wit::Batch) -> Result<Transformed, PluginError> {
         let b = &self.bindings;
-        call(&mut self.store, &self.plugin, "apply", |s| {
-            b.tributary_plugin_transform().call_apply(s, input)
+        call(&mut self.store, &self.plugin, "apply", |s| match b {
+            TransformBindings::V0_1(b) => {
+                let t = b.tributary_plugin_transform().call_apply(s, input)?;
+                Ok(Transformed {
+                    rows: t.rows,
+                    columns: t.columns,
+                    errors: t.errors,
+                })
+            }
+            TransformBindings::V0_2(b) => b.tributary_plugin_transform().call_apply(s, input),
         })
     }
 
@@ -287,10 +336,35 @@ impl TransformInstance {
     }
 }
 
+/// An aggregate's bindings, per ABI version.
+enum AggregateBindings {
+    V0_1(v01::aggregate::AggregatePlugin),
+    V0_2(AggregatePlugin),
+}
+
+/// Calls one aggregate function, whichever the plugin's ABI version: the two share every signature
+/// but `finish`'s.
+macro_rules! both {
+    ($bindings:expr, |$a:ident| $call:expr) => {
+        match $bindings {
+            AggregateBindings::V0_1(b) => {
+                let $a = b.tributary_plugin_aggregate();
+                $call
+            }
+            AggregateBindings::V0_2(b) => {
+                let $a = b.tributary_plugin_aggregate();
+                $call
+            }
+        }
+    };
+}
+
+pub use agg2::{Finished, Pane};
+
 pub struct AggregateInstance {
     plugin: Plugin,
     store: Store<State>,
-    bindings: AggregatePlugin,
+    bindings: AggregateBindings,
     pub spec: Spec,
 }
 
@@ -303,11 +377,21 @@ impl AggregateInstance {
         limits: Limits,
     ) -> Result<Self, PluginError> {
         let mut store = store(engine, limits);
-        let bindings = call(&mut store, plugin, "instantiate", |s| {
-            AggregatePlugin::instantiate(s, &plugin.component, linker)
-        })?;
+        let bindings =
+            call(&mut store, plugin, "instantiate", |s| {
+                Ok(match plugin.abi {
+                    Abi::V0_1 => AggregateBindings::V0_1(
+                        v01::aggregate::AggregatePlugin::instantiate(s, &plugin.component, linker)?,
+                    ),
+                    Abi::V0_2 => AggregateBindings::V0_2(AggregatePlugin::instantiate(
+                        s,
+                        &plugin.component,
+                        linker,
+                    )?),
+                })
+            })?;
         let spec = call(&mut store, plugin, "init", |s| {
-            bindings.tributary_plugin_aggregate().call_init(s, config)
+            both!(&bindings, |a| a.call_init(s, config))
         })?
         .map_err(|message| PluginError::Init {
             what: plugin.what.clone(),
@@ -332,35 +416,52 @@ impl AggregateInstance {
     ) -> Result<Vec<wit::RowError>, PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "add", |s| {
-            b.tributary_plugin_aggregate().call_add(s, slots, input)
+            both!(b, |a| a.call_add(s, slots, input))
         })
     }
 
     pub fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "merge", |s| {
-            b.tributary_plugin_aggregate().call_merge(s, dst, src)
+            both!(b, |a| a.call_merge(s, dst, src))
         })
     }
 
-    pub fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
+    /// The results of `panes`. A 0.1 plugin sees only the slots, and its one row per slot comes back
+    /// as rows `0, 1, …` without nulls, so callers see one shape.
+    pub fn finish(&mut self, panes: &[Pane]) -> Result<Finished, PluginError> {
         let b = &self.bindings;
-        call(&mut self.store, &self.plugin, "finish", |s| {
-            b.tributary_plugin_aggregate().call_finish(s, slots)
+        call(&mut self.store, &self.plugin, "finish", |s| match b {
+            AggregateBindings::V0_1(b) => {
+                let slots: Vec<u32> = panes.iter().map(|p| p.slot).collect();
+                let batch = b.tributary_plugin_aggregate().call_finish(s, &slots)?;
+                Ok(Finished {
+                    rows: (0..batch.rows).collect(),
+                    columns: batch
+                        .columns
+                        .into_iter()
+                        .map(|values| wit::NullableColumn {
+                            values,
+                            valid: None,
+                        })
+                        .collect(),
+                })
+            }
+            AggregateBindings::V0_2(b) => b.tributary_plugin_aggregate().call_finish(s, panes),
         })
     }
 
     pub fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "save", |s| {
-            b.tributary_plugin_aggregate().call_save(s, slot)
+            both!(b, |a| a.call_save(s, slot))
         })
     }
 
     pub fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "load", |s| {
-            b.tributary_plugin_aggregate().call_load(s, slot, state)
+            both!(b, |a| a.call_load(s, slot, state))
         })?
         .map_err(|message| PluginError::Trap {
             what: self.plugin.what.clone(),
@@ -371,7 +472,7 @@ impl AggregateInstance {
     pub fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "free", |s| {
-            b.tributary_plugin_aggregate().call_free(s, slots)
+            both!(b, |a| a.call_free(s, slots))
         })
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! A plugin is named (a bundled one, embedded in this binary) or a path to a `.wasm` file: either a
 //! component, or a core module built by the SDK for `wasm32-unknown-unknown`, which is turned into a
-//! component here. Plugins import nothing: no files, no network, no clock.
+//! component here. Plugins import nothing but the host's `panicked` (ABI 0.2): no files, no network, no
+//! clock.
+//!
+//! Two ABI versions load: 0.2, what the SDK builds, and 0.1, so plugins built before 0.2 keep working.
+//! The version is read from the name of the interface a component exports (see [`Abi`]).
 
 mod bindings;
 mod cache;
@@ -11,8 +15,12 @@ mod instance;
 
 pub use bindings::types as wit;
 pub use bindings::ConfigValue;
-pub use columns::{check_outputs, from_wit, to_wit, Converted, FieldSpec, FieldType};
-pub use instance::{AggregateInstance, Limits, Spec, TransformInstance, Transformed};
+pub use columns::{
+    check_outputs, from_wit, from_wit_nullable, to_wit, Converted, FieldSpec, FieldType,
+};
+pub use instance::{
+    AggregateInstance, Finished, Limits, Pane, Spec, TransformInstance, Transformed,
+};
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -79,6 +87,19 @@ pub enum PluginError {
     Interrupted { what: String, call: String },
 }
 
+/// The ABI version a plugin was built against, read from its exported interface's version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abi {
+    /// `tributary:plugin@0.1.0`: one result row per slot, no nulls, no window bounds at `finish`.
+    V0_1,
+    /// `tributary:plugin@0.2.0`: `finish` sees each slot's window and key, returns any number of rows
+    /// per slot, and values may be null.
+    V0_2,
+}
+
+/// The ABI versions this host loads, for messages.
+pub const SUPPORTED_ABIS: &str = "0.1.0 and 0.2.0";
+
 /// Set by the first stop signal: plugin calls still running a second later are interrupted, so a
 /// plugin that loops cannot hold a run that was asked to stop. Only an atomic store, so a signal
 /// handler may set it.
@@ -94,6 +115,7 @@ pub struct Plugin {
     /// How the config named it, for messages.
     pub what: String,
     pub kind: PluginKind,
+    pub abi: Abi,
     component: Component,
 }
 
@@ -129,7 +151,16 @@ impl PluginHost {
                 what: "engine".into(),
                 message: format!("cannot start the plugin clock thread: {e}"),
             })?;
-        let linker = Linker::new(&engine);
+        let mut linker = Linker::new(&engine);
+        // The one import of 0.2 plugins; 0.1 plugins import nothing and ignore it.
+        bindings::host::add_to_linker::<instance::State, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| PluginError::Invalid {
+            what: "engine".into(),
+            message: format!("{e:#}"),
+        })?;
         Ok(PluginHost {
             engine,
             linker,
@@ -218,15 +249,11 @@ impl PluginHost {
                     .map_err(|e| invalid(format!("{e:#}")))?
             }
         };
-        let kind = kind_of(&self.engine, &component).ok_or_else(|| {
-            invalid(
-                "it exports neither `tributary:plugin/transform` nor `tributary:plugin/aggregate`"
-                    .into(),
-            )
-        })?;
+        let (kind, abi) = kind_of(&self.engine, &component).map_err(invalid)?;
         let plugin = Plugin {
             what: what.to_string(),
             kind,
+            abi,
             component,
         };
         self.loaded.lock().unwrap().insert(key, plugin.clone());
@@ -320,17 +347,37 @@ fn want(plugin: &Plugin, kind: PluginKind) -> Result<(), PluginError> {
     }
 }
 
-fn kind_of(engine: &Engine, component: &Component) -> Option<PluginKind> {
+/// What a component is, from the interface it exports: `tributary:plugin/transform@0.2.0` is a 0.2
+/// transform. Otherwise, why it cannot be loaded: the versions supported and what it exports instead.
+fn kind_of(engine: &Engine, component: &Component) -> Result<(PluginKind, Abi), String> {
     let ty = component.component_type();
-    for (name, _) in ty.exports(engine) {
-        if name.starts_with("tributary:plugin/transform@") {
-            return Some(PluginKind::Transform);
-        }
-        if name.starts_with("tributary:plugin/aggregate@") {
-            return Some(PluginKind::Aggregate);
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    for name in &exports {
+        let kind = match name.split('@').next() {
+            Some("tributary:plugin/transform") => PluginKind::Transform,
+            Some("tributary:plugin/aggregate") => PluginKind::Aggregate,
+            _ => continue,
+        };
+        match name.rsplit('@').next() {
+            Some("0.2.0") => return Ok((kind, Abi::V0_2)),
+            Some("0.1.0") => return Ok((kind, Abi::V0_1)),
+            _ => {}
         }
     }
-    None
+    let found = if exports.is_empty() {
+        "nothing".to_string()
+    } else {
+        exports
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "it exports {found}, but a plugin exports `tributary:plugin/transform` or `tributary:plugin/aggregate` \
+         of an ABI version this host supports ({SUPPORTED_ABIS}); rebuild it with a tributary SDK of one \
+         of these versions, or use a tributary release that supports its version"
+    ))
 }
 
 /// `$TRIBUTARY_CACHE_DIR`, else `$XDG_CACHE_HOME/tributary`, else `~/.cache/tributary`, plus `plugins`.

@@ -84,8 +84,21 @@ fn a_panic_is_one_line_naming_the_call() {
     let host = host();
     let mut panics = hostile(&host, "panic", short(1000)).unwrap();
     let e = panics.apply(&batch()).err().unwrap().to_string();
-    assert!(e.contains("in `apply`: it panicked"), "{e}");
+    // The SDK's panic hook tells the host the message and place before the plugin aborts.
+    assert!(
+        e.contains("in `apply`: it panicked: hostile plugin panicked on purpose (at "),
+        "{e}"
+    );
+    assert!(e.contains("src/lib.rs:"), "{e}");
     assert!(!e.contains('\n'), "{e}");
+    // A restarted instance reports its own panic the same way.
+    panics.restart().unwrap();
+    assert!(panics
+        .apply(&batch())
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("on purpose"));
 }
 
 #[test]
@@ -128,4 +141,190 @@ fn malformed_files_are_errors_never_panics() {
         assert!(e.contains(expected), "{name}: {e}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `sum` as built against ABI 0.1, before 0.2 existed (`tests/fixtures/sum-abi-0.1.wasm`, from commit
+/// 7d7033c): users' existing plugins must keep working.
+fn abi_0_1_sum() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/sum-abi-0.1.wasm"
+    ))
+    .unwrap()
+}
+
+fn floats(b: &Finished, col: usize) -> Vec<f64> {
+    match &b.columns[col].values {
+        wit::Column::Float(v) => v.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_plugin_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
+    let host = host();
+    let dir = std::env::temp_dir().join(format!("tributary-abi01-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sum01.wasm"), abi_0_1_sum()).unwrap();
+    let old = host.load("sum01.wasm", &dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let new = host.load("sum", Path::new("/")).unwrap();
+    assert_eq!((old.kind, old.abi), (PluginKind::Aggregate, Abi::V0_1));
+    assert_eq!((new.kind, new.abi), (PluginKind::Aggregate, Abi::V0_2));
+    let config = [("field".to_string(), ConfigValue::Text("streams".into()))];
+    let panes = [
+        Pane {
+            slot: 1,
+            start: Some(0),
+            end: Some(60_000),
+            key: Some(wit::Value::Str("rock".into())),
+        },
+        Pane {
+            slot: 0,
+            start: None,
+            end: None,
+            key: None,
+        },
+    ];
+    let mut results = Vec::new();
+    for plugin in [&old, &new] {
+        let mut agg = host.aggregate(plugin, &config, Limits::default()).unwrap();
+        assert!(agg.add(&[0, 1, 1], &batch()).unwrap().is_empty());
+        let saved = agg.save(1).unwrap();
+        agg.load(2, &saved).unwrap();
+        agg.merge(0, 2).unwrap();
+        let f = agg.finish(&panes).unwrap();
+        assert_eq!(f.rows, [0, 1], "{:?}", plugin.abi);
+        assert!(f.columns.iter().all(|c| c.valid.is_none()));
+        let wit::Column::Int(counts) = &f.columns[1].values else {
+            panic!("counts")
+        };
+        results.push((floats(&f, 0), counts.clone()));
+    }
+    assert_eq!(results[0].0, [5.0, 6.0]);
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn a_transform_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
+    // `scale` as built at 7d7033c (ABI 0.1).
+    let host = host();
+    let old = host
+        .load(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/scale-abi-0.1.wasm"
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+    let new = host.load("scale", Path::new("/")).unwrap();
+    assert_eq!((old.kind, old.abi), (PluginKind::Transform, Abi::V0_1));
+    assert_eq!((new.kind, new.abi), (PluginKind::Transform, Abi::V0_2));
+    let config = [
+        ("field".to_string(), ConfigValue::Text("streams".into())),
+        ("factor".to_string(), ConfigValue::Float(2.5)),
+    ];
+    let mut results = Vec::new();
+    for plugin in [&old, &new] {
+        let mut t = host.transform(plugin, &config, Limits::default()).unwrap();
+        assert_eq!(t.spec.outputs.len(), 1);
+        let out = t.apply(&batch()).unwrap();
+        assert!(out.rows.is_none() && out.errors.is_empty());
+        let [wit::Column::Float(v)] = out.columns.as_slice() else {
+            panic!("{:?}", out.columns)
+        };
+        results.push(v.clone());
+    }
+    assert_eq!(results[0], [2.5, 5.0, 7.5]);
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn a_plugin_of_an_unknown_abi_version_names_the_versions_supported_and_its_own() {
+    // The 0.1 fixture relabelled as 0.9: same shapes, a version this host does not know.
+    let mut bytes = abi_0_1_sum();
+    let (from, to) = (b"@0.1.0", b"@0.9.0");
+    let mut patched = 0;
+    for i in 0..bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            patched += 1;
+        }
+    }
+    assert!(patched > 2, "the fixture names its version");
+    let dir = std::env::temp_dir().join(format!("tributary-abi09-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("future.wasm"), bytes).unwrap();
+    let e = host().load("future.wasm", &dir).err().unwrap().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(e.starts_with("`future.wasm` is not a valid plugin"), "{e}");
+    assert!(
+        e.contains("it exports `tributary:plugin/aggregate@0.9.0`"),
+        "{e}"
+    );
+    assert!(e.contains("(0.1.0 and 0.2.0)"), "{e}");
+}
+
+#[test]
+fn finish_sees_window_bounds_and_keys_and_returns_rows_and_nulls() {
+    let host = host();
+    let plugin = host
+        .load(env!("TRIBUTARY_TEST_PLUGIN_PROBE"), Path::new("/"))
+        .unwrap();
+    assert_eq!(plugin.abi, Abi::V0_2);
+    let mut agg = host.aggregate(&plugin, &[], Limits::default()).unwrap();
+    let none = wit::Batch {
+        rows: 4,
+        columns: vec![],
+    };
+    agg.add(&[3, 5, 5, 3], &none).unwrap();
+    agg.add(
+        &[7],
+        &wit::Batch {
+            rows: 1,
+            columns: vec![],
+        },
+    )
+    .unwrap();
+    let pane = |slot, bounds: Option<(i64, i64)>, key| Pane {
+        slot,
+        start: bounds.map(|b| b.0),
+        end: bounds.map(|b| b.1),
+        key,
+    };
+    let f = agg
+        .finish(&[
+            pane(5, Some((60_000, 120_000)), Some(wit::Value::Int(-4))),
+            pane(9, Some((0, 1)), None),
+            pane(7, None, Some(wit::Value::Str("Jazz".into()))),
+            pane(3, None, None),
+        ])
+        .unwrap();
+    assert_eq!(
+        f.rows,
+        [0, 0, 2, 3, 3],
+        "two rows for slot 5, none for empty 9"
+    );
+    let ints = |c: usize| match &f.columns[c].values {
+        wit::Column::Int(v) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ints(0)[..2], [60_000, 60_000]);
+    assert_eq!(ints(1)[..2], [120_000, 120_000]);
+    assert_eq!(
+        f.columns[0].valid,
+        Some(vec![true, true, false, false, false])
+    );
+    let wit::Column::Str(keys) = &f.columns[2].values else {
+        panic!()
+    };
+    let key = |r: usize| keys.dict[keys.codes[r] as usize].as_str();
+    assert_eq!((key(0), key(2)), ("int:-4", "str:Jazz"));
+    assert_eq!(
+        f.columns[2].valid,
+        Some(vec![true, true, true, false, false])
+    );
+    assert_eq!(f.columns[3].valid, None);
+    assert_eq!(ints(3), [2, 2, 1, 2, 2]);
 }

@@ -19,6 +19,10 @@ pub struct ConsoleConfig {
     pub ascending: bool,
     /// Print only the first N rows after sorting. Default: all.
     pub top: Option<usize>,
+    /// With `top`: count distinct values of this field instead of rows, printing every row of the
+    /// first N values in sorted order. `sort_by = "genre_avg"`, `top = 5`, `group = "genre"` prints
+    /// all rows of the 5 genres with the largest `genre_avg`. Default: `top` counts rows.
+    pub group: Option<String>,
     /// The columns to print. Default: every field, as it is.
     #[serde(default)]
     pub columns: Vec<ColumnConfig>,
@@ -50,6 +54,40 @@ impl StageConfig for ConsoleConfig {
 pub struct ConsoleSink {
     config: ConsoleConfig,
     rows: Vec<Vec<(Arc<str>, Value)>>,
+}
+
+/// The rows of `order` whose `group` value is among the first `top` distinct ones, in order. A row
+/// without the field forms a group of its own (null).
+fn first_groups(
+    rows: &[Vec<(Arc<str>, Value)>],
+    order: Vec<usize>,
+    group: &str,
+    top: Option<usize>,
+) -> Vec<usize> {
+    let Some(top) = top else {
+        return order;
+    };
+    let value = |i: usize| {
+        rows[i]
+            .iter()
+            .find(|(n, _)| &**n == group)
+            .map_or(Value::Null, |(_, v)| v.clone())
+    };
+    let mut seen: Vec<Value> = Vec::new();
+    order
+        .into_iter()
+        .filter(|&i| {
+            let v = value(i);
+            if seen.contains(&v) {
+                return true;
+            }
+            if seen.len() < top {
+                seen.push(v);
+                return true;
+            }
+            false
+        })
+        .collect()
 }
 
 /// A value as printed in a table cell.
@@ -147,7 +185,13 @@ impl Sink for ConsoleSink {
         } else {
             c.columns.clone()
         };
-        let order = ranked(&self.rows, c.sort_by.as_deref(), c.ascending, c.top);
+        let order = match &c.group {
+            Some(group) => {
+                let order = ranked(&self.rows, c.sort_by.as_deref(), c.ascending, None);
+                first_groups(&self.rows, order, group, c.top)
+            }
+            None => ranked(&self.rows, c.sort_by.as_deref(), c.ascending, c.top),
+        };
         let headers: Vec<String> = columns
             .iter()
             .map(|col| col.header.clone().unwrap_or_else(|| col.field.clone()))
@@ -184,6 +228,32 @@ impl Sink for ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_with_group_counts_groups_not_rows() {
+        let row = |g: &str, avg: f64, rank: i64| {
+            vec![
+                (Arc::from("genre"), Value::Str(g.into())),
+                (Arc::from("avg"), Value::Float(avg)),
+                (Arc::from("rank"), Value::Int(rank)),
+            ]
+        };
+        let rows = vec![
+            row("a", 1.0, 1),
+            row("a", 1.0, 2),
+            row("b", 3.0, 1),
+            row("c", 2.0, 1),
+            row("c", 2.0, 2),
+            row("c", 2.0, 3),
+        ];
+        let order = ranked(&rows, Some("avg"), false, None);
+        assert_eq!(
+            first_groups(&rows, order.clone(), "genre", Some(2)),
+            [2, 3, 4, 5],
+            "b, then all of c in arrival order; a is the third group"
+        );
+        assert_eq!(first_groups(&rows, order.clone(), "genre", None), order);
+    }
 
     #[test]
     fn long_values_are_shortened_not_fatal() {

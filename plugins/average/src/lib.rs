@@ -37,7 +37,7 @@ impl Aggregate for Average {
         acc.1 += other.1;
     }
 
-    fn finish(&self, acc: &Self::Acc, out: &mut RowWriter) {
+    fn finish(&self, acc: &Self::Acc, _window: &Window, out: &mut RowWriter) {
         out.float(acc.0 / acc.1 as f64).int(acc.1 as i64);
     }
 }

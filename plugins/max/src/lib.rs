@@ -37,7 +37,7 @@ impl Aggregate for Max {
         }
     }
 
-    fn finish(&self, acc: &Self::Acc, out: &mut RowWriter) {
+    fn finish(&self, acc: &Self::Acc, _window: &Window, out: &mut RowWriter) {
         out.float(acc.unwrap_or(f64::NAN));
     }
 }

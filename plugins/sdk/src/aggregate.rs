@@ -1,6 +1,6 @@
 //! Window-aggregate plugins: the accumulator logic only; the host owns windows, keys and state placement.
 
-use crate::{Batch, Config, Row, RowWriter, Spec, State};
+use crate::{Batch, Column, Config, Row, RowWriter, Spec, State, Window};
 
 /// An aggregation in the shape of Flink's `AggregateFunction`: create, add, merge, finish.
 pub trait Aggregate: Sized + 'static {
@@ -14,8 +14,21 @@ pub trait Aggregate: Sized + 'static {
     fn add(&self, acc: &mut Self::Acc, row: Row<'_>) -> Result<(), String>;
     /// Folds `other` into `acc` (session windows merge this way).
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc);
-    /// Writes one result row: one `out` call per declared output, in order.
-    fn finish(&self, acc: &Self::Acc, out: &mut RowWriter);
+    /// Writes the results of one window and key: any number of rows (usually one; none leaves the
+    /// window out), each one `out` call per declared output, in order ([`RowWriter::null`] for a null).
+    /// `window` gives the window's bounds and key.
+    fn finish(&self, acc: &Self::Acc, window: &Window, out: &mut RowWriter);
+}
+
+/// What `finish` wrote for a list of slots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// For each row, the index (in the list given to `finish`) of the slot it belongs to.
+    pub rows: Vec<u32>,
+    /// One column per declared output.
+    pub columns: Vec<Column>,
+    /// Per column, `None` if no value is null, else one flag per row (`false` for null).
+    pub valid: Vec<Option<Vec<bool>>>,
 }
 
 /// The plugin value and its accumulator slots.
@@ -65,17 +78,30 @@ impl<T: Aggregate> Instance<T> {
         self.plugin.merge(&mut self.slots[dst as usize], &other);
     }
 
-    pub fn finish(&mut self, slots: &[u32]) -> Batch {
-        if let Some(&max) = slots.iter().max() {
+    /// The results of `slots`, as if each were a window without bounds or key (for unit tests).
+    pub fn finish(&mut self, slots: &[u32]) -> Finished {
+        let panes: Vec<(u32, Window)> = slots.iter().map(|&s| (s, Window::default())).collect();
+        self.finish_windows(&panes)
+    }
+
+    /// The results of each slot, given the window and key it holds.
+    pub fn finish_windows(&mut self, panes: &[(u32, Window)]) -> Finished {
+        if let Some(max) = panes.iter().map(|p| p.0).max() {
             self.slot(max);
         }
         let mut out = RowWriter::new(&self.outputs);
-        for &s in slots {
-            self.plugin.finish(&self.slots[s as usize], &mut out);
+        let mut rows = Vec::with_capacity(panes.len());
+        for (i, (s, window)) in panes.iter().enumerate() {
+            let before = out.rows();
+            self.plugin
+                .finish(&self.slots[*s as usize], window, &mut out);
+            rows.extend(std::iter::repeat_n(i as u32, out.rows() - before));
         }
-        Batch {
-            rows: slots.len(),
-            columns: out.finish(),
+        let (columns, valid) = out.finish_nullable();
+        Finished {
+            rows,
+            columns,
+            valid,
         }
     }
 
@@ -103,6 +129,7 @@ impl<T: Aggregate> Instance<T> {
 #[doc(hidden)]
 pub mod glue {
     use super::*;
+    use crate::bindings::iface;
     use crate::bindings::types as wit;
     use crate::convert;
     use std::cell::RefCell;
@@ -121,6 +148,7 @@ pub mod glue {
         slot: Slot<T>,
         config: Vec<(String, wit::ConfigValue)>,
     ) -> Result<wit::Spec, String> {
+        crate::install_panic_hook();
         let plugin = T::init(&convert::config(config))?;
         let spec = convert::spec(plugin.spec());
         slot.with(|s| *s.borrow_mut() = Some(Instance::new(plugin)));
@@ -137,11 +165,30 @@ pub mod glue {
     pub fn merge<T: Aggregate>(slot: Slot<T>, dst: u32, src: u32) {
         with(slot, |i| i.merge(dst, src))
     }
-    pub fn finish<T: Aggregate>(slot: Slot<T>, slots: Vec<u32>) -> wit::Batch {
-        let b = with(slot, |i| i.finish(&slots));
-        wit::Batch {
-            rows: b.rows as u32,
-            columns: b.columns.into_iter().map(convert::column_out).collect(),
+    pub fn finish<T: Aggregate>(slot: Slot<T>, panes: Vec<iface::Pane>) -> iface::Finished {
+        let panes: Vec<(u32, Window)> = panes
+            .into_iter()
+            .map(|p| {
+                let window = Window {
+                    start: p.start,
+                    end: p.end,
+                    key: p.key.map(convert::value_in),
+                };
+                (p.slot, window)
+            })
+            .collect();
+        let f = with(slot, |i| i.finish_windows(&panes));
+        iface::Finished {
+            rows: f.rows,
+            columns: f
+                .columns
+                .into_iter()
+                .zip(f.valid)
+                .map(|(c, valid)| wit::NullableColumn {
+                    values: convert::column_out(c),
+                    valid,
+                })
+                .collect(),
         }
     }
     pub fn save<T: Aggregate>(slot: Slot<T>, s: u32) -> Vec<u8> {
@@ -185,8 +232,10 @@ macro_rules! export_aggregate {
                 fn merge(dst: u32, src: u32) {
                     $crate::aggregate::glue::merge::<$plugin>(&__TRIBUTARY_PLUGIN, dst, src)
                 }
-                fn finish(slots: Vec<u32>) -> $crate::bindings::types::Batch {
-                    $crate::aggregate::glue::finish::<$plugin>(&__TRIBUTARY_PLUGIN, slots)
+                fn finish(
+                    panes: Vec<$crate::bindings::iface::Pane>,
+                ) -> $crate::bindings::iface::Finished {
+                    $crate::aggregate::glue::finish::<$plugin>(&__TRIBUTARY_PLUGIN, panes)
                 }
                 fn save(slot: u32) -> Vec<u8> {
                     $crate::aggregate::glue::save::<$plugin>(&__TRIBUTARY_PLUGIN, slot)

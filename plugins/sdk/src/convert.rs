@@ -3,6 +3,17 @@
 use crate::bindings::types as wit;
 use crate::{Batch, Column, Config, ConfigValue, DictColumn, Field, FieldType, Spec};
 
+#[cfg(feature = "aggregate")]
+pub fn value_in(v: wit::Value) -> crate::Value {
+    use crate::Value;
+    match v {
+        wit::Value::Boolean(b) => Value::Boolean(b),
+        wit::Value::Int(i) => Value::Int(i),
+        wit::Value::Float(f) => Value::Float(f),
+        wit::Value::Str(s) => Value::Str(s),
+    }
+}
+
 pub fn config(entries: Vec<(String, wit::ConfigValue)>) -> Config {
     Config::new(
         entries

@@ -187,9 +187,54 @@ impl ColumnBuilder {
     }
 }
 
-/// Writes one output row: call one method per declared output field, in declared order.
+impl ColumnBuilder {
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::Float(v) => v.len(),
+            ColumnBuilder::Int(v) => v.len(),
+            ColumnBuilder::Str(d, _) => d.codes.len(),
+            ColumnBuilder::Boolean(v) => v.len(),
+        }
+    }
+
+    /// A placeholder where a value is null; the host ignores it.
+    fn push_placeholder(&mut self) {
+        match self {
+            ColumnBuilder::Float(v) => v.push(0.0),
+            ColumnBuilder::Int(v) => v.push(0),
+            ColumnBuilder::Str(d, _) => d.codes.push(0),
+            ColumnBuilder::Boolean(v) => v.push(false),
+        }
+    }
+}
+
+/// A window key as `finish` sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Boolean(bool),
+    /// An integer key, or a timestamp key in milliseconds since the epoch.
+    Int(i64),
+    Float(f64),
+    /// A string key, or a JSON key as its text.
+    Str(String),
+}
+
+/// The window and key whose results `finish` writes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Window {
+    /// Start (inclusive) and end (exclusive) in milliseconds since the epoch; `None` for the global
+    /// window, which has no bounds.
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// The key; `None` when the stage has no `key` or the record's key was null.
+    pub key: Option<Value>,
+}
+
+/// Writes output rows: call one method per declared output field, in declared order, for each row.
 pub struct RowWriter {
     columns: Vec<ColumnBuilder>,
+    /// Per column, `None` while no value is null (nothing to send), else one flag per row.
+    valid: Vec<Option<Vec<bool>>>,
     next: usize,
 }
 
@@ -197,15 +242,45 @@ impl RowWriter {
     pub fn new(outputs: &[Field]) -> Self {
         RowWriter {
             columns: outputs.iter().map(|f| ColumnBuilder::new(f.ty)).collect(),
+            valid: vec![None; outputs.len()],
             next: 0,
         }
     }
 
     fn slot(&mut self) -> &mut ColumnBuilder {
         let n = self.columns.len();
-        let col = &mut self.columns[self.next % n];
+        let i = self.next % n;
         self.next += 1;
-        col
+        if let Some(v) = &mut self.valid[i] {
+            v.push(true);
+        }
+        &mut self.columns[i]
+    }
+
+    /// Complete rows written so far; a row is complete once every declared field is written.
+    pub fn rows(&self) -> usize {
+        if !self.next.is_multiple_of(self.columns.len().max(1)) {
+            panic!(
+                "a result row was left incomplete: {} of {} fields written",
+                self.next % self.columns.len(),
+                self.columns.len()
+            );
+        }
+        self.next / self.columns.len().max(1)
+    }
+
+    /// A null for the next field (any type).
+    pub fn null(&mut self) -> &mut Self {
+        let n = self.columns.len();
+        let i = self.next % n;
+        self.next += 1;
+        let col = &mut self.columns[i];
+        let len = col.len();
+        self.valid[i]
+            .get_or_insert_with(|| vec![true; len])
+            .push(false);
+        col.push_placeholder();
+        self
     }
 
     pub fn float(&mut self, v: f64) -> &mut Self {
@@ -250,12 +325,21 @@ impl RowWriter {
         self
     }
 
-    /// The columns written so far; every row must have written every field.
+    /// The columns written so far; every row must have written every field. Nulls are placeholders
+    /// here: [`RowWriter::finish_nullable`] says which.
     pub fn finish(self) -> Vec<Column> {
-        self.columns
+        self.finish_nullable().0
+    }
+
+    /// The columns written so far and, per column, `None` if no value is null or else one validity flag
+    /// per row (`false` for null).
+    pub fn finish_nullable(self) -> (Vec<Column>, Vec<Option<Vec<bool>>>) {
+        let columns = self
+            .columns
             .into_iter()
             .map(ColumnBuilder::finish)
-            .collect()
+            .collect();
+        (columns, self.valid)
     }
 }
 
@@ -274,6 +358,32 @@ mod tests {
         assert_eq!(d.dict, ["a", "b"]);
         assert_eq!(d.codes, [0, 1, 0]);
         assert_eq!(cols[1], Column::Float(vec![1.0, 2.0, 3.0]));
+    }
+
+    #[test]
+    fn nulls_are_flagged_only_in_columns_that_have_them() {
+        let mut w = RowWriter::new(&[Field::str("k"), Field::float("v")]);
+        w.str("a").float(1.0);
+        w.null().null();
+        w.str("b").float(2.0);
+        assert_eq!(w.rows(), 3);
+        w.str("c").null();
+        assert_eq!(w.rows(), 4);
+        let (cols, valid) = w.finish_nullable();
+        assert_eq!(valid[0], Some(vec![true, false, true, true]));
+        assert_eq!(valid[1], Some(vec![true, false, true, false]));
+        assert_eq!(cols[1], Column::Float(vec![1.0, 0.0, 2.0, 0.0]));
+        let mut w = RowWriter::new(&[Field::int("n")]);
+        w.int(1);
+        assert_eq!(w.finish_nullable().1, vec![None]);
+    }
+
+    #[test]
+    #[should_panic(expected = "left incomplete")]
+    fn a_partial_row_is_a_plugin_bug() {
+        let mut w = RowWriter::new(&[Field::str("k"), Field::float("v")]);
+        w.str("a");
+        w.rows();
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-unknown-unknown`. It implements [`Transform`] or
 //! [`Aggregate`] and names its type in [`export_transform!`] or [`export_aggregate!`]; the SDK does the
-//! rest: the component bindings (generated from `plugins/wit/tributary.wit`), holding the plugin's
-//! state between calls, and reading its config table.
+//! rest: the component bindings (generated from `plugins/wit/tributary.wit`, ABI 0.2), holding the
+//! plugin's state between calls, reading its config table, and telling the host a panic's message.
+//!
+//! An aggregate's `finish` writes any number of rows (zero, one, several) for a window and key, and
+//! may write nulls ([`RowWriter::null`]); it sees the window's bounds and key ([`Window`]).
 //!
 //! ```text
 //! use tributary_sdk::*;
@@ -27,7 +30,7 @@
 //!         acc.0 += other.0;
 //!         acc.1 += other.1;
 //!     }
-//!     fn finish(&self, acc: &(f64, u64), out: &mut RowWriter) {
+//!     fn finish(&self, acc: &(f64, u64), _window: &Window, out: &mut RowWriter) {
 //!         out.float(acc.0 / acc.1 as f64).int(acc.1 as i64);
 //!     }
 //! }
@@ -40,11 +43,33 @@ mod data;
 mod state;
 
 pub use config::{Config, ConfigValue};
-pub use data::{Batch, Column, ColumnBuilder, DictColumn, Field, FieldType, Row, RowWriter, Spec};
+pub use data::{
+    Batch, Column, ColumnBuilder, DictColumn, Field, FieldType, Row, RowWriter, Spec, Value, Window,
+};
 pub use state::{decode, State};
 
 #[cfg(any(feature = "transform", feature = "aggregate"))]
 mod convert;
+
+/// Sends a panic's message and place to the host before the plugin aborts (plugins build with
+/// `panic = "abort"`, and a trap carries no message). Installed at `init`, before any plugin code runs.
+#[cfg(any(feature = "transform", feature = "aggregate"))]
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        bindings::host::panicked(&format!("{message}{place}"));
+    }));
+}
 
 #[cfg(feature = "transform")]
 pub mod transform;
@@ -54,7 +79,7 @@ pub use transform::{Transform, Transformed};
 #[cfg(feature = "aggregate")]
 pub mod aggregate;
 #[cfg(feature = "aggregate")]
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, Finished};
 
 /// Bindings generated from the WIT package; plugins normally use the re-exports above instead.
 #[cfg(feature = "transform")]
@@ -68,6 +93,7 @@ pub mod bindings {
         default_bindings_module: "tributary_sdk::bindings",
     });
     pub use exports::tributary::plugin::transform as iface;
+    pub use tributary::plugin::host;
     pub use tributary::plugin::types;
 }
 
@@ -82,6 +108,7 @@ pub mod bindings {
         default_bindings_module: "tributary_sdk::bindings",
     });
     pub use exports::tributary::plugin::aggregate as iface;
+    pub use tributary::plugin::host;
     pub use tributary::plugin::types;
 }
 

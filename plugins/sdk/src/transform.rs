@@ -58,6 +58,7 @@ pub mod glue {
         slot: &'static std::thread::LocalKey<RefCell<Option<T>>>,
         config: Vec<(String, wit::ConfigValue)>,
     ) -> Result<wit::Spec, String> {
+        crate::install_panic_hook();
         let plugin = T::init(&convert::config(config))?;
         let spec = convert::spec(plugin.spec());
         slot.with(|s| *s.borrow_mut() = Some(plugin));

@@ -36,7 +36,7 @@ impl Aggregate for Sum {
         acc.1 += other.1;
     }
 
-    fn finish(&self, acc: &Self::Acc, out: &mut RowWriter) {
+    fn finish(&self, acc: &Self::Acc, _window: &Window, out: &mut RowWriter) {
         out.float(acc.0).int(acc.1 as i64);
     }
 }

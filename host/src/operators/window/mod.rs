@@ -1,6 +1,8 @@
 //! `type = "window"`: groups records by key and event-time window and aggregates each group with a
 //! window-aggregate plugin. The host owns windows, keys, watermarks and where state lives; the plugin
-//! only folds rows into accumulator slots and reads results out.
+//! only folds rows into accumulator slots and reads results out. At `finish` the plugin sees each
+//! slot's window bounds and key and, under ABI 0.2, returns any number of rows per slot (`top_k` returns
+//! up to k), values possibly null; every row carries its slot's `window_start`, `window_end` and key.
 //!
 //! Event time is the record timestamp or a named field. The watermark is the largest event time seen
 //! minus `max_delay`. A window is emitted once the watermark reaches its end and kept for
@@ -38,7 +40,9 @@ mod state;
 mod tumbling;
 
 use crate::config::{ByteSize, Duration, PluginConfig};
-use crate::plugin::{to_wit, wit, AggregateInstance, FieldSpec, Limits, PluginError};
+use crate::plugin::{
+    to_wit, wit, AggregateInstance, FieldSpec, Finished, Limits, Pane as PluginPane, PluginError,
+};
 use crate::record::{column, Ack, Batch, Column, Key, Value};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use arrow_array::cast::AsArray;
@@ -54,7 +58,8 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
-    /// A bundled aggregate (`average`, `sum`, `max`) or the path to a `.wasm` file.
+    /// A bundled aggregate (`average`, `sum`, `max`, `top_k`) or the path to a `.wasm` file, built for
+    /// plugin ABI 0.2 (the SDK's) or 0.1.
     pub plugin: Spanned<String>,
     /// The plugin's own settings, e.g. `config = { field = "streams" }`.
     #[serde(default)]
@@ -211,7 +216,9 @@ pub trait Accumulators: Send {
     fn add(&mut self, slots: &[u32], input: &wit::Batch)
         -> Result<Vec<wit::RowError>, PluginError>;
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError>;
-    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError>;
+    /// Results of the panes: any number of rows per pane (`Finished::rows` says whose), values may be
+    /// null.
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError>;
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
     fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError>;
     fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError>;
@@ -234,8 +241,8 @@ impl Accumulators for AggregateInstance {
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
         AggregateInstance::merge(self, dst, src)
     }
-    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
-        AggregateInstance::finish(self, slots)
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        AggregateInstance::finish(self, panes)
     }
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
         AggregateInstance::free(self, slots)
@@ -754,11 +761,23 @@ impl<A: Accumulators> Windows<A> {
         let out = if ready.is_empty() {
             None
         } else {
-            let slots: Vec<u32> = ready
+            let panes: Vec<PluginPane> = ready
                 .iter()
-                .map(|(_, s, k)| self.panes[&(*s, *k)].slot)
+                .map(|(e, s, k)| {
+                    let bounds = !global::is_global((*s, *e));
+                    PluginPane {
+                        slot: self.panes[&(*s, *k)].slot,
+                        start: bounds.then_some(*s),
+                        end: bounds.then_some(*e),
+                        key: self
+                            .settings
+                            .key
+                            .as_ref()
+                            .and_then(|_| key_value(self.keys.key(*k))),
+                    }
+                })
                 .collect();
-            let results = self.acc.finish(&slots)?;
+            let results = self.acc.finish(&panes)?;
             let mut acks = Vec::new();
             for (_, s, k) in &ready {
                 let pane = self.panes.get_mut(&(*s, *k)).unwrap();
@@ -797,29 +816,37 @@ impl<A: Accumulators> Windows<A> {
         Ok(out)
     }
 
-    /// Result rows: `window_start`, `window_end`, the key, then the plugin's fields.
+    /// Result rows: `window_start`, `window_end`, the key, then the plugin's fields; each row carries
+    /// the window and key of the pane `results.rows` names.
     fn results(
         &self,
         ready: &[(i64, i64, KeyId)],
-        results: wit::Batch,
+        results: Finished,
     ) -> Result<Batch, PluginError> {
-        let n = ready.len();
         let bad = |message: String| PluginError::Trap {
             what: "aggregate".into(),
             message,
         };
-        if results.rows as usize != n || results.columns.len() != self.acc.outputs().len() {
+        let n = results.rows.len();
+        if results.columns.len() != self.acc.outputs().len() {
             return Err(bad(format!(
-                "`finish` returned {} rows and {} columns for {n} slots",
-                results.rows,
-                results.columns.len()
+                "`finish` returned {} columns for {} declared outputs",
+                results.columns.len(),
+                self.acc.outputs().len()
             )));
         }
+        if let Some(r) = results.rows.iter().find(|r| **r as usize >= ready.len()) {
+            return Err(bad(format!(
+                "`finish` returned a row for pane {r}, but was given {} panes",
+                ready.len()
+            )));
+        }
+        let rows: Vec<&(i64, i64, KeyId)> =
+            results.rows.iter().map(|r| &ready[*r as usize]).collect();
         let global = |end: i64, start: i64| global::is_global((start, end));
         let bound = |pick: fn(i64, i64) -> i64| {
             column::optional_times(
-                ready
-                    .iter()
+                rows.iter()
                     .map(|(e, s, _)| (!global(*e, *s)).then(|| pick(*s, *e))),
             )
         };
@@ -828,20 +855,20 @@ impl<A: Accumulators> Windows<A> {
             Column::new("window_end", bound(|_, e| e)),
         ];
         if let Some(key) = &self.settings.key {
-            let keys: Vec<Value> = ready
+            let keys: Vec<Value> = rows
                 .iter()
                 .map(|(_, _, k)| self.keys.key(*k).0.clone())
                 .collect();
             columns.push(Column::new(key.clone(), column::from_values(&keys)));
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
-            let array = crate::plugin::from_wit(col, n, field).map_err(bad)?;
+            let array = crate::plugin::from_wit_nullable(col, n, field).map_err(bad)?;
             columns.push(Column::new(field.name.clone(), array));
         }
         Ok(Batch {
             len: n,
             // A result's event time is the last instant of its window (the newest record, for global).
-            time: ready
+            time: rows
                 .iter()
                 .map(|(e, s, _)| if global(*e, *s) { self.max_time } else { e - 1 })
                 .collect(),
@@ -856,6 +883,19 @@ impl<A: Accumulators> Windows<A> {
         self.watermark = i64::MAX;
         self.fire(i64::MAX)
     }
+}
+
+/// A key as `finish` sees it (ABI 0.2): typed, a timestamp as milliseconds, a JSON key as its text;
+/// `None` for a null key.
+fn key_value(key: &Key) -> Option<wit::Value> {
+    Some(match &key.0 {
+        Value::Null => return None,
+        Value::Bool(b) => wit::Value::Boolean(*b),
+        Value::Int(i) | Value::Time(i) => wit::Value::Int(*i),
+        Value::Float(f) => wit::Value::Float(*f),
+        Value::Str(s) => wit::Value::Str(s.to_string()),
+        Value::Json(j) => wit::Value::Str(j.to_string()),
+    })
 }
 
 /// The rows of an ABI batch listed in `rows`, in that order.

@@ -82,13 +82,19 @@ impl Accumulators for SumCount {
         to.1 += from.1;
         Ok(())
     }
-    fn finish(&mut self, slots: &[u32]) -> Result<wit::Batch, PluginError> {
-        let vals: Vec<(f64, i64)> = slots.iter().map(|s| *self.slot(*s)).collect();
-        Ok(wit::Batch {
-            rows: slots.len() as u32,
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        let vals: Vec<(f64, i64)> = panes.iter().map(|p| *self.slot(p.slot)).collect();
+        Ok(Finished {
+            rows: (0..panes.len() as u32).collect(),
             columns: vec![
-                wit::Column::Float(vals.iter().map(|v| v.0).collect()),
-                wit::Column::Int(vals.iter().map(|v| v.1).collect()),
+                wit::NullableColumn {
+                    values: wit::Column::Float(vals.iter().map(|v| v.0).collect()),
+                    valid: None,
+                },
+                wit::NullableColumn {
+                    values: wit::Column::Int(vals.iter().map(|v| v.1).collect()),
+                    valid: None,
+                },
             ],
         })
     }
@@ -697,4 +703,319 @@ fn saved_state_loaded_into_a_fresh_stage_gives_the_results_of_an_uninterrupted_r
             );
         }
     }
+}
+
+/// A window stage running the bundled `top_k` plugin (ABI 0.2, several rows per window) on records
+/// with a key `k`, an artist `a` and a value `v`.
+fn top_k_windows(kind: WindowKind, max_delay: i64, lateness: i64) -> Windows<AggregateInstance> {
+    let host = crate::plugin::PluginHost::new().unwrap();
+    let plugin = host.load("top_k", std::path::Path::new("/")).unwrap();
+    let config = [
+        ("field".to_string(), wit::ConfigValue::Text("v".into())),
+        ("by".to_string(), wit::ConfigValue::Text("a".into())),
+        ("k".to_string(), wit::ConfigValue::Integer(2)),
+    ];
+    let instance = host.aggregate(&plugin, &config, Limits::default()).unwrap();
+    let settings = Settings {
+        kind,
+        key: Some("k".into()),
+        event_time: None,
+        max_delay,
+        allowed_lateness: lateness,
+        max_future: 3_600_000,
+    };
+    Windows::new(settings, instance)
+}
+
+/// Records (time, key, artist, value).
+fn artist_batch(records: &[(i64, &str, &str, f64)]) -> Batch {
+    let mut b = BatchBuilder::default();
+    for (i, (t, k, a, v)) in records.iter().enumerate() {
+        b.push(
+            *t,
+            Origin {
+                partition: 0,
+                offset: i as i64,
+            },
+            [
+                ("k".into(), Value::Str((*k).into())),
+                ("a".into(), Value::Str((*a).into())),
+                ("v".into(), Value::Float(*v)),
+            ],
+        );
+    }
+    b.take()
+}
+
+/// `top_k` result rows as (start, end, key, rank, artist, total).
+type TopRow = (i64, i64, String, i64, String, f64);
+
+fn top_rows(b: &Option<Batch>) -> Vec<TopRow> {
+    let Some(b) = b else { return Vec::new() };
+    (0..b.len)
+        .map(|r| {
+            let t = |name: &str, default: i64| match b.value(name, r) {
+                Value::Time(t) => t,
+                _ => default,
+            };
+            let (Value::Str(k), Value::Int(rank), Value::Str(a), Value::Float(total)) = (
+                b.value("k", r),
+                b.value("rank", r),
+                b.value("a", r),
+                b.value("total", r),
+            ) else {
+                panic!("row {r} of {b:?}")
+            };
+            (
+                t("window_start", i64::MIN),
+                t("window_end", i64::MAX),
+                k.to_string(),
+                rank,
+                a.to_string(),
+                total,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn several_rows_per_tumbling_window_carry_their_window_and_key() {
+    let mut w = top_k_windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    let (out, _) = w
+        .process(&artist_batch(&[
+            (1_000, "rock", "x", 1.0),
+            (2_000, "rock", "y", 5.0),
+            (3_000, "rock", "z", 2.0),
+            (4_000, "rock", "x", 3.0),
+            (5_000, "jazz", "q", 7.0),
+            (61_000, "rock", "y", 1.0),
+        ]))
+        .unwrap();
+    let r = |s: i64, k: &str, rank: i64, a: &str, total: f64| {
+        (s, s + 60_000, k.to_string(), rank, a.to_string(), total)
+    };
+    assert_eq!(
+        top_rows(&out),
+        [
+            r(0, "jazz", 1, "q", 7.0),
+            r(0, "rock", 1, "y", 5.0),
+            r(0, "rock", 2, "x", 4.0),
+        ],
+        "two rows for rock (k = 2 of 3 artists), one for jazz (its only artist)"
+    );
+    let out = out.unwrap();
+    // Each row's event time is its window's last instant.
+    assert_eq!(out.time, [59_999; 3]);
+    assert_eq!(
+        top_rows(&w.finish().unwrap()),
+        [r(60_000, "rock", 1, "y", 1.0)]
+    );
+}
+
+#[test]
+fn merged_sessions_rank_over_both_halves() {
+    let mut w = top_k_windows(WindowKind::Session { gap: 10_000 }, 20_000, 0);
+    w.process(&artist_batch(&[
+        (0, "rock", "x", 5.0),
+        (1_000, "rock", "y", 4.0),
+        (15_000, "rock", "z", 4.0),
+        (16_000, "rock", "y", 1.0),
+    ]))
+    .unwrap();
+    // Bridges the sessions [0, 11s) and [15s, 26s): z (4 + 3 = 7) overtakes x (5), though each half
+    // had it second or alone; y (4 + 1 = 5) ties with x and goes after it.
+    let (out, _) = w
+        .process(&artist_batch(&[(10_000, "rock", "z", 3.0)]))
+        .unwrap();
+    assert!(out.is_none());
+    assert_eq!(
+        top_rows(&w.finish().unwrap()),
+        [
+            (0, 26_000, "rock".into(), 1, "z".into(), 7.0),
+            (0, 26_000, "rock".into(), 2, "x".into(), 5.0),
+        ]
+    );
+}
+
+#[test]
+fn top_k_state_saved_and_loaded_gives_the_results_of_an_uninterrupted_run() {
+    let records = shuffled_records(300);
+    let batches: Vec<Batch> = records
+        .chunks(13)
+        .map(|c| {
+            let c: Vec<(i64, &str, &str, f64)> = c
+                .iter()
+                .enumerate()
+                .map(|(i, (t, k, v))| (*t, k.as_str(), ["p", "q", "r", "s", "t"][i % 5], *v))
+                .collect();
+            artist_batch(&c)
+        })
+        .collect();
+    for (kind, delay, lateness) in [
+        (WindowKind::Tumbling { size: 60_000 }, 5_000, 20_000),
+        (WindowKind::Session { gap: 4_000 }, 2_000, 10_000),
+        (WindowKind::Global, 0, 0),
+    ] {
+        let run = |cut: Option<usize>| {
+            let mut w = top_k_windows(kind, delay, lateness);
+            let mut out = Vec::new();
+            for (i, b) in batches.iter().enumerate() {
+                if cut == Some(i) {
+                    let text = serde_json::to_string(&w.save().unwrap()).unwrap();
+                    w = top_k_windows(kind, delay, lateness);
+                    w.load(&serde_json::from_str(&text).unwrap()).unwrap();
+                }
+                out.extend(top_rows(&w.process(b).unwrap().0));
+            }
+            out.extend(top_rows(&w.finish().unwrap()));
+            out
+        };
+        let whole = run(None);
+        assert!(
+            whole.iter().any(|r| r.3 == 2),
+            "{kind:?}: several rows per window"
+        );
+        for cut in [1, 7, batches.len() - 1] {
+            assert_eq!(run(Some(cut)), whole, "{kind:?}, cut at batch {cut}");
+        }
+    }
+}
+
+/// One row per pane whose `sum` is null when the pane's sum is 0, and a second row for pane 0 only:
+/// a stand-in for a 0.2 plugin using nulls and several rows.
+struct NullsAndExtraRows(SumCount);
+
+impl Accumulators for NullsAndExtraRows {
+    fn inputs(&self) -> &[FieldSpec] {
+        self.0.inputs()
+    }
+    fn outputs(&self) -> &[FieldSpec] {
+        self.0.outputs()
+    }
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
+        self.0.add(slots, input)
+    }
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
+        self.0.merge(dst, src)
+    }
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        let mut f = self.0.finish(panes)?;
+        let wit::Column::Float(sums) = &f.columns[0].values else {
+            panic!()
+        };
+        f.columns[0].valid = Some(sums.iter().map(|s| *s != 0.0).collect());
+        // A row for pane 0 again, at the end: rows need not be grouped.
+        f.rows.push(0);
+        for c in &mut f.columns {
+            match &mut c.values {
+                wit::Column::Float(v) => v.push(v[0]),
+                wit::Column::Int(v) => v.push(v[0]),
+                _ => unreachable!(),
+            }
+            if let Some(valid) = &mut c.valid {
+                valid.push(valid[0]);
+            }
+        }
+        Ok(f)
+    }
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
+        self.0.free(slots)
+    }
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
+        self.0.save(slot)
+    }
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
+        self.0.load(slot, state)
+    }
+}
+
+#[test]
+fn null_results_reach_the_sinks_as_null() {
+    let settings = Settings {
+        kind: WindowKind::Tumbling { size: 60_000 },
+        key: Some("k".into()),
+        event_time: None,
+        max_delay: 0,
+        allowed_lateness: 0,
+        max_future: 3_600_000,
+    };
+    let mut w = Windows::new(settings, NullsAndExtraRows(SumCount::new()));
+    w.process(&batch(&[(1_000, "a", 0.0), (2_000, "b", 2.0)]))
+        .unwrap();
+    let out = w.finish().unwrap().unwrap();
+    assert_eq!(out.len, 3);
+    let sums: Vec<Value> = (0..3).map(|r| out.value("sum", r)).collect();
+    assert_eq!(sums, [Value::Null, Value::Float(2.0), Value::Null]);
+    let keys: Vec<Value> = (0..3).map(|r| out.value("k", r)).collect();
+    assert_eq!(
+        keys,
+        [
+            Value::Str("a".into()),
+            Value::Str("b".into()),
+            Value::Str("a".into())
+        ],
+        "the extra row carries pane 0's key"
+    );
+    let mut jsonl = Vec::new();
+    crate::sinks::file::write_jsonl(&out, &mut jsonl);
+    let first = String::from_utf8(jsonl).unwrap();
+    let first = first.lines().next().unwrap();
+    assert!(first.contains(r#""sum":null"#), "{first}");
+    assert!(first.contains(r#""count":1"#), "{first}");
+}
+
+/// A stand-in returning a row for a pane it was not given.
+struct RowOutOfRange(SumCount);
+
+impl Accumulators for RowOutOfRange {
+    fn inputs(&self) -> &[FieldSpec] {
+        self.0.inputs()
+    }
+    fn outputs(&self) -> &[FieldSpec] {
+        self.0.outputs()
+    }
+    fn add(
+        &mut self,
+        slots: &[u32],
+        input: &wit::Batch,
+    ) -> Result<Vec<wit::RowError>, PluginError> {
+        self.0.add(slots, input)
+    }
+    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
+        self.0.merge(dst, src)
+    }
+    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+        let mut f = self.0.finish(panes)?;
+        f.rows[0] = panes.len() as u32;
+        Ok(f)
+    }
+    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
+        self.0.free(slots)
+    }
+    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
+        self.0.save(slot)
+    }
+    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
+        self.0.load(slot, state)
+    }
+}
+
+#[test]
+fn a_row_for_a_pane_not_given_is_a_plugin_error() {
+    let settings = Settings {
+        kind: WindowKind::Global,
+        key: None,
+        event_time: None,
+        max_delay: 0,
+        allowed_lateness: 0,
+        max_future: 3_600_000,
+    };
+    let mut w = Windows::new(settings, RowOutOfRange(SumCount::new()));
+    w.process(&batch(&[(1_000, "a", 1.0)])).unwrap();
+    let e = w.finish().unwrap_err().to_string();
+    assert!(e.contains("a row for pane 1, but was given 1 panes"), "{e}");
 }

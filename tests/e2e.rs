@@ -5,6 +5,8 @@
 //! (never `top20.md`, which is the seed project's published table).
 
 mod common;
+// Watching a run: metrics, the stats line (in a file of its own).
+mod e2e_observe;
 
 use common::*;
 use serde_json::Value as Json;

@@ -957,6 +957,10 @@ impl Operator for WindowOperator {
             .map_err(|e| StageError::with("cannot save the window state", e))
     }
 
+    fn watermark(&self) -> Option<i64> {
+        Some(self.windows.watermark()).filter(|&w| w != i64::MIN)
+    }
+
     fn restore(&mut self, state: serde_json::Value) -> Result<(), StageError> {
         // Restored state replaces the committed-watermark logic: nothing read again is a replay.
         self.started = true;

@@ -218,6 +218,7 @@ impl StageConfig for MongodbConfig {
             writer: None,
             checkpoint_wanted: Arc::default(),
             stopping: Arc::default(),
+            spool_depth: None,
         })))
     }
 }

@@ -311,3 +311,80 @@ fn without_a_terminal_a_stats_line_shows_progress_and_quiet_hides_it() {
         "the summary stays: {stderr}"
     );
 }
+
+/// `validate --explain` on the repository's pipeline: every stage with its type, its edges both ways,
+/// its plugin, and the fields its plugin reads and writes.
+#[test]
+fn validate_explains_the_default_pipeline_as_a_dag() {
+    let mut cmd = tributary();
+    cmd.current_dir(repo())
+        .args(["validate", "--explain", "pipeline.toml"]);
+    let (code, stdout, stderr) = run(cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("pipeline.toml: ok"), "{stderr}");
+    // Blocks: a `name (type)` line, then indented `key: value` lines.
+    let mut stages: BTreeMap<String, (String, BTreeMap<String, String>)> = BTreeMap::new();
+    let mut current = String::new();
+    for line in stdout.lines().filter(|l| !l.is_empty()) {
+        if let Some(detail) = line.strip_prefix("  ") {
+            let (key, value) = detail.split_once(':').unwrap();
+            let entry = &mut stages.get_mut(&current).unwrap().1;
+            entry.insert(key.to_string(), value.trim().to_string());
+        } else {
+            let (name, ty) = line.split_once(" (").unwrap();
+            current = name.to_string();
+            stages.insert(
+                current.clone(),
+                (ty.trim_end_matches(')').to_string(), BTreeMap::new()),
+            );
+        }
+    }
+    let list = |stage: &str, key: &str| -> Vec<String> {
+        stages[stage].1[key]
+            .split(", ")
+            .filter(|s| *s != "-")
+            .map(String::from)
+            .collect()
+    };
+    // Every stage of the file, in its order, with its type.
+    let toml: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("pipeline.toml")).unwrap()).unwrap();
+    let declared = toml["stages"].as_table().unwrap();
+    assert_eq!(stages.len(), declared.len(), "{stdout}");
+    for (name, table) in declared {
+        let (ty, _) = &stages[name];
+        assert_eq!(ty, table["type"].as_str().unwrap(), "{name}");
+        // Inputs as declared, and each input lists this stage among its outputs.
+        let inputs: Vec<String> = table
+            .get("inputs")
+            .map(|i| {
+                i.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(list(name, "inputs"), inputs, "{name}");
+        for input in &inputs {
+            assert!(list(input, "outputs").contains(name), "{input} -> {name}");
+        }
+    }
+    assert_eq!(list("events", "inputs"), Vec::<String>::new());
+    assert!(list("events", "outputs").contains(&"scaled".to_string()));
+
+    // Plugins and their declared fields.
+    let scaled = &stages["scaled"].1;
+    assert_eq!(scaled["plugin"], "scale (bundled)");
+    assert_eq!(scaled["reads"], "streams (float)");
+    assert_eq!(scaled["writes"], "streams (float)");
+    let window = &stages["avg_by_genre_1m"].1;
+    assert_eq!(window["plugin"], "average (bundled)");
+    assert_eq!(window["reads"], "genre (key), streams (float)");
+    assert!(
+        window["writes"].starts_with("window_start, window_end, genre (key), avg (float)"),
+        "{}",
+        window["writes"]
+    );
+    assert!(!stages["per_minute"].1.contains_key("plugin"));
+}

@@ -62,6 +62,10 @@ enum Command {
         /// The pipeline file.
         #[arg(default_value = "pipeline.toml")]
         file: PathBuf,
+        /// Also print the DAG on stdout: each stage with its type, plugin, inputs and outputs, and
+        /// the fields it reads and writes (a plugin's, as its `init` declared them).
+        #[arg(long)]
+        explain: bool,
     },
     /// Load a capture (JSON Lines, as `replay` reads) into a Kafka topic, keeping keys and timestamps.
     Produce {
@@ -158,7 +162,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             };
             run(&file, strict, watch)
         }
-        Command::Validate { file } => validate(&file),
+        Command::Validate { file, explain } => validate(&file, explain),
         Command::Produce {
             brokers,
             topic,
@@ -279,11 +283,14 @@ fn load(file: &Path, host: &PluginHost) -> Option<(Pipeline, Vec<(usize, topolog
     }
 }
 
-fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+fn validate(file: &Path, explain: bool) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
-    let Some((pipeline, _)) = load(file, &host) else {
+    let Some((pipeline, built)) = load(file, &host) else {
         return Ok(ExitCode::from(INVALID_CONFIG));
     };
+    if explain {
+        print!("{}", topology::explain(&pipeline, &built));
+    }
     eprintln!("{}: ok ({} stages)", file.display(), pipeline.stages.len());
     Ok(ExitCode::SUCCESS)
 }

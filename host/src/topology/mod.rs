@@ -1,6 +1,7 @@
 //! Builds the DAG from a validated pipeline and runs it: one thread per stage, bounded channels of
 //! batches between them, end of input propagated by closing channels.
 
+mod explain;
 mod progress;
 pub mod registry;
 
@@ -9,6 +10,7 @@ use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
 use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
 use crate::record::Batch;
+pub use explain::{describe as describe_field, explain, Fields};
 pub use progress::Progress;
 use registry::Role;
 use std::fmt;
@@ -68,6 +70,11 @@ pub trait Operator: Send {
     /// The stage's event-time watermark (ms since the epoch), for the metrics; `None`: it has none.
     fn watermark(&self) -> Option<i64> {
         None
+    }
+
+    /// Its plugin and the fields it reads and writes, for `tributary validate --explain`.
+    fn fields(&self) -> Fields {
+        Fields::default()
     }
 }
 

@@ -386,5 +386,11 @@ fn validate_explains_the_default_pipeline_as_a_dag() {
         "{}",
         window["writes"]
     );
+    // Sinks: what a chart draws, or every field.
     assert!(!stages["per_minute"].1.contains_key("plugin"));
+    assert_eq!(stages["top20_chart"].1["reads"], "genre, avg");
+    assert_eq!(
+        stages["per_minute"].1["reads"],
+        "every field of its input records"
+    );
 }

@@ -35,7 +35,8 @@ impl Built {
     pub fn fields(&self) -> Fields {
         match self {
             Built::Operator(op) => op.fields(),
-            Built::Source(_) | Built::Sink(_) => Fields::default(),
+            Built::Sink(sink) => sink.fields(),
+            Built::Source(_) => Fields::default(),
         }
     }
 }
@@ -125,8 +126,11 @@ fn render(nodes: &[Node<'_>]) -> String {
                 let _ = writeln!(out, "  reads:   {}", fields(&n.fields.reads));
                 let _ = writeln!(out, "  writes:  {}", fields(&n.fields.writes));
             }
+            Role::Sink if n.fields.reads.is_empty() => {
+                let _ = writeln!(out, "  reads:   every field of its input records");
+            }
             Role::Sink => {
-                let _ = writeln!(out, "  reads:   the fields of its input records");
+                let _ = writeln!(out, "  reads:   {}", fields(&n.fields.reads));
             }
         }
     }
@@ -162,11 +166,34 @@ mod tests {
                 },
                 plugin_file: Some("/p/my.wasm".into()),
             },
+            Node {
+                name: "chart",
+                type_name: "chart",
+                role: Role::Sink,
+                inputs: vec!["scaled"],
+                outputs: vec![],
+                fields: Fields {
+                    reads: vec!["genre".into(), "avg".into()],
+                    ..Fields::default()
+                },
+                plugin_file: None,
+            },
+            Node {
+                name: "file",
+                type_name: "file",
+                role: Role::Sink,
+                inputs: vec!["scaled"],
+                outputs: vec![],
+                fields: Fields::default(),
+                plugin_file: None,
+            },
         ];
         assert_eq!(
             render(&nodes),
             "events (replay)\n  inputs:  -\n  outputs: scaled\n  writes:  the fields of each record's JSON payload\n\n\
-             scaled (transform)\n  plugin:  my.wasm (/p/my.wasm)\n  inputs:  events\n  outputs: a, b\n  reads:   streams (float)\n  writes:  streams (float)\n"
+             scaled (transform)\n  plugin:  my.wasm (/p/my.wasm)\n  inputs:  events\n  outputs: a, b\n  reads:   streams (float)\n  writes:  streams (float)\n\n\
+             chart (chart)\n  inputs:  scaled\n  outputs: -\n  reads:   genre, avg\n\n\
+             file (file)\n  inputs:  scaled\n  outputs: -\n  reads:   every field of its input records\n"
         );
     }
 }

@@ -97,6 +97,11 @@ pub trait Sink: Send {
     fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
         Ok(())
     }
+
+    /// The fields it reads, for `tributary validate --explain`; none listed: every field it gets.
+    fn fields(&self) -> Fields {
+        Fields::default()
+    }
 }
 
 /// What a stage needs to build itself.

@@ -216,7 +216,12 @@ fn bars(stages: &[Watched], wait: impl FnMut(Duration) -> Result<(), RecvTimeout
         .progress_chars("=> ");
     let open_style = ProgressStyle::with_template("{prefix} {spinner}  {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let width = stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let width = stages
+        .iter()
+        .filter(|s| s.role == Role::Source)
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
     let mut shown: Vec<(&Watched, ProgressBar, Rate, bool)> = stages
         .iter()
         .filter(|s| s.role == Role::Source)
@@ -231,6 +236,9 @@ fn bars(stages: &[Watched], wait: impl FnMut(Duration) -> Result<(), RecvTimeout
         for (s, bar, rate, has_length) in &mut shown {
             let r = read(s);
             let (records_per_sec, bytes_per_sec) = rate.push(now, r);
+            // The bar shows the share itself.
+            let parts = details(r, records_per_sec, bytes_per_sec, false);
+            bar.set_message(format!("{} records, {}", r.records, parts.join(", ")));
             // A Kafka source that falls back to a capture learns its size only then.
             if r.total_bytes > 0 && !*has_length {
                 *has_length = true;
@@ -242,9 +250,6 @@ fn bars(stages: &[Watched], wait: impl FnMut(Duration) -> Result<(), RecvTimeout
             } else {
                 bar.tick();
             }
-            // The bar shows the share itself.
-            let parts = details(r, records_per_sec, bytes_per_sec, false);
-            bar.set_message(format!("{} records, {}", r.records, parts.join(", ")));
         }
     }
     for (_, bar, _, _) in &shown {

@@ -353,10 +353,13 @@ mod tests {
         let path = dir("round-trip").join("sink.jsonl");
         let mut spool = Spool::open(&path).unwrap();
         assert_eq!(spool.pending(), 0);
+        // The depth the metrics show follows `pending`.
+        let depth = spool.depth();
         let docs: Vec<Document> = (0..5).map(sample).collect();
         spool.append(&docs[..3]).unwrap();
         spool.append(&docs[3..]).unwrap();
         assert_eq!(spool.pending(), 5);
+        assert_eq!(depth.load(Ordering::Relaxed), 5);
         let got = spool.peek(2).unwrap();
         assert_eq!(
             got.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
@@ -370,11 +373,13 @@ mod tests {
         ));
         spool.consumed(got[1].1, 2);
         assert_eq!(spool.pending(), 3);
+        assert_eq!(depth.load(Ordering::Relaxed), 3);
         drop(spool);
 
         // Reopened (as after a crash): it goes on after the two written documents.
         let mut spool = Spool::open(&path).unwrap();
         assert_eq!(spool.pending(), 3);
+        assert_eq!(spool.depth().load(Ordering::Relaxed), 3);
         let rest = spool.peek(100).unwrap();
         assert_eq!(
             rest.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),

@@ -5,6 +5,8 @@
 //! (never `top20.md`, which is the seed project's published table).
 
 mod common;
+// Watching a run: metrics, the stats line (in a file of its own).
+mod e2e_observe;
 
 use common::*;
 use serde_json::Value as Json;
@@ -610,6 +612,40 @@ path = "out.jsonl"
         assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
     }
     assert!(stderr.contains("4 problems found"), "{stderr}");
+}
+
+/// A stage with several bad values reports each, and its `inputs` are still checked.
+#[test]
+fn validate_reports_every_problem_within_one_stage() {
+    let dir = scratch("e2e_validate_one_stage");
+    std::fs::write(
+        dir.join("bad.toml"),
+        r#"[stages.events]
+type = "replay"
+path = "events.jsonl"
+
+[stages.avg]
+type = "window"
+inputs = ["events", "nowhere"]
+plugin = "average"
+key = "genre"
+window = { kind = "tumbling", size = "1 minute" }
+max_delay = "soon"
+"#,
+    )
+    .unwrap();
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).args(["validate", "bad.toml"]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "bad.toml:10:38: error: in stage `avg` (type `window`): unknown unit `minute` in duration `1 minute`",
+        "bad.toml:11:13: error: in stage `avg` (type `window`): invalid duration `soon`",
+        "bad.toml:7:21: error: stage `avg` reads from `nowhere`, which is not a stage",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 problems found"), "{stderr}");
 }
 
 #[test]

@@ -2,12 +2,16 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use tributary::config::Pipeline;
 use tributary::deadletter::DeadLetters;
 use tributary::kafka;
+use tributary::observe::http::Server;
+use tributary::observe::metrics::RunMetrics;
+use tributary::observe::status::{Display, Status};
 use tributary::outfile::OutputMode;
 use tributary::plugin::PluginHost;
 use tributary::topology;
@@ -37,12 +41,31 @@ enum Command {
         /// late), as a wrong field name or a plugin that fails on everything does.
         #[arg(long)]
         strict: bool,
+        /// Serve Prometheus metrics over HTTP at `http://ADDR/metrics` while the run goes on, like
+        /// `127.0.0.1:9898` (port 0 picks a free port; the address is printed on stderr). See the
+        /// README for the metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
+        /// With `--metrics-addr`: keep serving the final metrics this long after the run ends, like
+        /// `30s`, so a scraper gets the last counts (Ctrl-C or SIGTERM exits sooner).
+        #[arg(long, value_name = "DURATION", requires = "metrics_addr")]
+        metrics_linger: Option<String>,
+        /// Show no progress line and no stats line (the summary at the end is still printed).
+        #[arg(long, short)]
+        quiet: bool,
+        /// When stderr is not a terminal: how often to print the stats line, like `10s` (the default).
+        #[arg(long, value_name = "DURATION", default_value = "10s")]
+        stats_interval: String,
     },
     /// Check a pipeline file (stage types, inputs, cycles, fields, plugins) and report every problem.
     Validate {
         /// The pipeline file.
         #[arg(default_value = "pipeline.toml")]
         file: PathBuf,
+        /// Also print the DAG on stdout: each stage with its type, plugin, inputs and outputs, and
+        /// the fields it reads and writes (a plugin's, as its `init` declared them).
+        #[arg(long)]
+        explain: bool,
     },
     /// Load a capture (JSON Lines, as `replay` reads) into a Kafka topic, keeping keys and timestamps.
     Produce {
@@ -155,8 +178,40 @@ enum Kind {
 
 pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Run { file, strict } => run(&file, strict),
-        Command::Validate { file } => validate(&file),
+        Command::Run {
+            file,
+            strict,
+            metrics_addr,
+            metrics_linger,
+            quiet,
+            stats_interval,
+        } => {
+            let duration = |flag: &str, d: &str| {
+                tributary::config::Duration::parse(d)
+                    .map(|d| std::time::Duration::from_millis(d.millis().max(0) as u64))
+                    .map_err(|e| anyhow::anyhow!("`{flag}`: {e}"))
+            };
+            let stats_interval = duration("--stats-interval", &stats_interval)?;
+            if stats_interval.is_zero() {
+                anyhow::bail!("`--stats-interval` must be longer than 0, like `10s`; use `--quiet` for no stats line");
+            }
+            let watch = Watch {
+                metrics_addr,
+                metrics_linger: metrics_linger
+                    .map(|d| duration("--metrics-linger", &d))
+                    .transpose()?
+                    .unwrap_or_default(),
+                display: if quiet {
+                    Display::Quiet
+                } else if std::io::stderr().is_terminal() {
+                    Display::Bars
+                } else {
+                    Display::Lines(stats_interval)
+                },
+            };
+            run(&file, strict, watch)
+        }
+        Command::Validate { file, explain } => validate(&file, explain),
         Command::Produce {
             brokers,
             topic,
@@ -370,21 +425,40 @@ fn load(file: &Path, host: &PluginHost) -> Option<(Pipeline, Vec<(usize, topolog
     }
 }
 
-fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+fn validate(file: &Path, explain: bool) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
-    let Some((pipeline, _)) = load(file, &host) else {
+    let Some((pipeline, built)) = load(file, &host) else {
         return Ok(ExitCode::from(INVALID_CONFIG));
     };
+    if explain {
+        print!("{}", topology::explain(&pipeline, &built));
+    }
     eprintln!("{}: ok ({} stages)", file.display(), pipeline.stages.len());
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+/// How a run is watched: `--metrics-addr`, `--metrics-linger`, and the progress or stats line.
+struct Watch {
+    metrics_addr: Option<String>,
+    metrics_linger: std::time::Duration,
+    display: Display,
+}
+
+fn run(file: &Path, strict: bool, watch: Watch) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let host = PluginHost::new()?;
     let Some((pipeline, built)) = load(file, &host) else {
         return Ok(ExitCode::from(INVALID_CONFIG));
     };
+    // Bound before anything is written, so a bad address fails the run before it starts.
+    let server = watch
+        .metrics_addr
+        .as_deref()
+        .map(|addr| {
+            Server::bind(addr)
+                .with_context(|| format!("cannot serve the metrics of `--metrics-addr {addr}`"))
+        })
+        .transpose()?;
     let dead_path = pipeline.resolve(&pipeline.dead_letter.path);
     let mode = pipeline
         .dead_letter
@@ -414,7 +488,48 @@ fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let stop = topology::StopFlag::default();
     on_signal_stop(&stop);
     exit_if_a_stop_hangs(checkpoints.shutdown_timeout());
-    match topology::run(&pipeline, built, dead, stop, checkpoints) {
+    let watched = topology::watch(&pipeline);
+    let served = match server {
+        Some(server) => {
+            let addr = server.addr();
+            server
+                .serve(RunMetrics::new(watched.clone(), dead.clone()))
+                .context("cannot start the thread serving `--metrics-addr`")?;
+            eprintln!("tributary: metrics at http://{addr}/metrics");
+            Some(addr)
+        }
+        None => None,
+    };
+    let status = Status::start(watched.clone(), watch.display);
+    let result = topology::run(&pipeline, built, dead, stop, checkpoints, &watched);
+    if let Some(status) = status {
+        status.finish();
+    }
+    let code = report(started, strict, result);
+    if let Some(addr) = served.filter(|_| !watch.metrics_linger.is_zero()) {
+        linger(addr, watch.metrics_linger);
+    }
+    Ok(code)
+}
+
+/// Keeps the process (and so the metrics endpoint) alive for `--metrics-linger`, or until a signal.
+fn linger(addr: std::net::SocketAddr, linger: std::time::Duration) {
+    eprintln!(
+        "tributary: serving the final metrics at http://{addr}/metrics for {linger:?} (Ctrl-C to exit now)"
+    );
+    let until = Instant::now() + linger;
+    while Instant::now() < until && !SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Prints the run summary (or its errors) and tells the exit code.
+fn report(
+    started: Instant,
+    strict: bool,
+    result: Result<topology::RunReport, Vec<topology::RunError>>,
+) -> ExitCode {
+    match result {
         Ok(report) => {
             eprintln!("tributary: finished in {:.2?}", started.elapsed());
             eprintln!("{report}");
@@ -441,9 +556,9 @@ fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                 );
             }
             if strict && !lost.is_empty() {
-                return Ok(ExitCode::from(1));
+                return ExitCode::from(1);
             }
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Err(errors) => {
             for e in &errors {
@@ -454,7 +569,7 @@ fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                     source = cause.source();
                 }
             }
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
     }
 }

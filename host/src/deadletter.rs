@@ -57,6 +57,17 @@ impl DeadLetters {
         top
     }
 
+    /// Every (stage, kind of reason, count) so far, sorted, for the metrics.
+    pub fn counts(&self) -> Vec<(String, String, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(String, String, u64)> = counts
+            .iter()
+            .flat_map(|(stage, m)| m.iter().map(|(k, v)| (stage.clone(), k.clone(), *v)))
+            .collect();
+        all.sort();
+        all
+    }
+
     fn count(&self, stage: &str, reason: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let stage = match counts.get_mut(stage) {
@@ -144,6 +155,14 @@ mod tests {
         );
         assert_eq!(dead.top_reasons("w", 1).len(), 1);
         assert!(dead.top_reasons("none", 3).is_empty());
+        assert_eq!(
+            dead.counts(),
+            [
+                ("other".to_string(), "late".to_string(), 1),
+                ("w".to_string(), "late".to_string(), 3),
+                ("w".to_string(), "missing key field `genre`".to_string(), 1),
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod kafka;
+pub mod observe;
 pub mod operators;
 pub mod outfile;
 pub mod plugin;

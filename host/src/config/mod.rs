@@ -133,8 +133,8 @@ impl Pipeline {
             text: &text,
             list: Vec::new(),
         };
-        let (stages, dead_letter, checkpoint) = parse_document(&text, &mut problems);
-        check_graph(&stages, &mut problems);
+        let (stages, nodes, dead_letter, checkpoint) = parse_document(&text, &mut problems);
+        check_graph(&nodes, &mut problems);
         if !problems.list.is_empty() {
             return Err(Diagnostics(problems.list));
         }
@@ -188,7 +188,7 @@ impl Problems<'_> {
 fn parse_document(
     text: &str,
     problems: &mut Problems,
-) -> (Vec<Stage>, DeadLetterConfig, CheckpointConfig) {
+) -> (Vec<Stage>, Vec<Node>, DeadLetterConfig, CheckpointConfig) {
     let (root, errors) = DeTable::parse_recoverable(text);
     let had_syntax_errors = !errors.is_empty();
     for e in errors {
@@ -196,6 +196,7 @@ fn parse_document(
     }
     let root_span = root.span();
     let mut stages = Vec::new();
+    let mut nodes = Vec::new();
     let mut dead_letter = DeadLetterConfig::default();
     let mut checkpoint = CheckpointConfig::default();
     let mut saw_stages = false;
@@ -207,7 +208,7 @@ fn parse_document(
                 match value.into_inner() {
                     DeValue::Table(table) => {
                         for (name, stage) in table {
-                            if let Some(s) = parse_stage(name, stage, problems) {
+                            if let Some(s) = parse_stage(name, stage, problems, &mut nodes) {
                                 stages.push(s);
                             }
                         }
@@ -248,13 +249,25 @@ fn parse_document(
             "no stages: add a `[stages.NAME]` table for each stage",
         );
     }
-    (stages, dead_letter, checkpoint)
+    (stages, nodes, dead_letter, checkpoint)
+}
+
+/// What the graph checks need of a stage. Stages whose own table has problems are here too, so that
+/// their inputs are still checked and the stages reading from them are not told they do not exist.
+struct Node {
+    name: String,
+    name_span: Range<usize>,
+    type_name: String,
+    /// `None` when the type is missing or unknown (reported already): no role to check.
+    role: Option<Role>,
+    inputs: Vec<Spanned<String>>,
 }
 
 fn parse_stage(
     name: Spanned<toml::de::DeString<'_>>,
     value: Spanned<DeValue<'_>>,
     problems: &mut Problems,
+    nodes: &mut Vec<Node>,
 ) -> Option<Stage> {
     let name_span = name.span();
     let name = name.into_inner().to_string();
@@ -268,40 +281,6 @@ fn parse_stage(
     };
     let type_value = table.remove("type");
     let inputs_value = table.remove("inputs");
-
-    let type_name = match type_value {
-        None => {
-            problems.add(
-                Some(name_span.clone()),
-                format!(
-                    "stage `{name}` has no `type`; add `type = \"...\"` with one of: {}",
-                    registry::type_names().join(", ")
-                ),
-            );
-            return None;
-        }
-        Some(v) => match v.get_ref().as_str() {
-            Some(s) => Spanned::new(v.span(), s.to_string()),
-            None => {
-                problems.add(
-                    Some(v.span()),
-                    format!("`type` of stage `{name}` must be a string"),
-                );
-                return None;
-            }
-        },
-    };
-    let Some(registration) = registry::find(type_name.get_ref()) else {
-        problems.add(
-            Some(type_name.span()),
-            format!(
-                "unknown stage type `{}` in stage `{name}`; valid types: {}",
-                type_name.get_ref(),
-                registry::type_names().join(", ")
-            ),
-        );
-        return None;
-    };
 
     let inputs = match inputs_value {
         None => Vec::new(),
@@ -321,41 +300,126 @@ fn parse_stage(
             }
         }
     };
+    let mut node = Node {
+        name: name.clone(),
+        name_span: name_span.clone(),
+        type_name: String::new(),
+        role: None,
+        inputs: inputs.clone(),
+    };
 
-    let rest = Spanned::new(span.clone(), DeValue::Table(table));
-    match (registration.parse)(ValueDeserializer::from(rest)) {
-        Ok(config) => Some(Stage {
-            name,
-            name_span,
-            type_name: type_name.into_inner(),
-            role: registration.role,
-            inputs,
-            config,
-        }),
-        Err(e) => {
-            problems.toml(
-                e,
-                span,
-                &format!("in stage `{name}` (type `{}`): ", type_name.get_ref()),
+    let type_name = match type_value {
+        None => {
+            problems.add(
+                Some(name_span.clone()),
+                format!(
+                    "stage `{name}` has no `type`; add `type = \"...\"` with one of: {}",
+                    registry::type_names().join(", ")
+                ),
             );
-            None
+            nodes.push(node);
+            return None;
+        }
+        Some(v) => match v.get_ref().as_str() {
+            Some(s) => Spanned::new(v.span(), s.to_string()),
+            None => {
+                problems.add(
+                    Some(v.span()),
+                    format!("`type` of stage `{name}` must be a string"),
+                );
+                nodes.push(node);
+                return None;
+            }
+        },
+    };
+    node.type_name = type_name.get_ref().clone();
+    let Some(registration) = registry::find(type_name.get_ref()) else {
+        problems.add(
+            Some(type_name.span()),
+            format!(
+                "unknown stage type `{}` in stage `{name}`; valid types: {}",
+                type_name.get_ref(),
+                registry::type_names().join(", ")
+            ),
+        );
+        nodes.push(node);
+        return None;
+    };
+    node.role = Some(registration.role);
+    nodes.push(node);
+
+    // Deserializing stops at the first bad value; to report the others too, the value at fault is set
+    // aside and the rest tried again, until the rest is fine or the fault is not one value's.
+    let context = format!("in stage `{name}` (type `{}`): ", type_name.get_ref());
+    let mut set_aside: Vec<String> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    loop {
+        let rest = Spanned::new(span.clone(), DeValue::Table(table.clone()));
+        let e = match (registration.parse)(ValueDeserializer::from(rest)) {
+            Ok(config) if set_aside.is_empty() => {
+                return Some(Stage {
+                    name,
+                    name_span,
+                    type_name: type_name.into_inner(),
+                    role: registration.role,
+                    inputs,
+                    config,
+                })
+            }
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        // A value set aside is now missing: not a problem of its own; nor is a field missing because
+        // its name was misspelled, which the unknown-field message already offered.
+        let missing = e
+            .message()
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        if let Some(field) = missing {
+            let quoted = format!("`{field}`");
+            if set_aside.iter().any(|k| k == field)
+                || unknown.iter().any(|m: &String| m.contains(&quoted))
+            {
+                return None;
+            }
+        }
+        if e.message().starts_with("unknown field") {
+            unknown.push(e.message().to_string());
+        }
+        let at = e.span();
+        problems.toml(e, span.clone(), &context);
+        let inside = |outer: Range<usize>, inner: &Range<usize>| {
+            outer.start <= inner.start && inner.end <= outer.end
+        };
+        let culprit = at.and_then(|at| {
+            table
+                .iter()
+                .find(|(k, v)| inside(v.span(), &at) || inside(k.span(), &at))
+                .map(|(k, _)| k.get_ref().to_string())
+        });
+        match culprit {
+            Some(key) if set_aside.len() < 32 => {
+                table.remove(key.as_str());
+                set_aside.push(key);
+            }
+            _ => return None,
         }
     }
 }
 
 /// Inputs exist and fit the roles, sources have none, every non-source has some, and there is no cycle.
-fn check_graph(stages: &[Stage], problems: &mut Problems) {
-    let by_name: HashMap<&str, &Stage> = stages.iter().map(|s| (s.name.as_str(), s)).collect();
+fn check_graph(stages: &[Node], problems: &mut Problems) {
+    let by_name: HashMap<&str, &Node> = stages.iter().map(|s| (s.name.as_str(), s)).collect();
     for stage in stages {
         match stage.role {
-            Role::Source if !stage.inputs.is_empty() => problems.add(
+            Some(Role::Source) if !stage.inputs.is_empty() => problems.add(
                 Some(stage.inputs[0].span()),
                 format!(
                     "stage `{}` is a source (type `{}`) and takes no `inputs`; remove them",
                     stage.name, stage.type_name
                 ),
             ),
-            Role::Operator | Role::Sink if stage.inputs.is_empty() => problems.add(
+            Some(Role::Operator | Role::Sink) if stage.inputs.is_empty() => problems.add(
                 Some(stage.name_span.clone()),
                 format!(
                     "stage `{}` (type `{}`) has no inputs; add `inputs = [\"...\"]` naming the stages it reads",
@@ -390,7 +454,7 @@ fn check_graph(stages: &[Stage], problems: &mut Problems) {
                         ),
                     );
                 }
-                Some(up) if up.role == Role::Sink => problems.add(
+                Some(up) if up.role == Some(Role::Sink) => problems.add(
                     Some(input.span()),
                     format!(
                         "stage `{}` reads from `{target}`, a sink (type `{}`), which has no output",
@@ -414,7 +478,7 @@ fn check_graph(stages: &[Stage], problems: &mut Problems) {
 }
 
 /// A cycle of stage names (first name repeated at the end), if any.
-fn find_cycle(stages: &[Stage]) -> Option<Vec<String>> {
+fn find_cycle(stages: &[Node]) -> Option<Vec<String>> {
     let index: HashMap<&str, usize> = stages
         .iter()
         .enumerate()
@@ -425,7 +489,7 @@ fn find_cycle(stages: &[Stage]) -> Option<Vec<String>> {
     let mut path = Vec::new();
     fn visit(
         i: usize,
-        stages: &[Stage],
+        stages: &[Node],
         index: &HashMap<&str, usize>,
         state: &mut [u8],
         path: &mut Vec<usize>,
@@ -581,6 +645,43 @@ pathh = "out.jsonl"
             e[2].starts_with("11:11: stage `t` reads from `event`, which is not a stage"),
             "{}",
             e[2]
+        );
+    }
+
+    #[test]
+    fn a_stage_with_a_bad_value_still_shows_its_other_problems() {
+        let text = r#"
+[stages.events]
+type = "replay"
+path = "x.jsonl"
+
+[stages.avg]
+type = "window"
+inputs = ["scaled"]
+plugin = "average"
+key = "genre"
+window = { kind = "tumbling", size = "1 minute" }
+max_delay = "soon"
+
+[stages.out]
+type = "file"
+inputs = ["avg"]
+path = "out.jsonl"
+"#;
+        let e = errors(text);
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e[0].starts_with("11:38: in stage `avg` (type `window`): unknown unit `minute`"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("12:13: in stage `avg` (type `window`):") && e[1].contains("`soon`"),
+            "{e:#?}"
+        );
+        // Its inputs are still checked; `out`, which reads from it, hears nothing about it.
+        assert!(
+            e[2].starts_with("8:11: stage `avg` reads from `scaled`, which is not a stage"),
+            "{e:#?}"
         );
     }
 

@@ -252,6 +252,20 @@ impl Reader {
         self.merge.pop_any()
     }
 
+    /// Per partition, the records the broker holds past those read: the high watermark its latest
+    /// fetch carried (no request is sent) minus the next offset to read. Partitions not fetched yet,
+    /// or with no record read yet, are left out.
+    pub fn lags(&self) -> Vec<(&str, i32, i64)> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let next = s.next?;
+                let high = cached_high_watermark(&self.consumer, &s.topic_c, s.partition)?;
+                Some((s.topic.as_str(), s.partition, (high - next).max(0)))
+            })
+            .collect()
+    }
+
     /// Records taken and not yet handed on.
     pub fn buffered(&self) -> usize {
         self.merge.len()

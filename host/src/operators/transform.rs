@@ -184,6 +184,17 @@ impl Transform {
 }
 
 impl Operator for Transform {
+    fn fields(&self) -> crate::topology::Fields {
+        let describe = |v: &[crate::plugin::FieldSpec]| {
+            v.iter().map(crate::topology::describe_field).collect()
+        };
+        crate::topology::Fields {
+            plugin: Some(self.instance.what().to_string()),
+            reads: describe(&self.spec.inputs),
+            writes: describe(&self.spec.outputs),
+        }
+    }
+
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
         let converted = to_wit(&batch, &self.spec.inputs, None);
         for (row, reason) in &converted.rejected {

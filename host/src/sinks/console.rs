@@ -157,6 +157,25 @@ pub fn markdown(headers: &[String], cells: &[Vec<String>]) -> String {
 }
 
 impl Sink for ConsoleSink {
+    fn fields(&self) -> crate::topology::Fields {
+        let mut reads: Vec<String> = self
+            .config
+            .columns
+            .iter()
+            .map(|c| c.field.clone())
+            .collect();
+        // Without `columns` every field is printed: nothing to list.
+        if let Some(sort) = self.config.sort_by.as_ref().filter(|_| !reads.is_empty()) {
+            if !reads.contains(sort) {
+                reads.push(sort.clone());
+            }
+        }
+        crate::topology::Fields {
+            reads,
+            ..Default::default()
+        }
+    }
+
     fn write(&mut self, batch: &Batch, _: &mut Output) -> Result<(), StageError> {
         self.rows.extend(rows_of(batch));
         Ok(())

@@ -11,6 +11,7 @@ use crate::topology::{BuildContext, BuildError, Built, Output, Source, StageConf
 use serde::Deserialize;
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toml::Spanned;
@@ -252,6 +253,9 @@ impl Replay {
                 if n == 0 {
                     break Ok(());
                 }
+                out.stats
+                    .bytes_read
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 let chunk = Chunk {
                     first_line: line,
                     bytes,
@@ -289,6 +293,9 @@ impl Replay {
             if self.read_chunk(&mut reader, &mut chunk, 1)? == 0 {
                 break;
             }
+            out.stats
+                .bytes_read
+                .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
             line += 1;
             let mut record = decode(&file, chunk, &mut decoder, &mut one);
             let decoded = std::mem::take(&mut record.batch);
@@ -319,6 +326,10 @@ impl Replay {
 
 impl Source for Replay {
     fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
+        // The progress line's percentage and ETA: bytes read out of the file's size.
+        if let Ok(meta) = std::fs::metadata(&self.path) {
+            out.stats.bytes_total.store(meta.len(), Ordering::Relaxed);
+        }
         if self.speed > 0.0 {
             self.run_paced(out)
         } else {

@@ -1,6 +1,7 @@
 //! Builds the DAG from a validated pipeline and runs it: one thread per stage, bounded channels of
 //! batches between them, end of input propagated by closing channels.
 
+mod explain;
 mod progress;
 pub mod registry;
 
@@ -9,12 +10,13 @@ use crate::config::{Diagnostic, Diagnostics, Pipeline};
 use crate::deadletter::DeadLetters;
 use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
 use crate::record::Batch;
+pub use explain::{describe as describe_field, explain, Fields};
 pub use progress::Progress;
 use registry::Role;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -64,6 +66,16 @@ pub trait Operator: Send {
     fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
         Ok(())
     }
+
+    /// The stage's event-time watermark (ms since the epoch), for the metrics; `None`: it has none.
+    fn watermark(&self) -> Option<i64> {
+        None
+    }
+
+    /// Its plugin and the fields it reads and writes, for `tributary validate --explain`.
+    fn fields(&self) -> Fields {
+        Fields::default()
+    }
 }
 
 /// Writes batches somewhere; `open` runs before the first batch, `finish` after the last.
@@ -92,6 +104,11 @@ pub trait Sink: Send {
     /// of a run that resumes from that checkpoint.
     fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
         Ok(())
+    }
+
+    /// The fields it reads, for `tributary validate --explain`; none listed: every field it gets.
+    fn fields(&self) -> Fields {
+        Fields::default()
     }
 }
 
@@ -180,8 +197,10 @@ impl StageError {
     }
 }
 
-/// Counters of one stage, shown in the run summary.
-#[derive(Debug, Default)]
+/// Counters of one stage, shown in the run summary. The metrics endpoint and the progress line read
+/// these same counters while the run goes on (see [`crate::observe`]), so they cannot disagree with
+/// the summary; stages add to them once per batch, never per record.
+#[derive(Debug)]
 pub struct StageStats {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
@@ -191,12 +210,90 @@ pub struct StageStats {
     pub replayed: AtomicU64,
     /// One line a stage adds to the run summary (a sink saying what it wrote where).
     pub note: std::sync::Mutex<Option<String>>,
+    /// A window stage's watermark (ms since the epoch) after its latest batch; `i64::MIN` while it has
+    /// none (other stages, the global window, before the first record).
+    pub watermark: AtomicI64,
+    /// A source reading a file: the bytes read so far and the file's size (0: not a file).
+    pub bytes_read: AtomicU64,
+    pub bytes_total: AtomicU64,
+    /// A Kafka source: per (topic, partition), how many records the broker has that are not read yet,
+    /// as of the latest fetch.
+    pub partition_lag: std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
+    /// A sink with a spool (mongodb): documents waiting in it to be written; negative: no spool.
+    pub spooled: AtomicI64,
+    /// How long an operator stage (its plugin calls included) took per batch.
+    pub batch_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for StageStats {
+    fn default() -> Self {
+        StageStats {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            note: std::sync::Mutex::new(None),
+            watermark: AtomicI64::new(i64::MIN),
+            bytes_read: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            partition_lag: std::sync::Mutex::default(),
+            spooled: AtomicI64::new(-1),
+            // 50 µs to about 13 s: a batch of a cheap transform up to one near its default timeout.
+            batch_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(50e-6, 4.0, 10),
+            ),
+        }
+    }
 }
 
 impl StageStats {
     pub fn set_note(&self, note: impl Into<String>) {
         *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note.into());
     }
+
+    /// The window watermark, if the stage has one.
+    pub fn watermark(&self) -> Option<i64> {
+        Some(self.watermark.load(Ordering::Relaxed)).filter(|&w| w != i64::MIN)
+    }
+
+    /// The Kafka lag per (topic, partition), as of the latest fetch.
+    pub fn set_partition_lag(&self, topic: &str, partition: i32, lag: i64) {
+        let mut m = self.partition_lag.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(&(topic.to_string(), partition)) {
+            Some(l) => *l = lag,
+            None => drop(m.insert((topic.to_string(), partition), lag)),
+        }
+    }
+
+    pub fn partition_lag(&self) -> Vec<((String, i32), i64)> {
+        let m = self.partition_lag.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// One stage's counters with what identifies the stage, for whoever watches a run.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    pub name: String,
+    pub type_name: String,
+    pub role: Role,
+    pub stats: Arc<StageStats>,
+}
+
+/// Fresh counters for every stage of `pipeline`, in its order: hand them to [`run`], and to the
+/// metrics endpoint and the progress line, which read them while the run goes on.
+pub fn watch(pipeline: &Pipeline) -> Vec<Watched> {
+    pipeline
+        .stages
+        .iter()
+        .map(|s| Watched {
+            name: s.name.clone(),
+            type_name: s.type_name.clone(),
+            role: s.role,
+            stats: Arc::default(),
+        })
+        .collect()
 }
 
 /// Asks a running pipeline to stop early (Ctrl-C, SIGTERM, a test). Unlike the end of input, a stop does
@@ -513,13 +610,14 @@ pub fn build(
     }
 }
 
-/// Runs a built pipeline to the end of its input.
+/// Runs a built pipeline to the end of its input, counting into `watched` (from [`watch`]).
 pub fn run(
     pipeline: &Pipeline,
     built: Vec<(usize, Built)>,
     dead: DeadLetters,
     stop: StopFlag,
     checkpoints: Arc<Coordinator>,
+    watched: &[Watched],
 ) -> Result<RunReport, Vec<RunError>> {
     let stages = &pipeline.stages;
     // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
@@ -557,7 +655,7 @@ pub fn run(
             output: Output {
                 stage: stages[i].name.as_str().into(),
                 senders,
-                stats: Arc::default(),
+                stats: watched[i].stats.clone(),
                 dead: dead.clone(),
                 stop: stop.clone(),
                 progress: progress.clone(),
@@ -768,7 +866,15 @@ fn run_node(node: Node) -> Result<(), StageError> {
                     // without a copy; its acks stay held here until a failure has stopped the run
                     // (see above).
                     let acks = batch.acks.clone();
+                    let started = std::time::Instant::now();
                     op.process(batch, &mut output)?;
+                    output
+                        .stats
+                        .batch_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    if let Some(wm) = op.watermark() {
+                        output.stats.watermark.store(wm, Ordering::Relaxed);
+                    }
                     drop(acks);
                     Ok(())
                 }

@@ -997,6 +997,34 @@ impl Operator for WindowOperator {
             .map_err(|e| StageError::with("cannot save the window state", e))
     }
 
+    fn watermark(&self) -> Option<i64> {
+        Some(self.windows.watermark()).filter(|&w| w != i64::MIN)
+    }
+
+    fn fields(&self) -> crate::topology::Fields {
+        let settings = &self.windows.settings;
+        let acc = &self.windows.acc;
+        let key = settings.key.iter().map(|k| format!("{k} (key)"));
+        let time = settings
+            .event_time
+            .iter()
+            .map(|t| format!("{t} (event time)"));
+        let bounds = ["window_start", "window_end"].map(String::from);
+        crate::topology::Fields {
+            plugin: Some(acc.what().to_string()),
+            reads: key
+                .clone()
+                .chain(time)
+                .chain(acc.inputs().iter().map(crate::topology::describe_field))
+                .collect(),
+            writes: bounds
+                .into_iter()
+                .chain(key)
+                .chain(acc.outputs().iter().map(crate::topology::describe_field))
+                .collect(),
+        }
+    }
+
     fn restore(&mut self, state: serde_json::Value) -> Result<(), StageError> {
         // Restored state replaces the committed-watermark logic: nothing read again is a replay.
         self.started = true;

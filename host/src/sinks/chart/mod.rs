@@ -151,6 +151,17 @@ fn lines(
 }
 
 impl Sink for ChartSink {
+    fn fields(&self) -> crate::topology::Fields {
+        let reads = match &self.settings.shape {
+            Shape::Bar { label, value } => vec![label.clone(), value.clone()],
+            Shape::Line { x, y, series } => [x, y].into_iter().chain(series).cloned().collect(),
+        };
+        crate::topology::Fields {
+            reads,
+            ..Default::default()
+        }
+    }
+
     fn write(&mut self, batch: &Batch, _: &mut Output) -> Result<(), StageError> {
         self.rows.extend(rows_of(batch));
         Ok(())

@@ -217,6 +217,7 @@ impl StageConfig for MongodbConfig {
             settings: Arc::new(settings),
             writer: None,
             stopping: Arc::default(),
+            spool_depth: None,
         })))
     }
 }

@@ -74,6 +74,8 @@ pub struct MongodbSink {
     writer: Option<WriterHandle>,
     /// Shared with the writer (see `Writer::stopping`).
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The spool's depth, shared with the writer thread that owns the spool (see `Spool::depth`).
+    spool_depth: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 struct WriterHandle {
@@ -116,6 +118,17 @@ fn dead_letter(settings: &Settings, rejected: &std::sync::mpsc::Receiver<Rejecte
 }
 
 impl MongodbSink {
+    /// Copies the spool's depth into the stage's counters, for the metrics (once per batch: the spool
+    /// lives on the writer's thread).
+    fn show_spool(&self, out: &Output) {
+        if let Some(depth) = &self.spool_depth {
+            let n = depth.load(std::sync::atomic::Ordering::Relaxed);
+            out.stats
+                .spooled
+                .store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The writer's own error once it has stopped taking documents.
     fn writer_failed(&mut self) -> StageError {
         match self.writer.take().map(|w| w.thread.join()) {
@@ -130,6 +143,7 @@ impl Sink for MongodbSink {
     fn open(&mut self) -> Result<(), StageError> {
         let spool = Spool::open(&self.settings.spool_path)
             .map_err(|e| StageError::with("cannot keep a spool", e))?;
+        self.spool_depth = Some(spool.depth());
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let (rejected_tx, rejected) = std::sync::mpsc::channel();
         let settings = self.settings.clone();
@@ -166,6 +180,7 @@ impl Sink for MongodbSink {
     }
 
     fn write(&mut self, batch: &Batch, out: &mut Output) -> Result<(), StageError> {
+        self.show_spool(out);
         if let Some(w) = &self.writer {
             dead_letter(&self.settings, &w.rejected, out);
         }
@@ -229,6 +244,7 @@ impl Sink for MongodbSink {
     /// fsync'ed spool: either way a restart finds it. Upserts are idempotent, so documents a restart
     /// computes again are simply written again; nothing to restore.
     fn checkpoint(&mut self, out: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        self.show_spool(out);
         let (tx, rx) = std::sync::mpsc::channel();
         let chunk = Chunk {
             docs: Vec::new(),
@@ -296,6 +312,7 @@ impl Sink for MongodbSink {
             Err(_) => return Err(StageError::msg("the mongodb writer thread panicked")),
         };
         out.stats.set_note(summary.describe(&self.settings));
+        self.show_spool(out);
         Ok(())
     }
 }

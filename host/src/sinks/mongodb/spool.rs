@@ -13,6 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 /// A spool file went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub struct Spool {
     pending: usize,
     /// Where `read_at` is kept between runs.
     pos_path: PathBuf,
+    /// `pending`, for the stage thread to show in the metrics while this spool lives on the writer's.
+    depth: Arc<AtomicI64>,
 }
 
 /// The position file of a spool file.
@@ -128,6 +132,7 @@ impl Spool {
             len: whole as u64,
             pending,
             pos_path: pos_path(path),
+            depth: Arc::new(AtomicI64::new(pending as i64)),
         };
         // A position that did not count must not count later, once the file has grown past it.
         spool.keep_position();
@@ -141,6 +146,11 @@ impl Spool {
     /// Documents spooled and not yet written to the server.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// The number of documents waiting, kept up to date as the spool changes (see `pending`).
+    pub fn depth(&self) -> Arc<AtomicI64> {
+        self.depth.clone()
     }
 
     fn io(&self, action: &'static str) -> impl Fn(io::Error) -> SpoolError + '_ {
@@ -178,6 +188,7 @@ impl Spool {
         }
         self.len += text.len() as u64;
         self.pending += n;
+        self.depth.store(self.pending as i64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -223,6 +234,7 @@ impl Spool {
         debug_assert!(offset >= self.read_at && offset <= self.len && n <= self.pending);
         self.read_at = offset;
         self.pending -= n;
+        self.depth.store(self.pending as i64, Ordering::Relaxed);
         self.keep_position();
     }
 
@@ -341,10 +353,13 @@ mod tests {
         let path = dir("round-trip").join("sink.jsonl");
         let mut spool = Spool::open(&path).unwrap();
         assert_eq!(spool.pending(), 0);
+        // The depth the metrics show follows `pending`.
+        let depth = spool.depth();
         let docs: Vec<Document> = (0..5).map(sample).collect();
         spool.append(&docs[..3]).unwrap();
         spool.append(&docs[3..]).unwrap();
         assert_eq!(spool.pending(), 5);
+        assert_eq!(depth.load(Ordering::Relaxed), 5);
         let got = spool.peek(2).unwrap();
         assert_eq!(
             got.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
@@ -358,11 +373,13 @@ mod tests {
         ));
         spool.consumed(got[1].1, 2);
         assert_eq!(spool.pending(), 3);
+        assert_eq!(depth.load(Ordering::Relaxed), 3);
         drop(spool);
 
         // Reopened (as after a crash): it goes on after the two written documents.
         let mut spool = Spool::open(&path).unwrap();
         assert_eq!(spool.pending(), 3);
+        assert_eq!(spool.depth().load(Ordering::Relaxed), 3);
         let rest = spool.peek(100).unwrap();
         assert_eq!(
             rest.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),

@@ -767,6 +767,7 @@ impl KafkaSource {
         let mut last_commit = Instant::now();
         let mut last_probe = Instant::now();
         let mut last_discovery = Instant::now();
+        let mut last_lag = Instant::now();
         // The idle_timeout clock: the last record, or the end of the last outage.
         let mut quiet_since = Instant::now();
         let mut warned_hold = false;
@@ -825,6 +826,13 @@ impl KafkaSource {
                     .is_ok()
                 {
                     reporter.alive();
+                }
+            }
+            if last_lag.elapsed() >= StdDuration::from_secs(1) {
+                // For the metrics and the progress line; a local read of what fetches said.
+                last_lag = Instant::now();
+                for (topic, partition, lag) in reader.lags() {
+                    out.stats.set_partition_lag(topic, partition, lag);
                 }
             }
             if !reporter.is_down() && last_discovery.elapsed() >= DISCOVERY_INTERVAL {

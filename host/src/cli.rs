@@ -382,7 +382,12 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let file = work.join("pipeline.toml");
             std::fs::write(&file, text)
                 .with_context(|| format!("cannot write {}", file.display()))?;
-            let code = run(&file, false);
+            let quiet = Watch {
+                metrics_addr: None,
+                metrics_linger: std::time::Duration::ZERO,
+                display: Display::Quiet,
+            };
+            let code = run(&file, false, quiet);
             let dead = std::fs::read_to_string(&dead_letter).unwrap_or_default();
             if !dead.is_empty() {
                 let keep = std::env::current_dir()?.join("plugin-test-dead-letters.jsonl");

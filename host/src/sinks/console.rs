@@ -43,10 +43,12 @@ pub struct ColumnConfig {
 }
 
 impl StageConfig for ConsoleConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Built, BuildError> {
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
         Ok(Built::Sink(Box::new(ConsoleSink {
             config: self.clone(),
             rows: Vec::new(),
+            order: ctx.console_order.clone(),
+            stage: ctx.stage.to_string(),
         })))
     }
 }
@@ -54,6 +56,70 @@ impl StageConfig for ConsoleConfig {
 pub struct ConsoleSink {
     config: ConsoleConfig,
     rows: Vec<Vec<(Arc<str>, Value)>>,
+    order: Arc<PrintOrder>,
+    stage: String,
+}
+
+/// The tables of a run's console sinks, printed in the order of the stages in `pipeline.toml`: sinks
+/// finish on their own threads in any order, and stdout must read the same every run.
+pub struct PrintOrder {
+    state: std::sync::Mutex<Printing>,
+}
+
+struct Printing {
+    /// The console stages in file order, and each one's table once it is done (`None` until then).
+    stages: Vec<(String, Option<String>)>,
+    /// How many of them have been printed.
+    printed: usize,
+}
+
+impl PrintOrder {
+    pub fn for_pipeline(pipeline: &crate::config::Pipeline) -> PrintOrder {
+        let stages = pipeline
+            .stages
+            .iter()
+            .filter(|s| s.type_name == "console")
+            .map(|s| (s.name.clone(), None))
+            .collect();
+        PrintOrder {
+            state: std::sync::Mutex::new(Printing { stages, printed: 0 }),
+        }
+    }
+
+    /// Hands over a stage's table and prints every table whose turn has come.
+    fn done(&self, stage: &str, text: String) {
+        print!("{}", self.ready(stage, text));
+    }
+
+    /// Records a stage's table (once: a later call is ignored) and returns, in order, the tables
+    /// whose turn has come. A stage not in the pipeline (a test's own sink) gets its table back at once.
+    fn ready(&self, stage: &str, text: String) -> String {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match s.stages.iter_mut().find(|(name, _)| name == stage) {
+            Some((_, slot)) => {
+                slot.get_or_insert(text);
+            }
+            None => return text,
+        }
+        let mut out = String::new();
+        while let Some((_, Some(text))) = s.stages.get(s.printed) {
+            out.push_str(text);
+            s.printed += 1;
+        }
+        out
+    }
+
+    /// A stage that ends without a table (the run was stopped) must not hold back those after it.
+    fn skip(&self, stage: &str) {
+        self.done(stage, String::new());
+    }
+}
+
+impl Drop for ConsoleSink {
+    fn drop(&mut self) {
+        // Stopped or failed before `finish`: let later tables print.
+        self.order.skip(&self.stage);
+    }
 }
 
 /// The rows of `order` whose `group` value is among the first `top` distinct ones, in order. A row
@@ -239,7 +305,7 @@ impl Sink for ConsoleSink {
             text.push_str(&format!("\n## {}\n\n", out.stage()));
         }
         text.push_str(&markdown(&headers, &cells));
-        print!("{text}");
+        self.order.done(&self.stage, text);
         Ok(())
     }
 }
@@ -247,6 +313,34 @@ impl Sink for ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_print_in_pipeline_order_whichever_finishes_first() {
+        let order = PrintOrder {
+            state: std::sync::Mutex::new(Printing {
+                stages: ["a", "b", "c"].map(|n| (n.to_string(), None)).to_vec(),
+                printed: 0,
+            }),
+        };
+        assert_eq!(order.ready("c", "C".into()), "", "waits for a and b");
+        assert_eq!(order.ready("b", "B".into()), "");
+        assert_eq!(
+            order.ready("b", String::new()),
+            "",
+            "a second hand-over is ignored"
+        );
+        assert_eq!(order.ready("a", "A".into()), "ABC");
+        assert_eq!(order.ready("x", "X".into()), "X", "not a stage: at once");
+        // A stage that ends without a table (stopped) lets the others through.
+        let order = PrintOrder {
+            state: std::sync::Mutex::new(Printing {
+                stages: ["a", "b"].map(|n| (n.to_string(), None)).to_vec(),
+                printed: 0,
+            }),
+        };
+        assert_eq!(order.ready("b", "B".into()), "");
+        assert_eq!(order.ready("a", String::new()), "B");
+    }
 
     #[test]
     fn top_with_group_counts_groups_not_rows() {

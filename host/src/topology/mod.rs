@@ -117,6 +117,8 @@ pub struct BuildContext<'a> {
     pub pipeline: &'a Pipeline,
     pub stage: &'a str,
     pub plugins: &'a PluginHost,
+    /// Console sinks print their tables in the order of `pipeline.toml`, whichever finishes first.
+    pub console_order: &'a Arc<crate::sinks::console::PrintOrder>,
 }
 
 impl BuildContext<'_> {
@@ -589,11 +591,13 @@ pub fn build(
 ) -> Result<Vec<(usize, Built)>, Diagnostics> {
     let mut built = Vec::new();
     let mut problems: Vec<Diagnostic> = Vec::new();
+    let console_order = Arc::new(crate::sinks::console::PrintOrder::for_pipeline(pipeline));
     for (i, stage) in pipeline.stages.iter().enumerate() {
         let ctx = BuildContext {
             pipeline,
             stage: &stage.name,
             plugins,
+            console_order: &console_order,
         };
         match stage.config.build(&ctx) {
             Ok(b) => built.push((i, b)),

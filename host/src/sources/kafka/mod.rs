@@ -448,11 +448,13 @@ impl KafkaSource {
             if out.stopping() {
                 return Found::Nothing;
             }
+            // With a fallback, ask a second at a time, so the client's error events are read as they
+            // come: a TLS or SASL mismatch is known within the first attempts.
             let timeout = match &self.fallback {
                 Some(fb) => fb
                     .timeout
                     .saturating_sub(started.elapsed())
-                    .max(StdDuration::from_millis(100)),
+                    .clamp(StdDuration::from_millis(100), StdDuration::from_secs(1)),
                 None => StdDuration::from_secs(5),
             };
             match kafka::topic_partitions(consumer, &self.topics, timeout) {
@@ -464,7 +466,10 @@ impl KafkaSource {
                         }
                     }
                     if let Some(fb) = &self.fallback {
-                        if started.elapsed() >= fb.timeout {
+                        // A broker that answers in another protocol will not start to agree: fall
+                        // back now, saying why, rather than after `connect_timeout`.
+                        if started.elapsed() >= fb.timeout || reporter.security_problem().is_some()
+                        {
                             return Found::Unreachable;
                         }
                     } else if let (false, Some(why)) = (said_security, reporter.security_problem())

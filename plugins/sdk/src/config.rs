@@ -79,6 +79,50 @@ impl Config {
         }
     }
 
+    /// A required integer; a float is refused rather than rounded.
+    pub fn i64(&self, key: &str) -> Result<i64, String> {
+        match self.get(key) {
+            Some(ConfigValue::Integer(i)) => Ok(*i),
+            Some(other) => Err(format!(
+                "config key `{key}` must be an integer, found {}",
+                kind(other)
+            )),
+            None => Err(format!(
+                "missing config key `{key}`: add `{key} = <integer>` to the stage's config table"
+            )),
+        }
+    }
+
+    /// An optional integer with a default.
+    pub fn i64_or(&self, key: &str, default: i64) -> Result<i64, String> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(_) => self.i64(key),
+        }
+    }
+
+    /// A required boolean (`true` or `false`).
+    pub fn bool(&self, key: &str) -> Result<bool, String> {
+        match self.get(key) {
+            Some(ConfigValue::Boolean(b)) => Ok(*b),
+            Some(other) => Err(format!(
+                "config key `{key}` must be `true` or `false`, found {}",
+                kind(other)
+            )),
+            None => Err(format!(
+                "missing config key `{key}`: add `{key} = true` or `false` to the stage's config table"
+            )),
+        }
+    }
+
+    /// An optional boolean with a default.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(_) => self.bool(key),
+        }
+    }
+
     /// Rejects keys the plugin does not know, so a typo is an error rather than a silent default.
     pub fn only(&self, known: &[&str]) -> Result<(), String> {
         for (k, _) in &self.entries {
@@ -147,5 +191,19 @@ mod tests {
             Config::from_pairs(&[("n", 3i64.into())]).f64("n").unwrap(),
             3.0
         );
+        let c = Config::from_pairs(&[("k", 3i64.into()), ("on", true.into()), ("x", 1.5.into())]);
+        assert_eq!(c.i64("k").unwrap(), 3);
+        assert_eq!(c.i64_or("missing", 7).unwrap(), 7);
+        assert!(c
+            .i64("x")
+            .unwrap_err()
+            .contains("`x` must be an integer, found a float"));
+        assert!(c.bool("on").unwrap());
+        assert!(!c.bool_or("missing", false).unwrap());
+        assert!(c
+            .bool("k")
+            .unwrap_err()
+            .contains("`k` must be `true` or `false`, found an integer"));
+        assert!(c.bool("none").unwrap_err().contains("add `none = true`"));
     }
 }

@@ -113,4 +113,4 @@ pub mod bindings {
 }
 
 #[cfg(all(feature = "transform", feature = "aggregate"))]
-compile_error!("enable exactly one of the `transform` and `aggregate` features of tributary-sdk");
+compile_error!("tributary-sdk: enable exactly one of the `transform` and `aggregate` features. In a workspace with plugins of both kinds, cargo unifies the features of one build: build one plugin at a time, `cargo build --release -p NAME`");

@@ -2,8 +2,9 @@
 
 /// An accumulator that can be saved as bytes and loaded back.
 ///
-/// Implemented for numbers, `bool`, `Option`, `String`, `Vec` and tuples, so most accumulators need no
-/// code of their own. The encoding is little-endian and fixed-width, stable across plugin rebuilds.
+/// Implemented for numbers, `bool`, `Option`, `String`, `Vec`, `BTreeMap`, `HashMap` and tuples, so most
+/// accumulators need no code of their own; a struct of such fields gets it from [`state!`](crate::state).
+/// The encoding is little-endian and fixed-width, stable across plugin rebuilds.
 pub trait State: Sized {
     fn save(&self, out: &mut Vec<u8>);
     fn load(input: &mut &[u8]) -> Result<Self, String>;
@@ -34,7 +35,81 @@ macro_rules! num_state {
         }
     )*};
 }
-num_state!(f64, f32, i64, u64, i32, u32);
+num_state!(f64, f32, i64, u64, i32, u32, i16, u16, i8, u8);
+
+/// As a `u64`, so the bytes are the same on every target.
+impl State for usize {
+    fn save(&self, out: &mut Vec<u8>) {
+        (*self as u64).save(out);
+    }
+    fn load(input: &mut &[u8]) -> Result<Self, String> {
+        usize::try_from(u64::load(input)?).map_err(|e| e.to_string())
+    }
+}
+
+/// In key order, so equal maps save equal bytes.
+impl<K: State + Ord, V: State> State for std::collections::BTreeMap<K, V> {
+    fn save(&self, out: &mut Vec<u8>) {
+        (self.len() as u64).save(out);
+        for (k, v) in self {
+            k.save(out);
+            v.save(out);
+        }
+    }
+    fn load(input: &mut &[u8]) -> Result<Self, String> {
+        let n = u64::load(input)? as usize;
+        (0..n)
+            .map(|_| Ok((K::load(input)?, V::load(input)?)))
+            .collect()
+    }
+}
+
+/// In key order too (the map's own order changes from run to run), so equal maps save equal bytes.
+impl<K: State + Ord + std::hash::Hash, V: State> State for std::collections::HashMap<K, V> {
+    fn save(&self, out: &mut Vec<u8>) {
+        let mut entries: Vec<(&K, &V)> = self.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        (entries.len() as u64).save(out);
+        for (k, v) in entries {
+            k.save(out);
+            v.save(out);
+        }
+    }
+    fn load(input: &mut &[u8]) -> Result<Self, String> {
+        let n = u64::load(input)? as usize;
+        (0..n)
+            .map(|_| Ok((K::load(input)?, V::load(input)?)))
+            .collect()
+    }
+}
+
+/// Implements [`State`] for a struct from its fields, which must have it, saved in the order listed:
+///
+/// ```
+/// use tributary_sdk::{decode, state, State};
+///
+/// #[derive(Default, Debug, PartialEq)]
+/// struct Acc { sum: f64, count: u64, last: Option<String> }
+/// state!(Acc { sum, count, last });
+///
+/// let acc = Acc { sum: 1.5, count: 2, last: Some("x".into()) };
+/// let mut bytes = Vec::new();
+/// acc.save(&mut bytes);
+/// assert_eq!(decode::<Acc>(&bytes).unwrap(), acc);
+/// ```
+#[macro_export]
+macro_rules! state {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl $crate::State for $ty {
+            fn save(&self, out: &mut Vec<u8>) {
+                $($crate::State::save(&self.$field, out);)+
+            }
+            fn load(input: &mut &[u8]) -> Result<Self, String> {
+                Ok($ty { $($field: $crate::State::load(input)?),+ })
+            }
+        }
+    };
+}
 
 impl State for bool {
     fn save(&self, out: &mut Vec<u8>) {
@@ -117,6 +192,38 @@ pub fn decode<T: State>(mut bytes: &[u8]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maps_and_structs_round_trip_and_save_the_same_bytes_for_the_same_map() {
+        use std::collections::{BTreeMap, HashMap};
+        let b: BTreeMap<String, (f64, u64)> =
+            [("b".to_string(), (2.0, 1)), ("a".to_string(), (1.0, 3))].into();
+        let mut buf = Vec::new();
+        b.save(&mut buf);
+        assert_eq!(decode::<BTreeMap<String, (f64, u64)>>(&buf).unwrap(), b);
+        let h: HashMap<String, (f64, u64)> = b.clone().into_iter().collect();
+        let mut hbuf = Vec::new();
+        h.save(&mut hbuf);
+        assert_eq!(hbuf, buf, "a HashMap saves in key order, like a BTreeMap");
+        assert_eq!(decode::<HashMap<String, (f64, u64)>>(&hbuf).unwrap(), h);
+
+        #[derive(Debug, Default, PartialEq)]
+        struct Acc {
+            top: BTreeMap<String, f64>,
+            seen: usize,
+            flag: u8,
+        }
+        crate::state!(Acc { top, seen, flag });
+        let acc = Acc {
+            top: [("x".to_string(), 1.5)].into(),
+            seen: 9,
+            flag: 1,
+        };
+        let mut buf = Vec::new();
+        acc.save(&mut buf);
+        assert_eq!(decode::<Acc>(&buf).unwrap(), acc);
+        assert!(decode::<Acc>(&buf[..buf.len() - 1]).is_err());
+    }
 
     #[test]
     fn round_trips() {

@@ -1441,3 +1441,35 @@ fn compiled_plugins_are_cached_where_the_readme_says() {
         assert!(found[0].ends_with(".cwasm"), "{found:?}");
     }
 }
+
+/// A plugin's log lines reach stderr one line each, named by stage, and a plugin logging per record
+/// is cut to 20 lines a second with a count of what was dropped; the run itself is unchanged.
+#[test]
+fn plugin_log_lines_are_shown_by_stage_and_rate_limited() {
+    let dir = scratch("plugin-log");
+    let file = hostile_pipeline(&dir, "log", "");
+    let (_, err) = run_pipeline(&dir, &file);
+    let shown: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("stage `hostile`: info: streams is "))
+        .collect();
+    assert_eq!(shown.len(), 20, "one second's worth:\n{err}");
+    assert!(
+        shown.iter().all(|l| l.ends_with(" second line")),
+        "{shown:?}"
+    );
+    // The 279 lines over the rate are counted when the next line is shown; in a run shorter than a
+    // second no line follows, so the count may not show, but nothing else may be logged.
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("stage `hostile`: "))
+            .count(),
+        shown.len()
+            + err
+                .lines()
+                .filter(|l| l.contains("log line(s) dropped"))
+                .count(),
+        "{err}"
+    );
+    assert_eq!(read_jsonl(&dir.join("out/out.jsonl")).len(), 299);
+}

@@ -45,9 +45,10 @@ impl StageConfig for TransformConfig {
                 ))
             }
         };
-        let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
+        let mut instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
             host.transform(plugin, config, limits)
         })?;
+        instance.set_log_label(format!("stage `{}`", ctx.stage));
         crate::plugin::check_outputs(&instance.spec.outputs, &[])
             .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
         Ok(Built::Operator(Box::new(Transform {

@@ -82,21 +82,81 @@ pub struct State {
     stop_seen: Option<Instant>,
     /// What the plugin said as it panicked in the running call (ABI 0.2's `panicked`).
     panic: Option<String>,
+    log: Log,
+}
+
+/// A plugin's log lines (ABI 0.2's `log`): shown on stderr with a label, at most [`LOG_LINES_PER_SECOND`].
+struct Log {
+    /// Who is speaking, like "stage `avg`"; the plugin until the stage names itself.
+    label: String,
+    /// The current second, the lines shown in it, and the lines dropped since the last shown.
+    second: Instant,
+    shown: u32,
+    dropped: u64,
+}
+
+const LOG_LINES_PER_SECOND: u32 = 20;
+
+/// A plugin's text made safe for one line of stderr: no line breaks, at most 1000 bytes.
+fn one_line(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() > 1000 {
+        let mut end = 1000;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
+impl Log {
+    /// The lines to print for one log call: none while over the rate, else the line, after a note of
+    /// what was dropped.
+    fn line(&mut self, now: Instant, level: &str, message: &str) -> Vec<String> {
+        if now.duration_since(self.second) >= Duration::from_secs(1) {
+            self.second = now;
+            self.shown = 0;
+        }
+        if self.shown >= LOG_LINES_PER_SECOND {
+            self.dropped += 1;
+            return Vec::new();
+        }
+        self.shown += 1;
+        let mut out = Vec::new();
+        if self.dropped > 0 {
+            out.push(format!(
+                "{}: {} log line(s) dropped (more than {LOG_LINES_PER_SECOND} a second)",
+                self.label, self.dropped
+            ));
+            self.dropped = 0;
+        }
+        out.push(format!("{}: {level}: {}", self.label, one_line(message)));
+        out
+    }
 }
 
 impl super::bindings::host::Host for State {
     fn panicked(&mut self, message: String) {
         // A plugin could call this in a loop; one message of bounded size is all the error needs.
-        let mut message = message.replace('\n', " ");
-        if message.len() > 1000 {
-            let mut end = 1000;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
+        self.panic.get_or_insert(one_line(&message));
+    }
+
+    fn log(&mut self, level: super::bindings::host::Level, message: String) {
+        use super::bindings::host::Level;
+        let level = match level {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        };
+        for line in self.log.line(Instant::now(), level, &message) {
+            eprintln!("{line}");
         }
-        self.panic.get_or_insert(message);
     }
 }
 
@@ -129,7 +189,7 @@ impl wasmtime::ResourceLimiter for State {
     }
 }
 
-fn store(engine: &Engine, limits: Limits) -> Store<State> {
+fn store(engine: &Engine, limits: Limits, label: String) -> Store<State> {
     let mut store = Store::new(
         engine,
         State {
@@ -138,6 +198,12 @@ fn store(engine: &Engine, limits: Limits) -> Store<State> {
             stopped: None,
             stop_seen: None,
             panic: None,
+            log: Log {
+                label,
+                second: Instant::now(),
+                shown: 0,
+                dropped: 0,
+            },
         },
     );
     store.limiter(|s| s);
@@ -262,7 +328,7 @@ impl TransformInstance {
         config: &[(String, ConfigValue)],
         limits: Limits,
     ) -> Result<Self, PluginError> {
-        let mut store = store(engine, limits);
+        let mut store = store(engine, limits, format!("plugin {}", plugin.what));
         let bindings =
             call(&mut store, plugin, "instantiate", |s| {
                 Ok(match plugin.abi {
@@ -312,7 +378,9 @@ impl TransformInstance {
                 message: "after a restart it declares other fields than before".into(),
             });
         }
+        let label = std::mem::take(&mut self.store.data_mut().log.label);
         *self = fresh;
+        self.set_log_label(label);
         Ok(())
     }
 
@@ -333,6 +401,11 @@ impl TransformInstance {
 
     pub fn what(&self) -> &str {
         &self.plugin.what
+    }
+
+    /// Names the stage in the plugin's log lines, like "stage `avg`".
+    pub fn set_log_label(&mut self, label: String) {
+        self.store.data_mut().log.label = label;
     }
 }
 
@@ -376,7 +449,7 @@ impl AggregateInstance {
         config: &[(String, ConfigValue)],
         limits: Limits,
     ) -> Result<Self, PluginError> {
-        let mut store = store(engine, limits);
+        let mut store = store(engine, limits, format!("plugin {}", plugin.what));
         let bindings =
             call(&mut store, plugin, "instantiate", |s| {
                 Ok(match plugin.abi {
@@ -407,6 +480,11 @@ impl AggregateInstance {
 
     pub fn what(&self) -> &str {
         &self.plugin.what
+    }
+
+    /// Names the stage in the plugin's log lines, like "stage `avg`".
+    pub fn set_log_label(&mut self, label: String) {
+        self.store.data_mut().log.label = label;
     }
 
     pub fn add(
@@ -474,5 +552,37 @@ impl AggregateInstance {
         call(&mut self.store, &self.plugin, "free", |s| {
             both!(b, |a| a.call_free(s, slots))
         })
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_one_line_each_and_rate_limited_with_a_count_of_the_dropped() {
+        let start = Instant::now();
+        let mut log = Log {
+            label: "stage `t`".into(),
+            second: start,
+            shown: 0,
+            dropped: 0,
+        };
+        let first = log.line(start, "info", "two\nlines");
+        assert_eq!(first, ["stage `t`: info: two lines"]);
+        let mut shown = 1;
+        for _ in 0..100 {
+            shown += log.line(start, "debug", "x").len();
+        }
+        assert_eq!(shown, LOG_LINES_PER_SECOND as usize);
+        let later = log.line(start + Duration::from_millis(1001), "warning", "y");
+        assert_eq!(
+            later,
+            [
+                "stage `t`: 81 log line(s) dropped (more than 20 a second)",
+                "stage `t`: warning: y"
+            ]
+        );
+        assert!(one_line(&"é".repeat(600)).ends_with('…'));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A plugin is named (a bundled one, embedded in this binary) or a path to a `.wasm` file: either a
 //! component, or a core module built by the SDK for `wasm32-unknown-unknown`, which is turned into a
-//! component here. Plugins import nothing but the host's `panicked` (ABI 0.2): no files, no network, no
+//! component here. Plugins import nothing but the host's `panicked` and `log` (ABI 0.2): no files, no network, no
 //! clock.
 //!
 //! Two ABI versions load: 0.2, what the SDK builds, and 0.1, so plugins built before 0.2 keep working.

@@ -3,7 +3,8 @@
 //!
 //! Config: `behave`, one of `loop-init` (never returns from `init`), `loop` (never returns from
 //! `apply`), `grow` (allocates without end), `explode` (repeats every row 20,000 times), `panic`,
-//! `rename` (writes an output named `window_start`), or `ok` (passes `streams` through).
+//! `rename` (writes an output named `window_start`), `log` (logs a line per record, with a line break
+//! in it, and passes `streams` through), or `ok` (passes `streams` through).
 
 use tributary_sdk::*;
 
@@ -52,6 +53,12 @@ impl Transform for Hostile {
                 }
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
+            "log" => {
+                for v in &values {
+                    log::info(format!("streams is {v}\nsecond line"));
+                }
+                Transformed::map(vec![Column::Float(values)])
+            }
             "explode" => {
                 let rows: Vec<u32> = (0..input.rows as u32)
                     .flat_map(|r| std::iter::repeat_n(r, 20_000))

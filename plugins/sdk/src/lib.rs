@@ -71,6 +71,42 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// Log lines for the run's log (stderr), shown with the stage's name: `log::info("loaded 12 rules")`.
+/// The host shows at most 20 lines a second per stage and counts what it drops, so logging per record
+/// is safe but mostly unseen. In native builds (unit tests) the lines go to stderr directly.
+pub mod log {
+    #[cfg(all(
+        target_arch = "wasm32",
+        any(feature = "transform", feature = "aggregate")
+    ))]
+    fn emit(level: crate::bindings::host::Level, message: &str) {
+        crate::bindings::host::log(level, message);
+    }
+
+    macro_rules! level {
+        ($(#[$doc:meta] $name:ident => $level:ident),*) => {$(
+            #[$doc]
+            pub fn $name(message: impl AsRef<str>) {
+                #[cfg(all(target_arch = "wasm32", any(feature = "transform", feature = "aggregate")))]
+                emit(crate::bindings::host::Level::$level, message.as_ref());
+                #[cfg(not(all(target_arch = "wasm32", any(feature = "transform", feature = "aggregate"))))]
+                eprintln!("{}: {}", stringify!($name), message.as_ref());
+            }
+        )*};
+    }
+
+    level!(
+        /// Something failed.
+        error => Error,
+        /// Something looks wrong.
+        warn => Warn,
+        /// Something worth knowing.
+        info => Info,
+        /// Detail for debugging a plugin.
+        debug => Debug
+    );
+}
+
 #[cfg(feature = "transform")]
 pub mod transform;
 #[cfg(feature = "transform")]

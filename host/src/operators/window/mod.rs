@@ -179,9 +179,10 @@ impl StageConfig for WindowConfig {
         let kind = self.window.get_ref().kind(self.window.span())?;
         let limits = Limits::from_config(self.timeout, self.memory_limit)
             .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
-        let instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
+        let mut instance = ctx.plugin(&self.plugin, &self.config, |host, plugin, config| {
             host.aggregate(plugin, config, limits)
         })?;
+        instance.set_log_label(format!("stage `{}`", ctx.stage));
         let mut reserved = vec!["window_start", "window_end"];
         reserved.extend(self.key.as_deref());
         crate::plugin::check_outputs(&instance.spec.outputs, &reserved)

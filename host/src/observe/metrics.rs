@@ -241,16 +241,8 @@ mod tests {
     use super::*;
     use crate::outfile::OutputMode;
     use crate::topology::registry::Role;
-    use crate::topology::StageStats;
 
-    fn watched(name: &str, role: Role) -> Watched {
-        Watched {
-            name: name.into(),
-            type_name: "t".into(),
-            role,
-            stats: Arc::new(StageStats::default()),
-        }
-    }
+    use crate::observe::tests::watched;
 
     #[test]
     fn scrapes_read_the_stage_counters() {

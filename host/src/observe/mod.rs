@@ -5,3 +5,20 @@
 pub mod http;
 pub mod metrics;
 pub mod status;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::topology::registry::Role;
+    use crate::topology::{StageStats, Watched};
+    use std::sync::Arc;
+
+    /// A stage to watch in unit tests, with zeroed counters.
+    pub(crate) fn watched(name: &str, role: Role) -> Watched {
+        Watched {
+            name: name.into(),
+            type_name: "t".into(),
+            role,
+            stats: Arc::new(StageStats::default()),
+        }
+    }
+}

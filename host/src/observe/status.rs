@@ -261,17 +261,8 @@ fn bars(stages: &[Watched], wait: impl FnMut(Duration) -> Result<(), RecvTimeout
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::StageStats;
-    use std::sync::Arc;
 
-    fn watched(name: &str, role: Role) -> Watched {
-        Watched {
-            name: name.into(),
-            type_name: "t".into(),
-            role,
-            stats: Arc::new(StageStats::default()),
-        }
-    }
+    use crate::observe::tests::watched;
 
     #[test]
     fn a_source_shows_its_rate_share_and_eta() {

@@ -47,6 +47,16 @@ impl State for usize {
     }
 }
 
+/// A map's entries as saved: their number, then key and value of each.
+fn load_entries<K: State, V: State, M: FromIterator<(K, V)>>(
+    input: &mut &[u8],
+) -> Result<M, String> {
+    let n = u64::load(input)? as usize;
+    (0..n)
+        .map(|_| Ok((K::load(input)?, V::load(input)?)))
+        .collect()
+}
+
 /// In key order, so equal maps save equal bytes.
 impl<K: State + Ord, V: State> State for std::collections::BTreeMap<K, V> {
     fn save(&self, out: &mut Vec<u8>) {
@@ -57,10 +67,7 @@ impl<K: State + Ord, V: State> State for std::collections::BTreeMap<K, V> {
         }
     }
     fn load(input: &mut &[u8]) -> Result<Self, String> {
-        let n = u64::load(input)? as usize;
-        (0..n)
-            .map(|_| Ok((K::load(input)?, V::load(input)?)))
-            .collect()
+        load_entries(input)
     }
 }
 
@@ -76,10 +83,7 @@ impl<K: State + Ord + std::hash::Hash, V: State> State for std::collections::Has
         }
     }
     fn load(input: &mut &[u8]) -> Result<Self, String> {
-        let n = u64::load(input)? as usize;
-        (0..n)
-            .map(|_| Ok((K::load(input)?, V::load(input)?)))
-            .collect()
+        load_entries(input)
     }
 }
 

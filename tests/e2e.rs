@@ -1123,6 +1123,157 @@ fn a_plugin_that_fails_dead_letters_its_batch_and_is_restarted() {
     assert!(!stderr.contains("wasm backtrace"), "{stderr}");
 }
 
+/// ABI 0.3 on a real plugin (`plugins/reshape`) at scale: 100,000 records on 3 partitions, decoded in
+/// parallel, renamed (`genre` → `style`), projected (`year` dropped), and one total row added at the end
+/// of input. Every record comes out once, in order, with exactly the fields it should have.
+#[test]
+fn a_transform_renames_and_drops_fields_and_adds_rows_at_the_end() {
+    let dir = scratch("e2e_reshape");
+    let generated = dir.join("generated.jsonl");
+    let status = std::process::Command::new("python3")
+        .arg(repo().join("fixtures/generate.py"))
+        .args(["--records", "100000", "--partitions", "3", "--out"])
+        .arg(&generated)
+        .status()
+        .expect("run python3 fixtures/generate.py");
+    assert!(status.success());
+    let records = capture(&generated);
+    let file = dir.join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[stages.events]
+type = "replay"
+path = {generated:?}
+
+[stages.reshape]
+type = "transform"
+inputs = ["events"]
+plugin = {plugin:?}
+config = {{ drop = "year" }}
+
+[stages.out]
+type = "file"
+inputs = ["reshape"]
+path = "out/out.jsonl"
+"#,
+            generated = generated.display().to_string(),
+            plugin = env!("TRIBUTARY_TEST_PLUGIN_RESHAPE"),
+        ),
+    )
+    .unwrap();
+    let mut cmd = tributary();
+    cmd.current_dir(&dir)
+        .args(["validate", "--explain"])
+        .arg(&file);
+    let (code, stdout, stderr) = run(cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("  writes:  style (string), streams (float)\n  drops:   genre, year\n"),
+        "{stdout}"
+    );
+
+    run_pipeline(&dir, &file);
+    let rows = read_jsonl(&dir.join("out/out.jsonl"));
+    assert_eq!(rows.len(), records.len() + 1);
+    let mut total = 0.0;
+    // The file sink writes records in the order they came: the capture's, whatever the decoding.
+    for (row, (_, record)) in rows.iter().zip(&records) {
+        let mut expected = record.as_object().unwrap().clone();
+        let genre = expected.remove("genre").unwrap();
+        expected.remove("year");
+        expected.insert("style".into(), genre);
+        total += record["streams"].as_f64().unwrap();
+        let fields: std::collections::BTreeSet<&String> = row.as_object().unwrap().keys().collect();
+        let wanted: std::collections::BTreeSet<&String> = expected.keys().collect();
+        assert_eq!(fields, wanted, "{row}");
+        for (k, v) in &expected {
+            assert_eq!(&row[k], v, "{k} of {row}");
+        }
+    }
+    // The row `finish` added holds the plugin's outputs only.
+    let last = rows.last().unwrap();
+    assert_eq!(last.as_object().unwrap().len(), 2, "{last}");
+    assert_eq!(last["style"], "(total)");
+    assert!(
+        close(last["streams"].as_f64().unwrap(), total),
+        "{last} {total}"
+    );
+}
+
+#[test]
+fn a_transform_that_drops_what_it_writes_or_fails_at_the_end_says_so() {
+    let dir = scratch("e2e_transform_contract");
+    // Writing and dropping one field is a config error, with its place.
+    let file = hostile_pipeline(&dir, "drop-own", "");
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).arg("validate").arg(&file);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pipeline.toml:11:10: error:"), "{stderr}");
+    assert!(
+        stderr.contains("the plugin both writes and drops `streams`"),
+        "{stderr}"
+    );
+
+    // A panic in `finish`: by default the run goes on, and the dead-letter output and the run say what
+    // was lost; with `on_error = "fail"` the run fails.
+    let file = hostile_pipeline(&dir, "panic-at-end", "");
+    let (_, stderr) = run_pipeline(&dir, &file);
+    assert_eq!(read_jsonl(&dir.join("out/out.jsonl")).len(), 299);
+    let dead = read_jsonl(&dir.join("out/dead_letter.jsonl"));
+    assert_eq!(dead.len(), 1, "{stderr}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("plugin failed at the end of input, so the rows it held back are lost")
+            && reason.contains(
+                "in `finish`: it panicked: hostile plugin panicked at the end on purpose"
+            ),
+        "{reason}"
+    );
+    assert!(
+        stderr.contains("warning: stage `hostile`: plugin failed at the end"),
+        "{stderr}"
+    );
+    let file = hostile_pipeline(&dir, "panic-at-end", "on_error = \"fail\"");
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).arg("run").arg(&file);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("at the end of input"), "{stderr}");
+}
+
+/// The README's plugin examples are the SDK's rustdoc examples, which `scripts/test` runs: the lines a
+/// reader sees there (not the hidden `# ` ones), in order.
+#[test]
+fn the_readme_plugin_examples_are_the_sdks_tested_ones() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for (kind, file) in [
+        ("transform", "plugins/sdk/src/transform.rs"),
+        ("aggregate", "plugins/sdk/src/aggregate.rs"),
+    ] {
+        let start = format!("<!-- {kind}-example-start -->\n```rust\n");
+        let shown = &readme[readme.find(&start).unwrap() + start.len()..];
+        let shown = &shown[..shown.find("```\n").unwrap()];
+        let source = std::fs::read_to_string(repo().join(file)).unwrap();
+        let doc: String = source
+            .lines()
+            .skip_while(|l| l.trim() != "/// ```")
+            .skip(1)
+            .take_while(|l| l.trim() != "/// ```")
+            .map(|l| l.trim_start().strip_prefix("///").unwrap())
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .filter(|l| !l.starts_with("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!doc.is_empty(), "{file} has no example");
+        assert_eq!(
+            shown, doc,
+            "the README's {kind} example differs from {file}'s"
+        );
+    }
+}
+
 /// A chart table with fields of the other kind and a missing one: `validate` names each field and
 /// says what to do, pointing at the first.
 #[test]

@@ -74,7 +74,7 @@ fn main() {
             let started = Instant::now();
             for _ in 0..batches {
                 let out = scale.apply(&input).expect("apply");
-                if let wit::Column::Float(v) = &out.columns[0] {
+                if let wit::Column::Float(v) = &out.columns[0].values {
                     checksum += v[1023];
                 }
             }

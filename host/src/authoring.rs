@@ -190,14 +190,20 @@ pub fn describe(
             .collect()
     };
     let shown: Vec<String> = config.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let drops: String = spec.drops.iter().map(|d| format!("  {d}\n")).collect();
     Ok(format!(
-        "plugin  {}\nkind    {}\nabi     tributary:plugin@{}\nconfig  {{ {} }}\nreads\n{}writes\n{}",
+        "plugin  {}\nkind    {}\nabi     tributary:plugin@{}\nconfig  {{ {} }}\nreads\n{}writes\n{}{}",
         plugin.what,
         plugin.kind.as_str(),
-        abi_version(),
+        plugin.abi.version(),
         shown.join(", "),
         fields(&spec.inputs),
         fields(&spec.outputs),
+        if drops.is_empty() {
+            String::new()
+        } else {
+            format!("drops\n{drops}")
+        },
     ))
 }
 
@@ -270,12 +276,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_abi_version_comes_from_the_wit() {
-        let v = abi_version();
-        assert!(
-            v.split('.').count() == 3 && v.split('.').all(|p| p.parse::<u32>().is_ok()),
-            "{v}"
-        );
+    fn the_abi_version_comes_from_the_wit_and_is_the_newest_the_host_loads() {
+        assert_eq!(abi_version(), crate::plugin::Abi::V0_3.version());
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! `type = "transform"`: runs a transform plugin over each batch (map, filter, flat-map).
+//! `type = "transform"`: runs a transform plugin over each batch (map, filter, flat-map), which may also
+//! rename or remove fields (ABI 0.3 `drops`) and add rows at the end of input (`finish`).
 
 use crate::config::{ByteSize, Duration, PluginConfig};
-use crate::plugin::{from_wit, to_wit, wit, Limits, PluginError, Spec, TransformInstance};
-use crate::record::{column, Batch};
+use crate::plugin::{from_wit_nullable, to_wit, wit, Limits, PluginError, Spec, TransformInstance};
+
+/// Most rows a transform's `finish` may add: the flush is one call, so its answer must stay bounded.
+const MAX_FLUSHED_ROWS: u64 = 10_000_000;
+use crate::record::{column, Batch, Column};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -50,6 +54,7 @@ impl StageConfig for TransformConfig {
         })?;
         instance.set_log_label(format!("stage `{}`", ctx.stage));
         crate::plugin::check_outputs(&instance.spec.outputs, &[])
+            .and_then(|_| check_drops(&instance.spec))
             .map_err(|e| BuildError::new(Some(self.plugin.span()), e))?;
         Ok(Built::Operator(Box::new(Transform {
             spec: instance.spec.clone(),
@@ -57,8 +62,33 @@ impl StageConfig for TransformConfig {
             max_fanout,
             on_error: self.on_error.unwrap_or_default(),
             failures: 0,
+            newest: i64::MIN,
         })))
     }
+}
+
+/// The fields a transform removes must be named, once each, and not be outputs as well: an output
+/// that is also dropped would be written and removed in one call, which is surely a mistake.
+fn check_drops(spec: &Spec) -> Result<(), String> {
+    for (i, name) in spec.drops.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(format!(
+                "the plugin declares a dropped field with an empty name (drop {}); every dropped field needs a name",
+                i + 1
+            ));
+        }
+        if spec.drops[..i].contains(name) {
+            return Err(format!(
+                "the plugin declares the dropped field `{name}` twice; name it once"
+            ));
+        }
+        if spec.outputs.iter().any(|f| *f.name == **name) {
+            return Err(format!(
+                "the plugin both writes and drops `{name}`; a field it writes is kept, so it must not drop it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub struct Transform {
@@ -68,6 +98,8 @@ pub struct Transform {
     on_error: OnError,
     /// Batches the plugin failed on, restarted after.
     failures: u64,
+    /// The newest event time seen: the time of the rows `finish` adds, which have no record of their own.
+    newest: i64,
 }
 
 /// What the stage does when its plugin fails on a batch.
@@ -174,13 +206,63 @@ impl Transform {
             rows.len()
         };
         for (column, field) in result.columns.into_iter().zip(&spec.outputs) {
-            let mut array = from_wit(column, n_values, field).map_err(bad)?;
+            let mut array = from_wit_nullable(column, n_values, field).map_err(bad)?;
             if let Some(idx) = &keep_idx {
                 array = column::take(&array, idx);
             }
             output.set_column(field.name.clone(), array);
         }
+        if !spec.drops.is_empty() {
+            output
+                .columns
+                .retain(|c| !spec.drops.iter().any(|d| **d == *c.name));
+        }
         Ok(Done { output, refused })
+    }
+
+    /// The rows the plugin adds at the end of input, made of its outputs only.
+    fn flush(&mut self) -> Result<Option<Batch>, Failure> {
+        let flushed = self.instance.finish().map_err(Failure::Call)?;
+        let n = flushed.rows as usize;
+        if n == 0 {
+            return Ok(None);
+        }
+        let outputs = &self.spec.outputs;
+        if flushed.columns.len() != outputs.len() {
+            return Err(Failure::Contract(format!(
+                "`finish` returned {} columns for {} declared outputs",
+                flushed.columns.len(),
+                outputs.len()
+            )));
+        }
+        if n as u64 > MAX_FLUSHED_ROWS {
+            return Err(Failure::Contract(format!(
+                "`finish` returned {n} rows, more than the {MAX_FLUSHED_ROWS} a transform may add at the end of input"
+            )));
+        }
+        let columns = flushed
+            .columns
+            .into_iter()
+            .zip(outputs)
+            .map(|(c, field)| {
+                from_wit_nullable(c, n, field).map(|a| Column::new(field.name.clone(), a))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Failure::Contract)?;
+        Ok(Some(Batch {
+            len: n,
+            time: vec![
+                if self.newest == i64::MIN {
+                    0
+                } else {
+                    self.newest
+                };
+                n
+            ],
+            origin: vec![Default::default(); n],
+            columns,
+            acks: Vec::new(),
+        }))
     }
 }
 
@@ -193,10 +275,14 @@ impl Operator for Transform {
             plugin: Some(self.instance.what().to_string()),
             reads: describe(&self.spec.inputs),
             writes: describe(&self.spec.outputs),
+            drops: self.spec.drops.clone(),
         }
     }
 
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
+        if let Some(&t) = batch.time.iter().max() {
+            self.newest = self.newest.max(t);
+        }
         let converted = to_wit(&batch, &self.spec.inputs, None);
         for (row, reason) in &converted.rejected {
             out.dead_row(&batch, *row, reason);
@@ -248,6 +334,39 @@ impl Operator for Transform {
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
+        let what = self.instance.what().to_string();
+        match self.flush() {
+            Ok(Some(batch)) => {
+                out.emit(batch);
+            }
+            Ok(None) => {}
+            Err(Failure::Call(e)) if self.on_error == OnError::Fail => {
+                return Err(StageError::with(
+                    "plugin call failed at the end of input",
+                    e,
+                ))
+            }
+            Err(Failure::Contract(m)) if self.on_error == OnError::Fail => {
+                return Err(StageError::msg(format!(
+                    "plugin `{what}` broke the transform contract in `finish`: {m}"
+                )))
+            }
+            // There is no record to dead-letter: the rows the plugin held back are what is lost, so
+            // the dead-letter output says so in a line of its own, and so does the run.
+            Err(failure) => {
+                let cause = match failure {
+                    Failure::Call(e) => e.to_string(),
+                    Failure::Contract(m) => {
+                        format!("plugin `{what}` broke the transform contract in `finish`: {m}")
+                    }
+                };
+                let reason = format!(
+                    "plugin failed at the end of input, so the rows it held back are lost: {cause}"
+                );
+                eprintln!("warning: stage `{}`: {reason}", out.stage());
+                out.dead_line("", serde_json::json!({ "at": "finish" }), &reason);
+            }
+        }
         if self.failures > 1 {
             eprintln!(
                 "warning: stage `{}`: the plugin failed on {} batches in all; their records are in the dead-letter output",

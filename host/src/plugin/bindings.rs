@@ -1,10 +1,11 @@
 //! Host bindings generated from the WIT files in `plugins/wit/`, the single source of truth for the ABI.
 //!
-//! Two versions are bound: 0.2 (`plugins/wit/tributary.wit`, what the SDK builds) and 0.1
-//! (`plugins/wit/0.1/tributary.wit`, frozen, so plugins built before 0.2 keep working). The types both
-//! share (columns, batches, specs, config values) are 0.2's Rust types for both: 0.1's are the same shapes
-//! (wasmtime checks a component's types by structure, not by package), so one set of conversions
-//! serves every version.
+//! Three versions are bound: 0.3 (`plugins/wit/tributary.wit`, what the SDK builds), and 0.2 and 0.1
+//! (`plugins/wit/0.2/`, `plugins/wit/0.1/`, frozen, so plugins built against them keep working). The
+//! types they share (columns, batches, specs, config values) are 0.3's Rust types for all: the older
+//! ones are the same shapes (wasmtime checks a component's types by structure, not by package), so one
+//! set of conversions serves every version. Each version imports its own `host` interface, so 0.2's
+//! is bound apart and implemented by delegating to 0.3's.
 
 pub mod transform {
     wasmtime::component::bindgen!({
@@ -23,6 +24,30 @@ pub mod aggregate {
             "tributary:plugin/host": super::transform::tributary::plugin::host,
         },
     });
+}
+
+/// ABI 0.2.
+pub mod v02 {
+    pub mod transform {
+        wasmtime::component::bindgen!({
+            path: "../plugins/wit/0.2",
+            world: "transform-plugin",
+            with: { "tributary:plugin/types": crate::plugin::bindings::types },
+        });
+    }
+
+    pub mod aggregate {
+        wasmtime::component::bindgen!({
+            path: "../plugins/wit/0.2",
+            world: "aggregate-plugin",
+            with: {
+                "tributary:plugin/types": crate::plugin::bindings::types,
+                "tributary:plugin/host": super::transform::tributary::plugin::host,
+            },
+        });
+    }
+
+    pub use transform::tributary::plugin::host;
 }
 
 /// ABI 0.1.

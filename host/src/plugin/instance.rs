@@ -7,8 +7,9 @@
 //! its deadline, and whether the run was asked to stop.
 
 use super::bindings::{
-    aggregate::exports::tributary::plugin::aggregate as agg2, aggregate::AggregatePlugin,
-    transform::TransformPlugin, types as wit, v01, ConfigValue,
+    aggregate::exports::tributary::plugin::aggregate as agg3, aggregate::AggregatePlugin,
+    transform::exports::tributary::plugin::transform as tr3, transform::TransformPlugin,
+    types as wit, v01, v02, ConfigValue,
 };
 use super::columns::FieldSpec;
 use super::{Abi, Plugin, PluginError};
@@ -160,6 +161,24 @@ impl super::bindings::host::Host for State {
     }
 }
 
+/// ABI 0.2 plugins import 0.2's `host`, the same functions.
+impl v02::host::Host for State {
+    fn panicked(&mut self, message: String) {
+        super::bindings::host::Host::panicked(self, message)
+    }
+
+    fn log(&mut self, level: v02::host::Level, message: String) {
+        use super::bindings::host::Level;
+        let level = match level {
+            v02::host::Level::Error => Level::Error,
+            v02::host::Level::Warn => Level::Warn,
+            v02::host::Level::Info => Level::Info,
+            v02::host::Level::Debug => Level::Debug,
+        };
+        super::bindings::host::Host::log(self, level, message)
+    }
+}
+
 impl wasmtime::ResourceLimiter for State {
     fn memory_growing(
         &mut self,
@@ -289,6 +308,8 @@ fn failure(state: &State, plugin: &Plugin, call: &str, e: &wasmtime::Error) -> P
 pub struct Spec {
     pub inputs: Vec<FieldSpec>,
     pub outputs: Vec<FieldSpec>,
+    /// Fields a transform removes from its output rows (ABI 0.3); empty for aggregates.
+    pub drops: Vec<String>,
 }
 
 impl From<wit::Spec> for Spec {
@@ -296,6 +317,17 @@ impl From<wit::Spec> for Spec {
         Spec {
             inputs: s.inputs.into_iter().map(Into::into).collect(),
             outputs: s.outputs.into_iter().map(Into::into).collect(),
+            drops: Vec::new(),
+        }
+    }
+}
+
+impl From<tr3::TransformSpec> for Spec {
+    fn from(s: tr3::TransformSpec) -> Self {
+        Spec {
+            inputs: s.inputs.into_iter().map(Into::into).collect(),
+            outputs: s.outputs.into_iter().map(Into::into).collect(),
+            drops: s.drops,
         }
     }
 }
@@ -303,7 +335,19 @@ impl From<wit::Spec> for Spec {
 /// A transform's bindings, per ABI version.
 enum TransformBindings {
     V0_1(v01::transform::TransformPlugin),
-    V0_2(TransformPlugin),
+    V0_2(v02::transform::TransformPlugin),
+    V0_3(TransformPlugin),
+}
+
+/// Columns of an ABI that had no nulls, as 0.3's nullable columns.
+fn all_valid(columns: Vec<wit::Column>) -> Vec<wit::NullableColumn> {
+    columns
+        .into_iter()
+        .map(|values| wit::NullableColumn {
+            values,
+            valid: None,
+        })
+        .collect()
 }
 
 pub struct TransformInstance {
@@ -318,7 +362,7 @@ pub struct TransformInstance {
     limits: Limits,
 }
 
-pub use super::bindings::transform::exports::tributary::plugin::transform::Transformed;
+pub use tr3::{Flushed, Transformed};
 
 impl TransformInstance {
     pub(super) fn new(
@@ -335,18 +379,33 @@ impl TransformInstance {
                     Abi::V0_1 => TransformBindings::V0_1(
                         v01::transform::TransformPlugin::instantiate(s, &plugin.component, linker)?,
                     ),
-                    Abi::V0_2 => TransformBindings::V0_2(TransformPlugin::instantiate(
+                    Abi::V0_2 => TransformBindings::V0_2(
+                        v02::transform::TransformPlugin::instantiate(s, &plugin.component, linker)?,
+                    ),
+                    Abi::V0_3 => TransformBindings::V0_3(TransformPlugin::instantiate(
                         s,
                         &plugin.component,
                         linker,
                     )?),
                 })
             })?;
-        let spec = call(&mut store, plugin, "init", |s| match &bindings {
-            TransformBindings::V0_1(b) => b.tributary_plugin_transform().call_init(s, config),
-            TransformBindings::V0_2(b) => b.tributary_plugin_transform().call_init(s, config),
-        })?
-        .map_err(|message| PluginError::Init {
+        let spec: Result<Spec, String> = call(&mut store, plugin, "init", |s| {
+            Ok(match &bindings {
+                TransformBindings::V0_1(b) => b
+                    .tributary_plugin_transform()
+                    .call_init(s, config)?
+                    .map(Spec::from),
+                TransformBindings::V0_2(b) => b
+                    .tributary_plugin_transform()
+                    .call_init(s, config)?
+                    .map(Spec::from),
+                TransformBindings::V0_3(b) => b
+                    .tributary_plugin_transform()
+                    .call_init(s, config)?
+                    .map(Spec::from),
+            })
+        })?;
+        let spec = spec.map_err(|message| PluginError::Init {
             what: plugin.what.clone(),
             message,
         })?;
@@ -354,7 +413,7 @@ impl TransformInstance {
             plugin: plugin.clone(),
             store,
             bindings,
-            spec: spec.into(),
+            spec,
             engine: engine.clone(),
             linker: linker.clone(),
             config: config.to_vec(),
@@ -372,7 +431,10 @@ impl TransformInstance {
             &self.config,
             self.limits,
         )?;
-        if fresh.spec.inputs != self.spec.inputs || fresh.spec.outputs != self.spec.outputs {
+        if fresh.spec.inputs != self.spec.inputs
+            || fresh.spec.outputs != self.spec.outputs
+            || fresh.spec.drops != self.spec.drops
+        {
             return Err(PluginError::Trap {
                 what: self.plugin.what.clone(),
                 message: "after a restart it declares other fields than before".into(),
@@ -391,11 +453,31 @@ impl TransformInstance {
                 let t = b.tributary_plugin_transform().call_apply(s, input)?;
                 Ok(Transformed {
                     rows: t.rows,
-                    columns: t.columns,
+                    columns: all_valid(t.columns),
                     errors: t.errors,
                 })
             }
-            TransformBindings::V0_2(b) => b.tributary_plugin_transform().call_apply(s, input),
+            TransformBindings::V0_2(b) => {
+                let t = b.tributary_plugin_transform().call_apply(s, input)?;
+                Ok(Transformed {
+                    rows: t.rows,
+                    columns: all_valid(t.columns),
+                    errors: t.errors,
+                })
+            }
+            TransformBindings::V0_3(b) => b.tributary_plugin_transform().call_apply(s, input),
+        })
+    }
+
+    /// The rows the plugin adds at the end of input (ABI 0.3); none before 0.3, which had no `finish`.
+    pub fn finish(&mut self) -> Result<Flushed, PluginError> {
+        let b = &self.bindings;
+        call(&mut self.store, &self.plugin, "finish", |s| match b {
+            TransformBindings::V0_1(_) | TransformBindings::V0_2(_) => Ok(Flushed {
+                rows: 0,
+                columns: Vec::new(),
+            }),
+            TransformBindings::V0_3(b) => b.tributary_plugin_transform().call_finish(s),
         })
     }
 
@@ -412,12 +494,13 @@ impl TransformInstance {
 /// An aggregate's bindings, per ABI version.
 enum AggregateBindings {
     V0_1(v01::aggregate::AggregatePlugin),
-    V0_2(AggregatePlugin),
+    V0_2(v02::aggregate::AggregatePlugin),
+    V0_3(AggregatePlugin),
 }
 
-/// Calls one aggregate function, whichever the plugin's ABI version: the two share every signature
-/// but `finish`'s.
-macro_rules! both {
+/// Calls one aggregate function, whichever the plugin's ABI version: they share every signature but
+/// `finish`'s.
+macro_rules! every {
     ($bindings:expr, |$a:ident| $call:expr) => {
         match $bindings {
             AggregateBindings::V0_1(b) => {
@@ -428,11 +511,15 @@ macro_rules! both {
                 let $a = b.tributary_plugin_aggregate();
                 $call
             }
+            AggregateBindings::V0_3(b) => {
+                let $a = b.tributary_plugin_aggregate();
+                $call
+            }
         }
     };
 }
 
-pub use agg2::{Finished, Pane};
+pub use agg3::{Finished, Pane};
 
 pub struct AggregateInstance {
     plugin: Plugin,
@@ -456,7 +543,10 @@ impl AggregateInstance {
                     Abi::V0_1 => AggregateBindings::V0_1(
                         v01::aggregate::AggregatePlugin::instantiate(s, &plugin.component, linker)?,
                     ),
-                    Abi::V0_2 => AggregateBindings::V0_2(AggregatePlugin::instantiate(
+                    Abi::V0_2 => AggregateBindings::V0_2(
+                        v02::aggregate::AggregatePlugin::instantiate(s, &plugin.component, linker)?,
+                    ),
+                    Abi::V0_3 => AggregateBindings::V0_3(AggregatePlugin::instantiate(
                         s,
                         &plugin.component,
                         linker,
@@ -464,7 +554,7 @@ impl AggregateInstance {
                 })
             })?;
         let spec = call(&mut store, plugin, "init", |s| {
-            both!(&bindings, |a| a.call_init(s, config))
+            every!(&bindings, |a| a.call_init(s, config))
         })?
         .map_err(|message| PluginError::Init {
             what: plugin.what.clone(),
@@ -494,14 +584,14 @@ impl AggregateInstance {
     ) -> Result<Vec<wit::RowError>, PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "add", |s| {
-            both!(b, |a| a.call_add(s, slots, input))
+            every!(b, |a| a.call_add(s, slots, input))
         })
     }
 
     pub fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "merge", |s| {
-            both!(b, |a| a.call_merge(s, dst, src))
+            every!(b, |a| a.call_merge(s, dst, src))
         })
     }
 
@@ -525,21 +615,39 @@ impl AggregateInstance {
                         .collect(),
                 })
             }
-            AggregateBindings::V0_2(b) => b.tributary_plugin_aggregate().call_finish(s, panes),
+            AggregateBindings::V0_2(b) => {
+                // 0.2's `pane` and `finished` are 0.3's, declared in 0.2's own interface.
+                use v02::aggregate::exports::tributary::plugin::aggregate as agg2;
+                let panes: Vec<agg2::Pane> = panes
+                    .iter()
+                    .map(|p| agg2::Pane {
+                        slot: p.slot,
+                        start: p.start,
+                        end: p.end,
+                        key: p.key.clone(),
+                    })
+                    .collect();
+                let f = b.tributary_plugin_aggregate().call_finish(s, &panes)?;
+                Ok(Finished {
+                    rows: f.rows,
+                    columns: f.columns,
+                })
+            }
+            AggregateBindings::V0_3(b) => b.tributary_plugin_aggregate().call_finish(s, panes),
         })
     }
 
     pub fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "save", |s| {
-            both!(b, |a| a.call_save(s, slot))
+            every!(b, |a| a.call_save(s, slot))
         })
     }
 
     pub fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "load", |s| {
-            both!(b, |a| a.call_load(s, slot, state))
+            every!(b, |a| a.call_load(s, slot, state))
         })?
         .map_err(|message| PluginError::Trap {
             what: self.plugin.what.clone(),
@@ -550,7 +658,7 @@ impl AggregateInstance {
     pub fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "free", |s| {
-            both!(b, |a| a.call_free(s, slots))
+            every!(b, |a| a.call_free(s, slots))
         })
     }
 }

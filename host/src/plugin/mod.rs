@@ -2,10 +2,11 @@
 //!
 //! A plugin is named (a bundled one, embedded in this binary) or a path to a `.wasm` file: either a
 //! component, or a core module built by the SDK for `wasm32-unknown-unknown`, which is turned into a
-//! component here. Plugins import nothing but the host's `panicked` and `log` (ABI 0.2): no files, no network, no
-//! clock.
+//! component here. Plugins import nothing but the host's `panicked` and `log` (since ABI 0.2): no files,
+//! no network, no clock.
 //!
-//! Two ABI versions load: 0.2, what the SDK builds, and 0.1, so plugins built before 0.2 keep working.
+//! Three ABI versions load: 0.3, what the SDK builds, and 0.2 and 0.1, so plugins built before keep
+//! working.
 //! The version is read from the name of the interface a component exports (see [`Abi`]).
 
 mod bindings;
@@ -19,7 +20,7 @@ pub use columns::{
     check_outputs, from_wit, from_wit_nullable, to_wit, Converted, FieldSpec, FieldType,
 };
 pub use instance::{
-    AggregateInstance, Finished, Limits, Pane, Spec, TransformInstance, Transformed,
+    AggregateInstance, Finished, Flushed, Limits, Pane, Spec, TransformInstance, Transformed,
 };
 
 use std::collections::HashMap;
@@ -95,10 +96,24 @@ pub enum Abi {
     /// `tributary:plugin@0.2.0`: `finish` sees each slot's window and key, returns any number of rows
     /// per slot, and values may be null.
     V0_2,
+    /// `tributary:plugin@0.3.0`: a transform declares the fields it drops, its outputs may be null, and
+    /// it has a `finish` at the end of input.
+    V0_3,
+}
+
+impl Abi {
+    /// The version as the WIT package names it, like `0.3.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Abi::V0_1 => "0.1.0",
+            Abi::V0_2 => "0.2.0",
+            Abi::V0_3 => "0.3.0",
+        }
+    }
 }
 
 /// The ABI versions this host loads, for messages.
-pub const SUPPORTED_ABIS: &str = "0.1.0 and 0.2.0";
+pub const SUPPORTED_ABIS: &str = "0.1.0, 0.2.0 and 0.3.0";
 
 /// Set by the first stop signal: plugin calls still running a second later are interrupted, so a
 /// plugin that loops cannot hold a run that was asked to stop. Only an atomic store, so a signal
@@ -152,11 +167,17 @@ impl PluginHost {
                 message: format!("cannot start the plugin clock thread: {e}"),
             })?;
         let mut linker = Linker::new(&engine);
-        // The one import of 0.2 plugins; 0.1 plugins import nothing and ignore it.
+        // The one import of 0.2 and 0.3 plugins, each version's own; 0.1 plugins import nothing.
         bindings::host::add_to_linker::<instance::State, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
+        .and_then(|_| {
+            bindings::v02::host::add_to_linker::<instance::State, wasmtime::component::HasSelf<_>>(
+                &mut linker,
+                |s| s,
+            )
+        })
         .map_err(|e| PluginError::Invalid {
             what: "engine".into(),
             message: format!("{e:#}"),
@@ -347,7 +368,7 @@ fn want(plugin: &Plugin, kind: PluginKind) -> Result<(), PluginError> {
     }
 }
 
-/// What a component is, from the interface it exports: `tributary:plugin/transform@0.2.0` is a 0.2
+/// What a component is, from the interface it exports: `tributary:plugin/transform@0.3.0` is a 0.3
 /// transform. Otherwise, why it cannot be loaded: the versions supported and what it exports instead.
 fn kind_of(engine: &Engine, component: &Component) -> Result<(PluginKind, Abi), String> {
     let ty = component.component_type();
@@ -359,6 +380,7 @@ fn kind_of(engine: &Engine, component: &Component) -> Result<(PluginKind, Abi), 
             _ => continue,
         };
         match name.rsplit('@').next() {
+            Some("0.3.0") => return Ok((kind, Abi::V0_3)),
             Some("0.2.0") => return Ok((kind, Abi::V0_2)),
             Some("0.1.0") => return Ok((kind, Abi::V0_1)),
             _ => {}

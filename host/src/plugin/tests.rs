@@ -143,14 +143,25 @@ fn malformed_files_are_errors_never_panics() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `sum` as built against ABI 0.1, before 0.2 existed (`tests/fixtures/sum-abi-0.1.wasm`, from commit
-/// 7d7033c): users' existing plugins must keep working.
-fn abi_0_1_sum() -> Vec<u8> {
-    std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/sum-abi-0.1.wasm"
+/// A plugin as built against an older ABI, kept in `tests/fixtures`: `sum-abi-0.1.wasm` (from commit
+/// 7d7033c, before 0.2) and `sum-abi-0.2.wasm` (from 0e97345, before 0.3), the same for `scale`. Users'
+/// existing plugins must keep working.
+fn old_build(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
+}
+
+/// Loads the fixture `name` through a file, as a user's plugin is loaded.
+fn load_old(host: &PluginHost, name: &str) -> Plugin {
+    let dir = std::env::temp_dir().join(format!("tributary-old-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), old_build(name)).unwrap();
+    let plugin = host.load(name, &dir).unwrap();
+    std::fs::remove_file(dir.join(name)).unwrap();
+    plugin
 }
 
 fn floats(b: &Finished, col: usize) -> Vec<f64> {
@@ -161,16 +172,18 @@ fn floats(b: &Finished, col: usize) -> Vec<f64> {
 }
 
 #[test]
-fn a_plugin_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
+fn aggregates_built_for_abi_0_1_and_0_2_load_and_give_the_results_of_the_0_3_build() {
     let host = host();
-    let dir = std::env::temp_dir().join(format!("tributary-abi01-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("sum01.wasm"), abi_0_1_sum()).unwrap();
-    let old = host.load("sum01.wasm", &dir).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let new = host.load("sum", Path::new("/")).unwrap();
-    assert_eq!((old.kind, old.abi), (PluginKind::Aggregate, Abi::V0_1));
-    assert_eq!((new.kind, new.abi), (PluginKind::Aggregate, Abi::V0_2));
+    let builds = [
+        load_old(&host, "sum-abi-0.1.wasm"),
+        load_old(&host, "sum-abi-0.2.wasm"),
+        host.load("sum", Path::new("/")).unwrap(),
+    ];
+    let abis: Vec<_> = builds.iter().map(|p| (p.kind, p.abi)).collect();
+    assert_eq!(
+        abis,
+        [Abi::V0_1, Abi::V0_2, Abi::V0_3].map(|abi| (PluginKind::Aggregate, abi))
+    );
     let config = [("field".to_string(), ConfigValue::Text("streams".into()))];
     let panes = [
         Pane {
@@ -187,7 +200,7 @@ fn a_plugin_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
         },
     ];
     let mut results = Vec::new();
-    for plugin in [&old, &new] {
+    for plugin in &builds {
         let mut agg = host.aggregate(plugin, &config, Limits::default()).unwrap();
         assert!(agg.add(&[0, 1, 1], &batch()).unwrap().is_empty());
         let saved = agg.save(1).unwrap();
@@ -203,47 +216,83 @@ fn a_plugin_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
     }
     assert_eq!(results[0].0, [5.0, 6.0]);
     assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
 }
 
 #[test]
-fn a_transform_built_for_abi_0_1_loads_and_gives_the_results_of_its_0_2_build() {
-    // `scale` as built at 7d7033c (ABI 0.1).
+fn transforms_built_for_abi_0_1_and_0_2_load_and_give_the_results_of_the_0_3_build() {
     let host = host();
-    let old = host
-        .load(
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/fixtures/scale-abi-0.1.wasm"
-            ),
-            Path::new("/"),
-        )
-        .unwrap();
-    let new = host.load("scale", Path::new("/")).unwrap();
-    assert_eq!((old.kind, old.abi), (PluginKind::Transform, Abi::V0_1));
-    assert_eq!((new.kind, new.abi), (PluginKind::Transform, Abi::V0_2));
+    let builds = [
+        load_old(&host, "scale-abi-0.1.wasm"),
+        load_old(&host, "scale-abi-0.2.wasm"),
+        host.load("scale", Path::new("/")).unwrap(),
+    ];
+    let abis: Vec<_> = builds.iter().map(|p| (p.kind, p.abi)).collect();
+    assert_eq!(
+        abis,
+        [Abi::V0_1, Abi::V0_2, Abi::V0_3].map(|abi| (PluginKind::Transform, abi))
+    );
     let config = [
         ("field".to_string(), ConfigValue::Text("streams".into())),
         ("factor".to_string(), ConfigValue::Float(2.5)),
     ];
     let mut results = Vec::new();
-    for plugin in [&old, &new] {
+    for plugin in &builds {
         let mut t = host.transform(plugin, &config, Limits::default()).unwrap();
         assert_eq!(t.spec.outputs.len(), 1);
+        assert!(t.spec.drops.is_empty());
         let out = t.apply(&batch()).unwrap();
         assert!(out.rows.is_none() && out.errors.is_empty());
-        let [wit::Column::Float(v)] = out.columns.as_slice() else {
+        let [wit::NullableColumn {
+            values: wit::Column::Float(v),
+            valid: None,
+        }] = out.columns.as_slice()
+        else {
             panic!("{:?}", out.columns)
         };
         results.push(v.clone());
+        // Before 0.3 a transform had no `finish`: the host answers for it, with no rows.
+        assert_eq!(t.finish().unwrap().rows, 0);
     }
     assert_eq!(results[0], [2.5, 5.0, 7.5]);
     assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+}
+
+#[test]
+fn a_0_3_transform_declares_what_it_drops_writes_nulls_and_adds_rows_at_the_end() {
+    let host = host();
+    let plugin = host
+        .load(env!("TRIBUTARY_TEST_PLUGIN_RESHAPE"), Path::new("/"))
+        .unwrap();
+    assert_eq!(plugin.abi, Abi::V0_3);
+    let config = [("drop".to_string(), ConfigValue::Text("year".into()))];
+    let mut t = host.transform(&plugin, &config, Limits::default()).unwrap();
+    assert_eq!(t.spec.drops, ["genre", "year"]);
+    let input = wit::Batch {
+        rows: 3,
+        columns: vec![
+            wit::Column::Str(wit::DictColumn {
+                dict: vec!["pop".into()],
+                codes: vec![0, 0, 0],
+            }),
+            wit::Column::Float(vec![1.0, -2.0, 3.0]),
+        ],
+    };
+    let out = t.apply(&input).unwrap();
+    assert_eq!(out.columns[1].valid, Some(vec![true, false, true]));
+    let end = t.finish().unwrap();
+    assert_eq!(end.rows, 1);
+    let wit::Column::Float(total) = &end.columns[1].values else {
+        panic!("{:?}", end.columns)
+    };
+    assert_eq!(total, &[4.0]);
 }
 
 #[test]
 fn a_plugin_of_an_unknown_abi_version_names_the_versions_supported_and_its_own() {
     // The 0.1 fixture relabelled as 0.9: same shapes, a version this host does not know.
-    let mut bytes = abi_0_1_sum();
+    let mut bytes = old_build("sum-abi-0.1.wasm");
     let (from, to) = (b"@0.1.0", b"@0.9.0");
     let mut patched = 0;
     for i in 0..bytes.len() - from.len() {
@@ -263,7 +312,7 @@ fn a_plugin_of_an_unknown_abi_version_names_the_versions_supported_and_its_own()
         e.contains("it exports `tributary:plugin/aggregate@0.9.0`"),
         "{e}"
     );
-    assert!(e.contains("(0.1.0 and 0.2.0)"), "{e}");
+    assert!(e.contains("(0.1.0, 0.2.0 and 0.3.0)"), "{e}");
 }
 
 #[test]
@@ -272,7 +321,7 @@ fn finish_sees_window_bounds_and_keys_and_returns_rows_and_nulls() {
     let plugin = host
         .load(env!("TRIBUTARY_TEST_PLUGIN_PROBE"), Path::new("/"))
         .unwrap();
-    assert_eq!(plugin.abi, Abi::V0_2);
+    assert_eq!(plugin.abi, Abi::V0_3);
     let mut agg = host.aggregate(&plugin, &[], Limits::default()).unwrap();
     let none = wit::Batch {
         rows: 4,

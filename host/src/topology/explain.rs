@@ -17,6 +17,8 @@ pub struct Fields {
     pub reads: Vec<String>,
     /// Output fields, in the order the stage writes them.
     pub writes: Vec<String>,
+    /// Input fields the stage removes from its output (a transform's renames and projections).
+    pub drops: Vec<String>,
 }
 
 /// `streams (float)`.
@@ -125,6 +127,9 @@ fn render(nodes: &[Node<'_>]) -> String {
             Role::Operator => {
                 let _ = writeln!(out, "  reads:   {}", fields(&n.fields.reads));
                 let _ = writeln!(out, "  writes:  {}", fields(&n.fields.writes));
+                if !n.fields.drops.is_empty() {
+                    let _ = writeln!(out, "  drops:   {}", fields(&n.fields.drops));
+                }
             }
             Role::Sink if n.fields.reads.is_empty() => {
                 let _ = writeln!(out, "  reads:   every field of its input records");
@@ -162,7 +167,8 @@ mod tests {
                 fields: Fields {
                     plugin: Some("my.wasm".into()),
                     reads: vec!["streams (float)".into()],
-                    writes: vec!["streams (float)".into()],
+                    writes: vec!["streams (float)".into(), "artist (string)".into()],
+                    drops: vec!["artist_name".into()],
                 },
                 plugin_file: Some("/p/my.wasm".into()),
             },
@@ -191,7 +197,7 @@ mod tests {
         assert_eq!(
             render(&nodes),
             "events (replay)\n  inputs:  -\n  outputs: scaled\n  writes:  the fields of each record's JSON payload\n\n\
-             scaled (transform)\n  plugin:  my.wasm (/p/my.wasm)\n  inputs:  events\n  outputs: a, b\n  reads:   streams (float)\n  writes:  streams (float)\n\n\
+             scaled (transform)\n  plugin:  my.wasm (/p/my.wasm)\n  inputs:  events\n  outputs: a, b\n  reads:   streams (float)\n  writes:  streams (float), artist (string)\n  drops:   artist_name\n\n\
              chart (chart)\n  inputs:  scaled\n  outputs: -\n  reads:   genre, avg\n\n\
              file (file)\n  inputs:  scaled\n  outputs: -\n  reads:   every field of its input records\n"
         );

@@ -4,7 +4,8 @@
 //! Config: `behave`, one of `loop-init` (never returns from `init`), `loop` (never returns from
 //! `apply`), `grow` (allocates without end), `explode` (repeats every row 20,000 times), `panic`,
 //! `rename` (writes an output named `window_start`), `log` (logs a line per record, with a line break
-//! in it, and passes `streams` through), or `ok` (passes `streams` through).
+//! in it, and passes `streams` through), `drop-own` (drops the `streams` it writes), `panic-at-end`
+//! (passes `streams` through, then panics in `finish`), or `ok` (passes `streams` through).
 
 use tributary_sdk::*;
 
@@ -32,10 +33,10 @@ impl Transform for Hostile {
         let spec = Spec::new()
             .input(Field::float("streams"))
             .output(Field::float(&self.output));
-        if self.behave == "duplicate" {
-            spec.output(Field::float("streams"))
-        } else {
-            spec
+        match self.behave.as_str() {
+            "duplicate" => spec.output(Field::float("streams")),
+            "drop-own" => spec.drop("streams"),
+            _ => spec,
         }
     }
 
@@ -71,6 +72,13 @@ impl Transform for Hostile {
             }
             _ => Transformed::map(vec![Column::Float(values)]),
         }
+    }
+
+    fn finish(&mut self, out: &mut RowWriter) {
+        if self.behave == "panic-at-end" {
+            panic!("hostile plugin panicked at the end on purpose");
+        }
+        let _ = out;
     }
 }
 

@@ -1,4 +1,4 @@
-//! `probe`: an aggregate that reports what `finish` was told (ABI 0.2), so the host's tests can check
+//! `probe`: an aggregate that reports what `finish` was told (since ABI 0.2), so the host's tests can check
 //! the window bounds and keys it passes and the nulls it reads back. Built with the bundled plugins but
 //! never bundled; tests load it by path.
 //!

@@ -3,6 +3,60 @@
 use crate::{Batch, Column, Config, Row, RowWriter, Spec, State, Window};
 
 /// An aggregation in the shape of Flink's `AggregateFunction`: create, add, merge, finish.
+///
+/// An accumulator keyed by strings (the README's guide shows this example; a test keeps the two equal):
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use tributary_sdk::*;
+///
+/// // Per window and key: how many distinct artists, and the one with the most records.
+/// pub struct Artists;
+///
+/// impl Aggregate for Artists {
+///     type Acc = BTreeMap<String, u64>; // records per artist; maps are `State` too
+///
+///     fn init(config: &Config) -> Result<Self, String> {
+///         config.only(&[])?;
+///         Ok(Artists)
+///     }
+///     fn spec(&self) -> Spec {
+///         Spec::new().input(Field::str("artist")).output(Field::int("artists")).output(Field::str("top_artist"))
+///     }
+///     fn add(&self, acc: &mut Self::Acc, row: Row<'_>) -> Result<(), String> {
+///         match acc.get_mut(row.str(0)) {
+///             Some(n) => *n += 1,                            // no allocation for a known artist
+///             None => _ = acc.insert(row.str(0).to_string(), 1),
+///         }
+///         Ok(())
+///     }
+///     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc) {
+///         for (artist, n) in other {
+///             *acc.entry(artist.clone()).or_default() += n;
+///         }
+///     }
+///     fn finish(&self, acc: &Self::Acc, _window: &Window, out: &mut RowWriter) {
+///         // Of artists with equal counts, the first by name: a BTreeMap iterates in key order.
+///         let top = acc.iter().rev().max_by_key(|(_, n)| **n).map(|(artist, _)| artist);
+///         out.int(acc.len() as i64);
+///         match top {
+///             Some(artist) => out.str(artist),
+///             None => out.null(),
+///         };
+///     }
+/// }
+///
+/// export_aggregate!(Artists);
+/// # let artists = DictColumn { dict: vec!["Bo".into(), "Ann".into()], codes: vec![0, 1, 0, 1] };
+/// # let mut acc = aggregate::Instance::new(Artists);
+/// # acc.add(&[0, 0, 0, 0], &Batch { rows: 4, columns: vec![Column::Str(artists)] });
+/// # let done = acc.finish(&[0]);
+/// # assert_eq!(done.columns[0], Column::Int(vec![2]));
+/// # let Column::Str(top) = &done.columns[1] else { panic!() };
+/// # assert_eq!(top.dict, ["Ann"]);
+/// # let state = acc.save(0);
+/// # assert_eq!(decode::<BTreeMap<String, u64>>(&state).unwrap().len(), 2);
+/// ```
 pub trait Aggregate: Sized + 'static {
     /// The per-(window, key) accumulator; `Default` is the empty accumulator.
     type Acc: Default + State;
@@ -180,15 +234,7 @@ pub mod glue {
         let f = with(slot, |i| i.finish_windows(&panes));
         iface::Finished {
             rows: f.rows,
-            columns: f
-                .columns
-                .into_iter()
-                .zip(f.valid)
-                .map(|(c, valid)| wit::NullableColumn {
-                    values: convert::column_out(c),
-                    valid,
-                })
-                .collect(),
+            columns: convert::nullable_out(f.columns, f.valid),
         }
     }
     pub fn save<T: Aggregate>(slot: Slot<T>, s: u32) -> Vec<u8> {

@@ -41,11 +41,40 @@ fn field(f: Field) -> wit::Field {
     wit::Field { name: f.name, ty }
 }
 
+#[cfg(feature = "aggregate")]
 pub fn spec(s: Spec) -> wit::Spec {
+    assert!(
+        s.drops.is_empty(),
+        "an aggregate's results hold only its outputs: it cannot drop fields (`Spec::drop` is for transforms)"
+    );
     wit::Spec {
         inputs: s.inputs.into_iter().map(field).collect(),
         outputs: s.outputs.into_iter().map(field).collect(),
     }
+}
+
+#[cfg(feature = "transform")]
+pub fn transform_spec(s: Spec) -> crate::bindings::iface::TransformSpec {
+    crate::bindings::iface::TransformSpec {
+        inputs: s.inputs.into_iter().map(field).collect(),
+        outputs: s.outputs.into_iter().map(field).collect(),
+        drops: s.drops,
+    }
+}
+
+/// Columns and their validity (see [`crate::RowWriter::finish_nullable`]); no validity means no nulls.
+pub fn nullable_out(
+    columns: Vec<Column>,
+    valid: Vec<Option<Vec<bool>>>,
+) -> Vec<wit::NullableColumn> {
+    let mut valid = valid.into_iter();
+    columns
+        .into_iter()
+        .map(|c| wit::NullableColumn {
+            values: column_out(c),
+            valid: valid.next().flatten(),
+        })
+        .collect()
 }
 
 pub fn batch_in(b: wit::Batch) -> Batch {

@@ -43,6 +43,9 @@ impl Field {
 pub struct Spec {
     pub inputs: Vec<Field>,
     pub outputs: Vec<Field>,
+    /// Input fields a transform removes from its output rows (an aggregate's results hold only its
+    /// outputs, so an aggregate drops nothing).
+    pub drops: Vec<String>,
 }
 
 impl Spec {
@@ -55,6 +58,12 @@ impl Spec {
     }
     pub fn output(mut self, field: Field) -> Self {
         self.outputs.push(field);
+        self
+    }
+    /// Removes a field from the transform's output rows: with [`Spec::input`] of the old name and
+    /// [`Spec::output`] of the new one, a rename.
+    pub fn drop(mut self, name: &str) -> Self {
+        self.drops.push(name.to_string());
         self
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-unknown-unknown`. It implements [`Transform`] or
 //! [`Aggregate`] and names its type in [`export_transform!`] or [`export_aggregate!`]; the SDK does the
-//! rest: the component bindings (generated from `plugins/wit/tributary.wit`, ABI 0.2), holding the
+//! rest: the component bindings (generated from `plugins/wit/tributary.wit`, ABI 0.3), holding the
 //! plugin's state between calls, reading its config table, and telling the host a panic's message.
 //!
+//! A transform maps, filters or repeats rows, may rename or remove fields ([`Spec::drop`]), write
+//! nulls ([`Transformed::map_rows`]), and add rows at the end of its input ([`Transform::finish`]).
 //! An aggregate's `finish` writes any number of rows (zero, one, several) for a window and key, and
 //! may write nulls ([`RowWriter::null`]); it sees the window's bounds and key ([`Window`]).
 //!

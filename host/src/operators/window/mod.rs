@@ -1,7 +1,7 @@
 //! `type = "window"`: groups records by key and event-time window and aggregates each group with a
 //! window-aggregate plugin. The host owns windows, keys, watermarks and where state lives; the plugin
 //! only folds rows into accumulator slots and reads results out. At `finish` the plugin sees each
-//! slot's window bounds and key and, under ABI 0.2, returns any number of rows per slot (`top_k` returns
+//! slot's window bounds and key and, since ABI 0.2, returns any number of rows per slot (`top_k` returns
 //! up to k), values possibly null; every row carries its slot's `window_start`, `window_end` and key.
 //!
 //! Event time is the record timestamp or a named field. The watermark is the largest event time seen
@@ -59,7 +59,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
     /// A bundled aggregate (`average`, `sum`, `max`, `top_k`) or the path to a `.wasm` file, built for
-    /// plugin ABI 0.2 (the SDK's) or 0.1.
+    /// plugin ABI 0.3 (the SDK's), 0.2 or 0.1.
     pub plugin: Spanned<String>,
     /// The plugin's own settings, e.g. `config = { field = "streams" }`.
     #[serde(default)]
@@ -886,7 +886,7 @@ impl<A: Accumulators> Windows<A> {
     }
 }
 
-/// A key as `finish` sees it (ABI 0.2): typed, a timestamp as milliseconds, a JSON key as its text;
+/// A key as `finish` sees it (since ABI 0.2): typed, a timestamp as milliseconds, a JSON key as its text;
 /// `None` for a null key.
 fn key_value(key: &Key) -> Option<wit::Value> {
     Some(match &key.0 {
@@ -1023,6 +1023,7 @@ impl Operator for WindowOperator {
                 .chain(key)
                 .chain(acc.outputs().iter().map(crate::topology::describe_field))
                 .collect(),
+            drops: Vec::new(),
         }
     }
 

@@ -21,7 +21,7 @@ const BUNDLED: &[(&str, &str)] = &[
 
 /// Plugins built for the tests only (misbehaving on purpose), never bundled; the tests find each at the
 /// path in `TRIBUTARY_TEST_PLUGIN_<NAME>`.
-const TEST_PLUGINS: &[&str] = &["hostile", "probe", "reshape"];
+const TEST_PLUGINS: &[&str] = &["hostile", "probe", "reshape", "fragile"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

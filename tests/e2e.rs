@@ -1243,6 +1243,176 @@ fn a_transform_that_drops_what_it_writes_or_fails_at_the_end_says_so() {
     assert!(stderr.contains("at the end of input"), "{stderr}");
 }
 
+/// `on_error = "dead-letter"` in window stages, at scale, with a real plugin (`plugins/fragile`): 100,000
+/// records on 3 partitions and two records that make `add` panic. The batches holding them go to the
+/// dead-letter output and every other record counts exactly once (the open windows are rebuilt); a
+/// global window whose `finish` panics for one key names that window in the dead-letter output and
+/// emits the others.
+#[test]
+fn a_window_plugin_that_fails_dead_letters_its_batch_and_the_windows_are_rebuilt() {
+    let dir = scratch("e2e_window_on_error");
+    let generated = dir.join("generated.jsonl");
+    let status = std::process::Command::new("python3")
+        .arg(repo().join("fixtures/generate.py"))
+        .args(["--records", "100000", "--partitions", "3", "--out"])
+        .arg(&generated)
+        .status()
+        .expect("run python3 fixtures/generate.py");
+    assert!(status.success());
+    // Two poison records: copies of records 30,000 and 70,000 with a track of their own.
+    let mut lines: Vec<Json> = read_jsonl(&generated);
+    for (n, at) in [30_000usize, 70_000].into_iter().enumerate() {
+        let mut poison = lines[at].clone();
+        let mut value: Json = serde_json::from_str(poison["value"].as_str().unwrap()).unwrap();
+        value["track"] = "Poison Pill".into();
+        poison["value"] = value.to_string().into();
+        poison["offset"] = (900_000 + n as i64).into();
+        lines.insert(at + 1 + n, poison);
+    }
+    let capture_file = dir.join("poisoned.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&capture_file, text).unwrap();
+    let file = dir.join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[dead_letter]
+path = "out/dead_letter.jsonl"
+
+[stages.events]
+type = "replay"
+path = {capture:?}
+
+[stages.minutes]
+type = "window"
+inputs = ["events"]
+plugin = {plugin:?}
+config = {{ panic_on_track = "Poison Pill" }}
+key = "genre"
+window = {{ kind = "tumbling", size = "1m" }}
+max_delay = "5s"
+
+[stages.totals]
+type = "window"
+inputs = ["events"]
+plugin = {plugin:?}
+config = {{ panic_on_key = "Tango" }}
+key = "genre"
+window = {{ kind = "global" }}
+
+[stages.minutes_out]
+type = "file"
+inputs = ["minutes"]
+path = "out/minutes.jsonl"
+
+[stages.totals_out]
+type = "file"
+inputs = ["totals"]
+path = "out/totals.jsonl"
+"#,
+            capture = capture_file.display().to_string(),
+            plugin = env!("TRIBUTARY_TEST_PLUGIN_FRAGILE"),
+        ),
+    )
+    .unwrap();
+    let (_, stderr) = run_pipeline(&dir, &file);
+    assert!(
+        stderr.contains("warning: stage `minutes`: plugin `")
+            && stderr.contains("in `add`: it panicked: fragile plugin met track Poison Pill"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the plugin failed 2 times in all"),
+        "{stderr}"
+    );
+
+    let dead = read_jsonl(&dir.join("out/dead_letter.jsonl"));
+    let from = |stage: &'static str| dead.iter().filter(move |d| d["stage"] == stage);
+    let set_aside: std::collections::BTreeSet<(i64, i64)> = from("minutes")
+        .map(|d| {
+            assert!(
+                d["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("plugin failed: plugin `"),
+                "{d}"
+            );
+            (
+                d["partition"].as_i64().unwrap(),
+                d["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(set_aside.contains(&(lines[30_001]["partition"].as_i64().unwrap(), 900_000)));
+    assert!(set_aside.contains(&(lines[70_002]["partition"].as_i64().unwrap(), 900_001)));
+    assert!(
+        set_aside.len() < 10_000,
+        "two batches, not the run: {}",
+        set_aside.len()
+    );
+
+    // Every record but those set aside, once: per minute and genre, sum and count.
+    let mut minutes: BTreeMap<(i64, String), (f64, i64)> = BTreeMap::new();
+    let mut totals: BTreeMap<String, (f64, i64)> = BTreeMap::new();
+    for line in &lines {
+        let value: Json = serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
+        let genre = value["genre"].as_str().unwrap().to_string();
+        let streams = value["streams"].as_f64().unwrap();
+        let t = totals.entry(genre.clone()).or_default();
+        t.0 += streams;
+        t.1 += 1;
+        let at = (
+            line["partition"].as_i64().unwrap(),
+            line["offset"].as_i64().unwrap(),
+        );
+        if set_aside.contains(&at) {
+            continue;
+        }
+        let ts = line["timestamp"].as_i64().unwrap();
+        let m = minutes
+            .entry((ts - ts.rem_euclid(60_000), genre))
+            .or_default();
+        m.0 += streams;
+        m.1 += 1;
+    }
+    let rows = read_jsonl(&dir.join("out/minutes.jsonl"));
+    assert_eq!(rows.len(), minutes.len());
+    for row in &rows {
+        let key = (
+            parse_rfc3339(row["window_start"].as_str().unwrap()),
+            row["genre"].as_str().unwrap().to_string(),
+        );
+        let (sum, count) = minutes[&key];
+        assert_eq!(row["count"].as_i64().unwrap(), count, "{key:?}");
+        assert!(close(row["sum"].as_f64().unwrap(), sum), "{key:?}: {row}");
+    }
+
+    // The global window: every genre but the one whose result failed, over every record.
+    let lost: Vec<&Json> = from("totals").collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(
+        lost[0]["at"],
+        serde_json::json!({ "window": null, "key": "Tango" })
+    );
+    assert!(
+        lost[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("this window's result is lost: plugin `"),
+        "{}",
+        lost[0]
+    );
+    let rows = read_jsonl(&dir.join("out/totals.jsonl"));
+    assert_eq!(rows.len(), totals.len() - 1);
+    for row in &rows {
+        let genre = row["genre"].as_str().unwrap();
+        assert_ne!(genre, "Tango");
+        let (sum, count) = totals[genre];
+        assert_eq!(row["count"].as_i64().unwrap(), count, "{genre}");
+        assert!(close(row["sum"].as_f64().unwrap(), sum), "{genre}: {row}");
+    }
+}
+
 /// The README's plugin examples are the SDK's rustdoc examples, which `scripts/test` runs: the lines a
 /// reader sees there (not the hidden `# ` ones), in order.
 #[test]

@@ -4,11 +4,13 @@
 mod bytesize;
 mod diagnostic;
 mod duration;
+mod on_error;
 mod redact;
 
 pub use bytesize::ByteSize;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
+pub use on_error::OnError;
 
 use crate::topology::registry::{self, Role};
 use crate::topology::StageConfig;

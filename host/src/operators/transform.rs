@@ -1,7 +1,7 @@
 //! `type = "transform"`: runs a transform plugin over each batch (map, filter, flat-map), which may also
 //! rename or remove fields (ABI 0.3 `drops`) and add rows at the end of input (`finish`).
 
-use crate::config::{ByteSize, Duration, PluginConfig};
+use crate::config::{ByteSize, Duration, OnError, PluginConfig};
 use crate::plugin::{from_wit_nullable, to_wit, wit, Limits, PluginError, Spec, TransformInstance};
 
 /// Most rows a transform's `finish` may add: the flush is one call, so its answer must stay bounded.
@@ -100,18 +100,6 @@ pub struct Transform {
     failures: u64,
     /// The newest event time seen: the time of the rows `finish` adds, which have no record of their own.
     newest: i64,
-}
-
-/// What the stage does when its plugin fails on a batch.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// The batch's records go to the dead-letter output with the cause, a fresh instance of the plugin
-    /// takes over, and the run goes on.
-    #[default]
-    DeadLetter,
-    /// The run stops with the error.
-    Fail,
 }
 
 /// Why a batch produced no output.

@@ -526,6 +526,11 @@ pub struct AggregateInstance {
     store: Store<State>,
     bindings: AggregateBindings,
     pub spec: Spec,
+    /// What made it, to make it again after a failure (see [`AggregateInstance::restart`]).
+    engine: Engine,
+    linker: Linker<State>,
+    config: Vec<(String, ConfigValue)>,
+    limits: Limits,
 }
 
 impl AggregateInstance {
@@ -565,7 +570,33 @@ impl AggregateInstance {
             store,
             bindings,
             spec: spec.into(),
+            engine: engine.clone(),
+            linker: linker.clone(),
+            config: config.to_vec(),
+            limits,
         })
+    }
+
+    /// A fresh, empty instance of the same plugin and config, in place of one whose call failed (a trap
+    /// leaves an instance unusable). It must declare the same fields as before.
+    pub fn restart(&mut self) -> Result<(), PluginError> {
+        let fresh = AggregateInstance::new(
+            &self.engine,
+            &self.linker,
+            &self.plugin,
+            &self.config,
+            self.limits,
+        )?;
+        if fresh.spec.inputs != self.spec.inputs || fresh.spec.outputs != self.spec.outputs {
+            return Err(PluginError::Trap {
+                what: self.plugin.what.clone(),
+                message: "after a restart it declares other fields than before".into(),
+            });
+        }
+        let label = std::mem::take(&mut self.store.data_mut().log.label);
+        *self = fresh;
+        self.set_log_label(label);
+        Ok(())
     }
 
     pub fn what(&self) -> &str {

@@ -6,7 +6,7 @@ use crate::record::{Key, Value};
 pub type KeyId = u32;
 
 /// Keys with at least one open pane, and those seen in the batch being folded in.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct KeyTable {
     ids: hashbrown::HashMap<Key, KeyId, foldhash::fast::FixedState>,
     keys: Vec<Key>,

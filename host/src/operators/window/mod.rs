@@ -35,11 +35,12 @@
 mod global;
 mod hopping;
 mod keys;
+mod recovery;
 mod session;
 mod state;
 mod tumbling;
 
-use crate::config::{ByteSize, Duration, PluginConfig};
+use crate::config::{ByteSize, Duration, OnError, PluginConfig};
 use crate::plugin::{
     to_wit, wit, AggregateInstance, FieldSpec, Finished, Limits, Pane as PluginPane, PluginError,
 };
@@ -49,6 +50,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use arrow_array::Array;
 use keys::{KeyId, KeyTable};
+use recovery::Recovery;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -91,6 +93,12 @@ pub struct WindowConfig {
     /// Most memory the plugin's instance (all its open windows' accumulators) may use, like `"512MiB"`
     /// (the default).
     pub memory_limit: Option<ByteSize>,
+    /// When the plugin fails (traps, panics, passes its `timeout` or `memory_limit`, or breaks the
+    /// contract): `"dead-letter"` (the default) sends the records of the batch it failed on to the
+    /// dead-letter output with the cause, restarts the plugin with its open windows rebuilt, and goes
+    /// on; at the end of input, a window whose result fails is named in the dead-letter output instead.
+    /// `"fail"` stops the run with the error.
+    pub on_error: Option<OnError>,
 }
 
 /// `max_future` when the stage does not set it: an hour.
@@ -197,9 +205,12 @@ impl StageConfig for WindowConfig {
                 .max_future
                 .map_or(DEFAULT_MAX_FUTURE_MS, |d| d.millis()),
         };
+        let on_error = self.on_error.unwrap_or_default();
         Ok(Built::Operator(Box::new(WindowOperator {
             windows: Windows::new(settings, instance),
             started: false,
+            recovery: (on_error == OnError::DeadLetter).then(Recovery::default),
+            failures: 0,
         })))
     }
 
@@ -223,6 +234,8 @@ pub trait Accumulators: Send {
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
     fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError>;
     fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError>;
+    /// Starts over with no accumulators, after a failed call.
+    fn restart(&mut self) -> Result<(), PluginError>;
 }
 
 impl Accumulators for AggregateInstance {
@@ -254,6 +267,9 @@ impl Accumulators for AggregateInstance {
     fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
         AggregateInstance::load(self, slot, state)
     }
+    fn restart(&mut self) -> Result<(), PluginError> {
+        AggregateInstance::restart(self)
+    }
 }
 
 /// Checked window settings.
@@ -268,7 +284,7 @@ pub struct Settings {
 }
 
 /// One (window, key) group and its accumulator slot.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Pane {
     end: i64,
     slot: u32,
@@ -736,6 +752,21 @@ impl<A: Accumulators> Windows<A> {
         Ok(slot)
     }
 
+    /// A pane as the plugin's `finish` sees it.
+    fn plugin_pane(&self, &(end, start, key): &(i64, i64, KeyId)) -> PluginPane {
+        let bounds = !global::is_global((start, end));
+        PluginPane {
+            slot: self.panes[&(start, key)].slot,
+            start: bounds.then_some(start),
+            end: bounds.then_some(end),
+            key: self
+                .settings
+                .key
+                .as_ref()
+                .and_then(|_| key_value(self.keys.key(key))),
+        }
+    }
+
     /// Emits every pane due at `watermark`, then drops the panes past their lateness.
     fn fire(&mut self, watermark: i64) -> Result<Option<Batch>, PluginError> {
         let mut ready = Vec::new();
@@ -762,22 +793,7 @@ impl<A: Accumulators> Windows<A> {
         let out = if ready.is_empty() {
             None
         } else {
-            let panes: Vec<PluginPane> = ready
-                .iter()
-                .map(|(e, s, k)| {
-                    let bounds = !global::is_global((*s, *e));
-                    PluginPane {
-                        slot: self.panes[&(*s, *k)].slot,
-                        start: bounds.then_some(*s),
-                        end: bounds.then_some(*e),
-                        key: self
-                            .settings
-                            .key
-                            .as_ref()
-                            .and_then(|_| key_value(self.keys.key(*k))),
-                    }
-                })
-                .collect();
+            let panes: Vec<PluginPane> = ready.iter().map(|p| self.plugin_pane(p)).collect();
             let results = self.acc.finish(&panes)?;
             let mut acks = Vec::new();
             for (_, s, k) in &ready {
@@ -928,6 +944,20 @@ pub struct WindowOperator {
     windows: Windows<AggregateInstance>,
     /// Whether the first batch came: the restored watermark is read then, when a source has restored it.
     started: bool,
+    /// What rebuilds the state after the plugin fails, with `on_error = "dead-letter"`; `None` with
+    /// `"fail"`.
+    recovery: Option<Recovery>,
+    /// Plugin failures survived, for the warnings.
+    failures: u64,
+}
+
+/// Most windows whose result failed at the end of input that are tried one by one (each failure
+/// rebuilds the state); the rest go to the dead-letter output untried.
+const MAX_FAILED_AT_END: u32 = 20;
+
+/// A plugin failure a window stage does not survive: a stop signal, or `on_error = "fail"`.
+fn fatal(e: &PluginError, recovery: &Option<Recovery>) -> bool {
+    matches!(e, PluginError::Interrupted { .. }) || recovery.is_none()
 }
 
 impl WindowOperator {
@@ -961,6 +991,91 @@ impl WindowOperator {
     }
 }
 
+impl WindowOperator {
+    /// A failure survived: counted, and said once (the count comes at the end).
+    fn warn(&mut self, out: &Output, cause: &str, what: &str) {
+        self.failures += 1;
+        if self.failures == 1 {
+            eprintln!(
+                "warning: stage `{}`: {cause}; {what}, and the plugin restarted with its open windows rebuilt (`on_error = \"fail\"` stops the run instead)",
+                out.stage()
+            );
+        }
+    }
+
+    /// Restarts the plugin and rebuilds the open windows (see `recovery`).
+    fn rebuild(&mut self) -> Result<(), StageError> {
+        let recovery = self
+            .recovery
+            .as_ref()
+            .expect("only with on_error = dead-letter");
+        recovery.rebuild(&mut self.windows).map_err(|e| {
+            StageError::with(
+                "the plugin failed again while the stage rebuilt its open windows after a failure",
+                e,
+            )
+        })
+    }
+
+    /// End of input after `finish` failed for every window at once: the windows one by one, each that
+    /// fails named in the dead-letter output, the state rebuilt after each failure.
+    fn finish_one_by_one(
+        &mut self,
+        out: &mut Output,
+        point: Option<i64>,
+    ) -> Result<(), StageError> {
+        let mut handled = 0usize;
+        let mut failed = 0u32;
+        loop {
+            self.rebuild()?;
+            for _ in 0..handled {
+                let due = self.windows.next_due_at_end().expect("the same panes");
+                self.windows.skip_pane(due);
+            }
+            loop {
+                let Some(due) = self.windows.next_due_at_end() else {
+                    // Nothing due: this only lets the expired panes go.
+                    let rest = self
+                        .windows
+                        .finish()
+                        .map_err(|e| StageError::with("plugin call failed", e))?;
+                    self.handle(out, &Batch::default(), (rest, Vec::new()), point);
+                    return Ok(());
+                };
+                handled += 1;
+                let cause = if failed >= MAX_FAILED_AT_END {
+                    self.windows.skip_pane(due);
+                    format!("not tried: the plugin failed for {MAX_FAILED_AT_END} windows before")
+                } else {
+                    match self.windows.finish_pane(due) {
+                        Ok(batch) => {
+                            self.handle(out, &Batch::default(), (Some(batch), Vec::new()), point);
+                            continue;
+                        }
+                        Err(e) if fatal(&e, &self.recovery) => {
+                            return Err(StageError::with("plugin call failed", e))
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                };
+                let reason = format!(
+                    "plugin failed at the end of input, so this window's result is lost: {cause}"
+                );
+                out.dead_line("", self.windows.describe(due), &reason);
+                if failed < MAX_FAILED_AT_END {
+                    failed += 1;
+                    self.warn(
+                        out,
+                        &cause,
+                        "the window's result went to the dead-letter output",
+                    );
+                    break; // the instance is unusable: rebuild, then go on after this window
+                }
+            }
+        }
+    }
+}
+
 impl Operator for WindowOperator {
     fn process(&mut self, batch: Arc<Batch>, out: &mut Output) -> Result<(), StageError> {
         if !self.started {
@@ -970,24 +1085,57 @@ impl Operator for WindowOperator {
                 self.windows.resume(wm);
             }
         }
-        let step = self
-            .windows
-            .process(&batch)
-            .map_err(|e| StageError::with("plugin call failed", e))?;
-        let point = self.windows.resume_point();
-        self.handle(out, &batch, step, point);
-        Ok(())
+        if let Some(r) = &mut self.recovery {
+            r.before(&mut self.windows)
+                .map_err(|e| StageError::with("cannot save the open windows", e))?;
+        }
+        match self.windows.process(&batch) {
+            Ok(step) => {
+                let point = self.windows.resume_point();
+                self.handle(out, &batch, step, point);
+                if let Some(r) = &mut self.recovery {
+                    r.after(batch);
+                }
+                Ok(())
+            }
+            Err(e) if fatal(&e, &self.recovery) => Err(StageError::with("plugin call failed", e)),
+            Err(e) => {
+                // Whatever the failed call did to the state is undone by the rebuild; the batch's
+                // records, none of which counted, go to the dead-letter output.
+                self.rebuild()?;
+                let cause = e.to_string();
+                let reason = format!("plugin failed: {cause}");
+                for row in 0..batch.len {
+                    out.dead_row(&batch, row, &reason);
+                }
+                self.warn(
+                    out,
+                    &cause,
+                    &format!("the batch's {} records were dead-lettered", batch.len),
+                );
+                Ok(())
+            }
+        }
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
         // The watermark before the end of input: the end flushes windows the watermark has not reached,
         // and records for those may still come in a later run.
         let point = self.windows.resume_point();
-        let emitted = self
-            .windows
-            .finish()
-            .map_err(|e| StageError::with("plugin call failed", e))?;
-        self.handle(out, &Batch::default(), (emitted, Vec::new()), point);
+        match self.windows.finish() {
+            Ok(emitted) => self.handle(out, &Batch::default(), (emitted, Vec::new()), point),
+            Err(e) if fatal(&e, &self.recovery) => {
+                return Err(StageError::with("plugin call failed", e))
+            }
+            Err(_) => self.finish_one_by_one(out, point)?,
+        }
+        if self.failures > 1 {
+            eprintln!(
+                "warning: stage `{}`: the plugin failed {} times in all; the dead-letter output has what it failed on",
+                out.stage(),
+                self.failures
+            );
+        }
         Ok(())
     }
 
@@ -1030,6 +1178,9 @@ impl Operator for WindowOperator {
     fn restore(&mut self, state: serde_json::Value) -> Result<(), StageError> {
         // Restored state replaces the committed-watermark logic: nothing read again is a replay.
         self.started = true;
+        if let Some(r) = &mut self.recovery {
+            r.reset();
+        }
         self.windows
             .load(&state)
             .map_err(|e| StageError::with("cannot restore the window state", e))

@@ -104,6 +104,10 @@ impl Accumulators for SumCount {
         }
         Ok(())
     }
+    fn restart(&mut self) -> Result<(), PluginError> {
+        self.slots.clear();
+        Ok(())
+    }
 }
 
 fn windows(kind: WindowKind, max_delay: i64, allowed_lateness: i64) -> Windows<SumCount> {
@@ -881,55 +885,121 @@ fn top_k_state_saved_and_loaded_gives_the_results_of_an_uninterrupted_run() {
     }
 }
 
-/// One row per pane whose `sum` is null when the pane's sum is 0, and a second row for pane 0 only:
-/// a stand-in for a 0.2 plugin using nulls and several rows.
-struct NullsAndExtraRows(SumCount);
+/// `SumCount` whose `finish` results are changed by `tamper`, and which fails as a trapping plugin
+/// does: in `add` on a value of -1, in `finish` for a pane keyed `"bad"`. Like a real instance after a
+/// trap, it is unusable until restarted.
+struct Tampered {
+    inner: SumCount,
+    tamper: fn(&mut Finished, &[PluginPane]),
+    broken: bool,
+    restarts: usize,
+}
 
-impl Accumulators for NullsAndExtraRows {
+impl Tampered {
+    fn new(tamper: fn(&mut Finished, &[PluginPane])) -> Self {
+        Tampered {
+            inner: SumCount::new(),
+            tamper,
+            broken: false,
+            restarts: 0,
+        }
+    }
+
+    fn trap(&mut self, call: &str) -> Result<(), PluginError> {
+        self.broken = true;
+        Err(PluginError::Trap {
+            what: "tampered".into(),
+            message: format!("in `{call}`: it panicked"),
+        })
+    }
+
+    fn usable(&self) -> Result<(), PluginError> {
+        match self.broken {
+            true => Err(PluginError::Trap {
+                what: "tampered".into(),
+                message: "called after a trap".into(),
+            }),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Accumulators for Tampered {
     fn inputs(&self) -> &[FieldSpec] {
-        self.0.inputs()
+        self.inner.inputs()
     }
     fn outputs(&self) -> &[FieldSpec] {
-        self.0.outputs()
+        self.inner.outputs()
     }
     fn add(
         &mut self,
         slots: &[u32],
         input: &wit::Batch,
     ) -> Result<Vec<wit::RowError>, PluginError> {
-        self.0.add(slots, input)
+        self.usable()?;
+        if matches!(&input.columns[0], wit::Column::Float(v) if v.contains(&-1.0)) {
+            // Half the batch folded in before the trap: the rebuild must undo it.
+            self.inner.add(
+                &slots[..slots.len() / 2],
+                &gather(input, &(0..slots.len() as u32 / 2).collect::<Vec<_>>()),
+            )?;
+            self.trap("add")?;
+        }
+        self.inner.add(slots, input)
     }
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
-        self.0.merge(dst, src)
+        self.usable()?;
+        self.inner.merge(dst, src)
     }
     fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
-        let mut f = self.0.finish(panes)?;
-        let wit::Column::Float(sums) = &f.columns[0].values else {
-            panic!()
-        };
-        f.columns[0].valid = Some(sums.iter().map(|s| *s != 0.0).collect());
-        // A row for pane 0 again, at the end: rows need not be grouped.
-        f.rows.push(0);
-        for c in &mut f.columns {
-            match &mut c.values {
-                wit::Column::Float(v) => v.push(v[0]),
-                wit::Column::Int(v) => v.push(v[0]),
-                _ => unreachable!(),
-            }
-            if let Some(valid) = &mut c.valid {
-                valid.push(valid[0]);
-            }
+        self.usable()?;
+        if panes
+            .iter()
+            .any(|p| matches!(&p.key, Some(wit::Value::Str(k)) if k == "bad"))
+        {
+            self.trap("finish")?;
         }
+        let mut f = self.inner.finish(panes)?;
+        (self.tamper)(&mut f, panes);
         Ok(f)
     }
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
-        self.0.free(slots)
+        self.usable()?;
+        self.inner.free(slots)
     }
     fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
-        self.0.save(slot)
+        self.usable()?;
+        self.inner.save(slot)
     }
     fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
-        self.0.load(slot, state)
+        self.usable()?;
+        self.inner.load(slot, state)
+    }
+    fn restart(&mut self) -> Result<(), PluginError> {
+        self.broken = false;
+        self.restarts += 1;
+        self.inner.restart()
+    }
+}
+
+/// One row per pane whose `sum` is null when the pane's sum is 0, and a second row for pane 0 only:
+/// what a 0.2 plugin using nulls and several rows returns.
+fn nulls_and_extra_rows(f: &mut Finished, _: &[PluginPane]) {
+    let wit::Column::Float(sums) = &f.columns[0].values else {
+        panic!()
+    };
+    f.columns[0].valid = Some(sums.iter().map(|s| *s != 0.0).collect());
+    // A row for pane 0 again, at the end: rows need not be grouped.
+    f.rows.push(0);
+    for c in &mut f.columns {
+        match &mut c.values {
+            wit::Column::Float(v) => v.push(v[0]),
+            wit::Column::Int(v) => v.push(v[0]),
+            _ => unreachable!(),
+        }
+        if let Some(valid) = &mut c.valid {
+            valid.push(valid[0]);
+        }
     }
 }
 
@@ -943,7 +1013,7 @@ fn null_results_reach_the_sinks_as_null() {
         allowed_lateness: 0,
         max_future: 3_600_000,
     };
-    let mut w = Windows::new(settings, NullsAndExtraRows(SumCount::new()));
+    let mut w = Windows::new(settings, Tampered::new(nulls_and_extra_rows));
     w.process(&batch(&[(1_000, "a", 0.0), (2_000, "b", 2.0)]))
         .unwrap();
     let out = w.finish().unwrap().unwrap();
@@ -968,42 +1038,6 @@ fn null_results_reach_the_sinks_as_null() {
     assert!(first.contains(r#""count":1"#), "{first}");
 }
 
-/// A stand-in returning a row for a pane it was not given.
-struct RowOutOfRange(SumCount);
-
-impl Accumulators for RowOutOfRange {
-    fn inputs(&self) -> &[FieldSpec] {
-        self.0.inputs()
-    }
-    fn outputs(&self) -> &[FieldSpec] {
-        self.0.outputs()
-    }
-    fn add(
-        &mut self,
-        slots: &[u32],
-        input: &wit::Batch,
-    ) -> Result<Vec<wit::RowError>, PluginError> {
-        self.0.add(slots, input)
-    }
-    fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
-        self.0.merge(dst, src)
-    }
-    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
-        let mut f = self.0.finish(panes)?;
-        f.rows[0] = panes.len() as u32;
-        Ok(f)
-    }
-    fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
-        self.0.free(slots)
-    }
-    fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError> {
-        self.0.save(slot)
-    }
-    fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError> {
-        self.0.load(slot, state)
-    }
-}
-
 #[test]
 fn a_row_for_a_pane_not_given_is_a_plugin_error() {
     let settings = Settings {
@@ -1014,8 +1048,129 @@ fn a_row_for_a_pane_not_given_is_a_plugin_error() {
         allowed_lateness: 0,
         max_future: 3_600_000,
     };
-    let mut w = Windows::new(settings, RowOutOfRange(SumCount::new()));
+    // A row for a pane it was not given.
+    let mut w = Windows::new(
+        settings,
+        Tampered::new(|f, panes| f.rows[0] = panes.len() as u32),
+    );
     w.process(&batch(&[(1_000, "a", 1.0)])).unwrap();
     let e = w.finish().unwrap_err().to_string();
     assert!(e.contains("a row for pane 1, but was given 1 panes"), "{e}");
+}
+
+/// `on_error = "dead-letter"`: a batch the plugin fails on is left out and every other record counts
+/// once, whatever the failure left behind, across snapshots, fired windows and the end of input.
+#[test]
+fn after_a_failure_the_open_windows_are_rebuilt_without_the_failed_batch() {
+    let settings = |kind| Settings {
+        kind,
+        key: Some("k".into()),
+        event_time: None,
+        max_delay: 0,
+        allowed_lateness: 0,
+        max_future: 3_600_000,
+    };
+    // 40 batches of 2,000 records over 4 keys and 1-minute windows; batches 7 and 33 hold a -1.
+    let batches: Vec<Arc<Batch>> = (0..40)
+        .map(|b| {
+            let records: Vec<(i64, String, f64)> = (0..2000)
+                .map(|i| {
+                    let n = b * 2000 + i;
+                    let v = if (b == 7 || b == 33) && i == 1500 {
+                        -1.0
+                    } else {
+                        (n % 7) as f64
+                    };
+                    (n * 20, format!("k{}", n % 4), v)
+                })
+                .collect();
+            let refs: Vec<(i64, &str, f64)> = records
+                .iter()
+                .map(|(t, k, v)| (*t, k.as_str(), *v))
+                .collect();
+            Arc::new(batch(&refs))
+        })
+        .collect();
+    for kind in [
+        WindowKind::Tumbling { size: 60_000 },
+        WindowKind::Session { gap: 10 },
+        WindowKind::Global,
+    ] {
+        // The expected results: the same run without the two failing batches.
+        let mut plain = Windows::new(settings(kind), Tampered::new(|_, _| {}));
+        let mut expected = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            if i != 7 && i != 33 {
+                expected.extend(rows(&plain.process(b).unwrap().0));
+            }
+        }
+        expected.extend(rows(&plain.finish().unwrap()));
+
+        let mut w = Windows::new(settings(kind), Tampered::new(|_, _| {}));
+        let mut recovery = Recovery::default();
+        let mut got = Vec::new();
+        let mut failed = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            recovery.before(&mut w).unwrap();
+            match w.process(b) {
+                Ok((emitted, _)) => {
+                    got.extend(rows(&emitted));
+                    recovery.after(b.clone());
+                }
+                Err(_) => {
+                    recovery.rebuild(&mut w).unwrap();
+                    failed.push(i);
+                }
+            }
+        }
+        got.extend(rows(&w.finish().unwrap()));
+        assert_eq!(failed, [7, 33], "{kind:?}");
+        assert_eq!(w.acc.restarts, 2, "{kind:?}");
+        assert_eq!(got, expected, "{kind:?}");
+    }
+}
+
+#[test]
+fn at_the_end_a_window_whose_result_fails_is_named_and_the_others_come_out() {
+    let settings = Settings {
+        kind: WindowKind::Global,
+        key: Some("k".into()),
+        event_time: None,
+        max_delay: 0,
+        allowed_lateness: 0,
+        max_future: 3_600_000,
+    };
+    let mut w = Windows::new(settings, Tampered::new(|_, _| {}));
+    let mut recovery = Recovery::default();
+    recovery.before(&mut w).unwrap();
+    let b = Arc::new(batch(&[(1, "a", 1.0), (2, "bad", 2.0), (3, "c", 3.0)]));
+    w.process(&b).unwrap();
+    recovery.after(b);
+    assert!(w.finish().is_err());
+    // One by one, as the operator does: rebuild, skip what was handled, go on.
+    let mut handled = 0;
+    let mut results = Vec::new();
+    let mut lost = Vec::new();
+    'rebuild: loop {
+        recovery.rebuild(&mut w).unwrap();
+        for _ in 0..handled {
+            let due = w.next_due_at_end().unwrap();
+            w.skip_pane(due);
+        }
+        while let Some(due) = w.next_due_at_end() {
+            handled += 1;
+            match w.finish_pane(due) {
+                Ok(b) => results.extend(rows(&Some(b))),
+                Err(_) => {
+                    lost.push(w.describe(due));
+                    continue 'rebuild;
+                }
+            }
+        }
+        break;
+    }
+    assert_eq!(lost, [serde_json::json!({ "window": null, "key": "bad" })]);
+    let keys: Vec<String> = results.iter().map(|r| r.2.clone()).collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&"a".to_string()) && keys.contains(&"c".to_string()));
 }

@@ -2,7 +2,7 @@
 //! template with the SDK copied in, a plugin's declared interface, and a one-stage pipeline that runs a
 //! plugin on sample records.
 
-use crate::plugin::{ConfigValue, FieldSpec, FieldType, Plugin, PluginHost, PluginKind};
+use crate::plugin::{FieldSpec, FieldType, Plugin, PluginHost, PluginKind};
 use std::path::{Path, PathBuf};
 
 mod sdk {
@@ -143,30 +143,18 @@ pub fn config_table(pairs: &[String]) -> Result<toml::Table, AuthoringError> {
     Ok(table)
 }
 
-/// The table as the plugin ABI carries it.
-pub fn config_entries(table: &toml::Table) -> Vec<(String, ConfigValue)> {
-    table
-        .iter()
-        .filter_map(|(k, v)| {
-            let v = match v {
-                toml::Value::String(s) => ConfigValue::Text(s.clone()),
-                toml::Value::Integer(i) => ConfigValue::Integer(*i),
-                toml::Value::Float(f) => ConfigValue::Float(*f),
-                toml::Value::Boolean(b) => ConfigValue::Boolean(*b),
-                _ => return None,
-            };
-            Some((k.clone(), v))
-        })
-        .collect()
-}
-
 /// What a plugin declares once given `config`: its kind, the ABI, the fields it reads and writes.
 pub fn describe(
     host: &PluginHost,
     plugin: &Plugin,
     config: &toml::Table,
 ) -> Result<String, crate::plugin::PluginError> {
-    let entries = config_entries(config);
+    let entries = crate::config::plugin_entries(config).map_err(|message| {
+        crate::plugin::PluginError::Init {
+            what: plugin.what.clone(),
+            message,
+        }
+    })?;
     let limits = crate::plugin::Limits::default();
     let spec = match plugin.kind {
         PluginKind::Transform => host.transform(plugin, &entries, limits)?.spec,

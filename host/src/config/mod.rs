@@ -450,7 +450,7 @@ fn check_graph(stages: &[Node], problems: &mut Problems) {
                     problems.add(
                         Some(input.span()),
                         format!(
-                            "stage `{}` reads from `{target}`, which is not a stage; stages are: {}",
+                            "stage `{}` reads from `{target}`, which is not a stage; the other stages are: {}",
                             stage.name,
                             names.join(", ")
                         ),
@@ -549,30 +549,36 @@ impl PluginConfig {
 
     /// The entries as the plugin ABI carries them; nested values are refused with the key's name.
     pub fn entries(&self) -> Result<Vec<(String, crate::plugin::ConfigValue)>, String> {
-        use crate::plugin::ConfigValue;
-        let Some(table) = &self.0 else {
-            return Ok(Vec::new());
-        };
-        table
-            .get_ref()
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    toml::Value::String(s) => ConfigValue::Text(s.clone()),
-                    toml::Value::Integer(i) => ConfigValue::Integer(*i),
-                    toml::Value::Float(f) => ConfigValue::Float(*f),
-                    toml::Value::Boolean(b) => ConfigValue::Boolean(*b),
-                    other => {
-                        return Err(format!(
-                            "plugin config key `{k}` is {}; plugin configs take strings, numbers and booleans only",
-                            other.type_str()
-                        ))
-                    }
-                };
-                Ok((k.clone(), v))
-            })
-            .collect()
+        self.0
+            .as_ref()
+            .map_or(Ok(Vec::new()), |table| plugin_entries(table.get_ref()))
     }
+}
+
+/// A plugin's config table as the plugin ABI carries it; nested values are refused with the key's
+/// name. Shared by pipeline stages and `tributary plugin describe/test --config`.
+pub fn plugin_entries(
+    table: &toml::Table,
+) -> Result<Vec<(String, crate::plugin::ConfigValue)>, String> {
+    use crate::plugin::ConfigValue;
+    table
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => ConfigValue::Text(s.clone()),
+                toml::Value::Integer(i) => ConfigValue::Integer(*i),
+                toml::Value::Float(f) => ConfigValue::Float(*f),
+                toml::Value::Boolean(b) => ConfigValue::Boolean(*b),
+                other => {
+                    return Err(format!(
+                        "plugin config key `{k}` is {}; plugin configs take strings, numbers and booleans only",
+                        other.type_str()
+                    ))
+                }
+            };
+            Ok((k.clone(), v))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -379,16 +379,15 @@ impl Scan<'_> {
     fn quoted_in_place(&mut self) -> Option<Range<usize>> {
         self.literal(b"\\\"")?;
         let start = self.i;
-        loop {
-            match *self.s.get(self.i)? {
-                b'\\' => {
-                    let end = self.i;
-                    self.literal(b"\\\"")?;
-                    return Some(start..end);
-                }
-                0..=0x1f | b'"' => return None,
-                _ => self.i += 1,
+        self.i += plain_run(&self.s[self.i..], Some(b'"'));
+        match *self.s.get(self.i)? {
+            b'\\' => {
+                let end = self.i;
+                self.literal(b"\\\"")?;
+                Some(start..end)
             }
+            // A bare quote, or a control character.
+            _ => None,
         }
     }
 
@@ -427,9 +426,9 @@ impl Scan<'_> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
-        // A plain loop: the strings here are short, shorter than a vectorised search pays off for.
-        while let Some(&b) = self.s.get(self.i) {
-            match b {
+        loop {
+            self.i += plain_run(self.s.get(self.i..)?, Some(b'"'));
+            match *self.s.get(self.i)? {
                 b'"' => {
                     self.i += 1;
                     return Some((start..self.i - 1, escaped));
@@ -438,11 +437,10 @@ impl Scan<'_> {
                     escaped = true;
                     self.i += 2;
                 }
-                0..=0x1f => return None,
-                _ => self.i += 1,
+                // A control character.
+                _ => return None,
             }
         }
-        None
     }
 
     /// An object member's name (without escapes, which the fast paths leave to serde_json) and its
@@ -567,6 +565,36 @@ impl Scan<'_> {
     }
 }
 
+/// How many bytes of `s` come before the first that ends a run of plain string bytes: a backslash,
+/// `end`, or a control character. Eight bytes at a time (a payload escapes every quote, so runs are short,
+/// too short for memchr's setup to pay off, but long enough for a word at a time): in each word, the
+/// lowest byte flagged by the classic has-zero-byte test is exact.
+fn plain_run(s: &[u8], end: Option<u8>) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut i = 0;
+    while let Some(word) = s.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let mut hit =
+            (x.wrapping_sub(ONES * 0x20) & !x & HIGH) | zero(x ^ (ONES * u64::from(b'\\')));
+        if let Some(e) = end {
+            hit |= zero(x ^ (ONES * u64::from(e)));
+        }
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = s.get(i) {
+        if b < 0x20 || b == b'\\' || Some(b) == end {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Appends a JSON string's contents, unescaped, to `out`; `None` for what the slow path must judge
 /// (control characters, bad escapes, lone surrogates).
 fn unescape(s: &[u8], out: &mut Vec<u8>) -> Option<()> {
@@ -581,12 +609,14 @@ impl Scan<'_> {
         self.unescape_until(Some(b'"'), out)
     }
 
-    /// Copies and unescapes up to `end` (consumed) or, without one, to the end of the text.
+    /// Copies and unescapes up to `end` (consumed) or, without one, to the end of the text: the plain
+    /// bytes between escapes a run at a time.
     fn unescape_until(&mut self, end: Option<u8>, out: &mut Vec<u8>) -> Option<()> {
         out.reserve(self.s.len() - self.i);
-        // Byte by byte: a payload escapes every quote, so runs between escapes are too short for
-        // memchr and memcpy to pay off.
         loop {
+            let run = plain_run(&self.s[self.i..], end);
+            out.extend_from_slice(&self.s[self.i..self.i + run]);
+            self.i += run;
             let Some(&b) = self.s.get(self.i) else {
                 return end.is_none().then_some(());
             };
@@ -594,8 +624,8 @@ impl Scan<'_> {
             match b {
                 _ if Some(b) == end => return Some(()),
                 b'\\' => self.escape(out)?,
-                0..=0x1f => return None,
-                _ => out.push(b),
+                // A control character.
+                _ => return None,
             }
         }
     }
@@ -644,6 +674,39 @@ impl Scan<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_runs_stop_at_the_first_backslash_end_or_control_character() {
+        let naive = |s: &[u8], end: Option<u8>| {
+            s.iter()
+                .position(|&b| b < 0x20 || b == b'\\' || Some(b) == end)
+                .unwrap_or(s.len())
+        };
+        let alphabet = [
+            b'a', b'"', b'\\', 0x1f, 0x20, 0x7f, 0x80, 0xff, b'z', 0x5b, 0x5d,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..40 {
+            for _ in 0..200 {
+                let s: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Mostly plain bytes, as payloads are.
+                        if seed % 5 == 0 {
+                            alphabet[(seed >> 8) as usize % alphabet.len()]
+                        } else {
+                            b'a' + (seed >> 8) as u8 % 26
+                        }
+                    })
+                    .collect();
+                for end in [None, Some(b'"')] {
+                    assert_eq!(plain_run(&s, end), naive(&s, end), "{s:?} {end:?}");
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -7,294 +7,31 @@
 //! every partition is read to its end, or after `max_records`. With `fallback`, a capture is replayed
 //! when no broker answers at start.
 
+mod config;
 mod offsets;
 mod resume;
 
-use super::capture::{CaptureLine, Decoder};
-use super::pool::{DeadLine, Decoded, Pool, Until};
-use super::replay::ReplayConfig;
-use crate::config::Duration;
-use crate::kafka::reader::{self, Assignment, KafkaConsumer, Polled, Reader};
-use crate::kafka::{self, ConsumerReporter, Reporter};
-use crate::record::{Ack, BatchBuilder, Origin};
-use crate::topology::{
-    BuildContext, BuildError, Built, Output, Progress, Source, StageConfig, StageError,
-};
-use offsets::{BatchDone, Shared};
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use std::borrow::Cow;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration as StdDuration, Instant};
-use toml::Spanned;
+pub use config::{Fallback, KafkaConfig, Start};
 
-/// Reads Kafka topics through a consumer group (see the README for the at-least-once guarantee).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap brokers as `host:port`, comma-separated, like `"127.0.0.1:9092"`.
-    pub brokers: Spanned<String>,
-    /// The topics to read, like `["music_streaming_events"]`; every partition of each is read.
-    pub topics: Spanned<Vec<String>>,
-    /// The consumer group under which offsets are committed; `start = "committed"` resumes from them.
-    /// One tributary process reads all partitions: the group records progress, it does not share work.
-    pub group_id: Spanned<String>,
-    /// Where reading begins in each partition: `earliest` (the default: everything the topic holds),
-    /// `latest` (only records that arrive from now on) or `committed` (after the group's last commit,
-    /// from the beginning where the group has none).
-    #[serde(default)]
-    pub start: Start,
-    /// librdkafka client properties, passed through as they are, e.g.
-    /// `{ "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512", "sasl.username" = "…" }`.
-    /// TLS and SASL `PLAIN`, `SCRAM-SHA-256/512` and `OAUTHBEARER` are built in; `GSSAPI` is not.
-    pub properties: Option<Spanned<toml::Table>>,
-    /// Records per batch handed downstream (default 1024), as for `replay`.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: Spanned<usize>,
-    /// The longest a record waits for its batch to fill before the batch is handed on. Default
-    /// `100ms`. (Waiting for other partitions is `idle_partition`'s business: linger never hands a
-    /// record on ahead of an older one.)
-    pub linger: Option<Spanned<Duration>>,
-    /// Partitions are merged in timestamp order: a record is handed on only once every other
-    /// partition has a later record waiting or is idle. A partition read to its end is idle after it
-    /// has had nothing new for this long (default `5s`); until then it holds the others back, because
-    /// records produced to it later may be older than theirs. A record it delivers after that is late
-    /// if a window's watermark has passed it by more than the window allows. `"0s"`: a partition at its
-    /// end never holds the others back (lower latency; order only as good as the producers'). A
-    /// partition that still has records to read always holds the others back, and no clock runs while
-    /// the brokers are unreachable.
-    pub idle_partition: Option<Spanned<Duration>>,
-    /// Without checkpoints (a source that does not resume), how often offsets of handled records are
-    /// committed. Default `5s`; they are also committed when the run ends or is stopped. With
-    /// checkpoints, offsets are committed with each checkpoint (`[checkpoint] interval`).
-    pub commit_interval: Option<Spanned<Duration>>,
-    /// End the input once every partition has been read to its end and no record came for this long,
-    /// like `"10s"`: windows then flush as at the end of a replay. Default: read until stopped.
-    pub idle_timeout: Option<Spanned<Duration>>,
-    /// End the input after this many records. Default: no limit.
-    pub max_records: Option<Spanned<u64>>,
-    /// A capture to replay instead when no broker answers at start: `"capture.jsonl"`, or
-    /// `{ replay = "capture.jsonl", connect_timeout = "5s" }`.
-    pub fallback: Option<Spanned<Fallback>>,
-}
-
-/// Where reading begins; see [`KafkaConfig::start`].
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Start {
-    /// Everything each partition holds.
-    #[default]
-    Earliest,
-    /// Only records that arrive after the start.
-    Latest,
-    /// After the group's last commit, or from the beginning where it has none.
-    Committed,
-}
-
-impl Start {
-    fn as_str(self) -> &'static str {
-        match self {
-            Start::Earliest => "earliest",
-            Start::Latest => "latest",
-            Start::Committed => "committed",
-        }
-    }
-}
-
-/// The `fallback` table; a plain string is its `replay`.
-#[derive(Debug)]
-pub struct Fallback {
-    /// The capture (JSON Lines, as `replay` reads) to replay, relative to the pipeline file.
-    pub replay: PathBuf,
-    /// How long to wait at start for a broker to answer before replaying instead. Default `5s`.
-    pub connect_timeout: Option<Duration>,
-}
-
-impl<'de> Deserialize<'de> for Fallback {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Fallback;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a capture path, or a table like `{ replay = \"capture.jsonl\", connect_timeout = \"5s\" }`")
-            }
-            fn visit_str<E: de::Error>(self, path: &str) -> Result<Fallback, E> {
-                Ok(Fallback {
-                    replay: path.into(),
-                    connect_timeout: None,
-                })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Fallback, A::Error> {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Table {
-                    replay: PathBuf,
-                    connect_timeout: Option<Duration>,
-                }
-                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Fallback {
-                    replay: t.replay,
-                    connect_timeout: t.connect_timeout,
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn default_batch_size() -> Spanned<usize> {
-    Spanned::new(0..0, 1024)
-}
-
-const DEFAULT_LINGER_MS: i64 = 100;
-const DEFAULT_COMMIT_INTERVAL_MS: i64 = 5_000;
-const DEFAULT_CONNECT_TIMEOUT_MS: i64 = 5_000;
-const DEFAULT_IDLE_PARTITION_MS: i64 = 5_000;
 /// How often the topics are checked for partitions added while running.
 const DISCOVERY_INTERVAL: StdDuration = StdDuration::from_secs(5);
 /// A partition that holds the others back this long without being at its end gets a warning.
 const HOLD_WARNING: StdDuration = StdDuration::from_secs(15);
 
-impl StageConfig for KafkaConfig {
-    fn resumes(&self) -> bool {
-        self.start == Start::Committed
-    }
-
-    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
-        let err = |span: std::ops::Range<usize>, m: String| BuildError::new(Some(span), m);
-        if self.brokers.get_ref().trim().is_empty() {
-            return Err(err(
-                self.brokers.span(),
-                "`brokers` is empty; list them like `\"127.0.0.1:9092\"`".into(),
-            ));
-        }
-        let topics = self.topics.get_ref();
-        if topics.is_empty() || topics.iter().any(|t| t.trim().is_empty()) {
-            return Err(err(
-                self.topics.span(),
-                "`topics` must name at least one topic, and no empty one".into(),
-            ));
-        }
-        if self.group_id.get_ref().trim().is_empty() {
-            return Err(err(
-                self.group_id.span(),
-                "`group_id` is empty; name the consumer group".into(),
-            ));
-        }
-        let mut properties = Vec::new();
-        if let Some(table) = &self.properties {
-            for (key, value) in table.get_ref() {
-                let value = match value {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
-                    other => {
-                        return Err(err(
-                            table.span(),
-                            format!("`properties.{key}` is {}; client properties are strings, numbers or booleans", other.type_str()),
-                        ))
-                    }
-                };
-                properties.push((key.clone(), value));
-            }
-            kafka::check_properties(&properties)
-                .map_err(|e| err(table.span(), format!("`properties`: {e}")))?;
-        }
-        let batch_size = *self.batch_size.get_ref();
-        if batch_size == 0 || batch_size > 1 << 20 {
-            return Err(err(
-                self.batch_size.span(),
-                "`batch_size` must be between 1 and 1048576".into(),
-            ));
-        }
-        let positive =
-            |d: &Option<Spanned<Duration>>, name: &str, default: i64, zero_ok: bool| match d {
-                Some(d) if d.get_ref().millis() > 0 || (zero_ok && d.get_ref().millis() == 0) => {
-                    Ok(StdDuration::from_millis(d.get_ref().millis() as u64))
-                }
-                Some(d) => Err(err(d.span(), format!("`{name}` must be longer than 0"))),
-                None => Ok(StdDuration::from_millis(default as u64)),
-            };
-        let linger = positive(&self.linger, "linger", DEFAULT_LINGER_MS, true)?;
-        let idle_partition = positive(
-            &self.idle_partition,
-            "idle_partition",
-            DEFAULT_IDLE_PARTITION_MS,
-            true,
-        )?;
-        let commit_interval = positive(
-            &self.commit_interval,
-            "commit_interval",
-            DEFAULT_COMMIT_INTERVAL_MS,
-            false,
-        )?;
-        let idle_timeout = match &self.idle_timeout {
-            Some(_) => Some(positive(&self.idle_timeout, "idle_timeout", 0, false)?),
-            None => None,
-        };
-        let max_records = match &self.max_records {
-            Some(m) if *m.get_ref() == 0 => {
-                return Err(err(
-                    m.span(),
-                    "`max_records` must be at least 1; remove it to read without limit".into(),
-                ))
-            }
-            m => m.as_ref().map(|m| *m.get_ref()),
-        };
-        let fallback = match &self.fallback {
-            None => None,
-            Some(fb) => {
-                let f = fb.get_ref();
-                let timeout = f
-                    .connect_timeout
-                    .map_or(DEFAULT_CONNECT_TIMEOUT_MS, |d| d.millis());
-                if timeout <= 0 {
-                    return Err(err(
-                        fb.span(),
-                        "`fallback.connect_timeout` must be longer than 0".into(),
-                    ));
-                }
-                // The replay source checks the capture and does the replaying: one implementation.
-                let replay = ReplayConfig {
-                    path: Spanned::new(fb.span(), f.replay.clone()),
-                    speed: None,
-                    batch_size: Spanned::new(self.batch_size.span(), batch_size),
-                    decode_threads: None,
-                };
-                let Built::Source(source) = replay
-                    .build(ctx)
-                    .map_err(|e| BuildError::new(e.span, format!("`fallback`: {}", e.message)))?
-                else {
-                    unreachable!("replay builds a source")
-                };
-                Some(FallbackSource {
-                    path: f.replay.clone(),
-                    timeout: StdDuration::from_millis(timeout as u64),
-                    source,
-                })
-            }
-        };
-        Ok(Built::Source(Box::new(KafkaSource {
-            stage: ctx.stage.to_string(),
-            brokers: self.brokers.get_ref().trim().to_string(),
-            topics: topics.clone(),
-            group_id: self.group_id.get_ref().clone(),
-            start: self.start,
-            properties,
-            batch_size,
-            linger,
-            idle_partition,
-            commit_interval,
-            idle_timeout,
-            max_records,
-            fallback,
-            said_metadata_too_long: AtomicBool::new(false),
-        })))
-    }
-}
+use super::capture::{CaptureLine, Decoder};
+use super::pool::{DeadLine, Decoded, Pool, Until};
+use crate::kafka::reader::{self, Assignment, KafkaConsumer, Polled, Reader};
+use crate::kafka::{self, ConsumerReporter, Reporter};
+use crate::record::{Ack, BatchBuilder, Origin};
+use crate::topology::{Output, Progress, Source, StageError};
+use offsets::{BatchDone, Shared};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
 
 struct FallbackSource {
     path: PathBuf,

@@ -1,12 +1,12 @@
 //! A window stage's part in `tributary run --watch`: what it hands to the next version of its plugin
 //! besides the state its checkpoints save.
 
-use super::WindowOperator;
+use super::{Accumulators, WindowOperator, Windows};
 use crate::record::{Ack, Key};
 use crate::topology::{Handover, Operator, StageError};
 
 /// What a window holds outside its checkpoint state and must keep across a swap.
-struct Held {
+pub(super) struct Held {
     /// The source tokens of each open pane, by window start and key: its records stay uncommitted until
     /// the new plugin emits them.
     acks: Vec<((i64, Key), Vec<Ack>)>,
@@ -28,21 +28,10 @@ impl WindowOperator {
             "max_time": state["max_time"],
             "panes": [],
         });
-        let w = &mut self.windows;
-        let keys = &w.keys;
-        let acks = w
-            .panes
-            .iter_mut()
-            .filter(|(_, p)| !p.acks.is_empty())
-            .map(|(&(start, key), p)| ((start, keys.key(key).clone()), std::mem::take(&mut p.acks)))
-            .collect();
         Ok(Handover {
             state: Some(state),
             reset: Some(reset),
-            held: Some(Box::new(Held {
-                acks,
-                resumed: w.resumed,
-            })),
+            held: Some(Box::new(self.windows.take_held())),
         })
     }
 
@@ -63,18 +52,39 @@ impl WindowOperator {
             return Ok(());
         };
         let held = held.downcast::<Held>().expect("checked above");
-        let w = &mut self.windows;
-        w.resumed = held.resumed;
-        // After a reset the panes are gone, and with them what their tokens held back.
-        if !reset {
-            for ((start, key), acks) in held.acks {
-                let id = w.keys.id(key);
-                if let Some(pane) = w.panes.get_mut(&(start, id)) {
-                    Ack::merge_into(&mut pane.acks, &acks);
-                }
-            }
-            w.keys.sweep();
-        }
+        self.windows.give_held(*held, !reset);
         Ok(())
+    }
+}
+
+impl<A: Accumulators> Windows<A> {
+    /// Takes what the panes hold besides their state, for the next version of the plugin.
+    pub(super) fn take_held(&mut self) -> Held {
+        let keys = &self.keys;
+        let acks = (self.panes.iter_mut())
+            .filter(|(_, p)| !p.acks.is_empty())
+            .map(|(&(start, key), p)| ((start, keys.key(key).clone()), std::mem::take(&mut p.acks)))
+            .collect();
+        Held {
+            acks,
+            resumed: self.resumed,
+        }
+    }
+
+    /// Gives the panes loaded from the state what [`Windows::take_held`] took from the old ones;
+    /// without `panes_kept` (a reset) only what does not belong to a pane.
+    pub(super) fn give_held(&mut self, held: Held, panes_kept: bool) {
+        self.resumed = held.resumed;
+        // After a reset the panes are gone, and with them what their tokens held back.
+        if !panes_kept {
+            return;
+        }
+        for ((start, key), acks) in held.acks {
+            let id = self.keys.id(key);
+            if let Some(pane) = self.panes.get_mut(&(start, id)) {
+                Ack::merge_into(&mut pane.acks, &acks);
+            }
+        }
+        self.keys.sweep();
     }
 }

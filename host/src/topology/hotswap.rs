@@ -314,14 +314,14 @@ pub fn watch(
         }
         considered = hashes;
         w.reload();
-        // Files the new version names are watched from now on, from what they hold now.
+        // Files the new version names are watched from now on, from what they hold now. What the
+        // others hold is not read again here: a change made while the reload ran is seen at the next
+        // polls, since it differs from the looks and contents taken before it.
         for path in w.watched() {
             considered
                 .entry(path.clone())
                 .or_insert_with(|| content_hash(&path));
         }
-        settled = w.stat();
-        seen = settled.clone();
     }
 }
 

@@ -310,3 +310,38 @@ fn a_plugin_that_cannot_load_the_state_starts_empty_and_says_so() {
         "{last}"
     );
 }
+
+#[test]
+fn a_transform_config_changed_mid_run_applies_from_the_next_batch() {
+    let dir = scratch("hotswap_transform");
+    let file = sum_pipeline(&dir, SPEED);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "[stages.sums]\ntype = \"window\"\ninputs = [\"events\"]",
+        "[stages.scaled]\ntype = \"transform\"\ninputs = [\"events\"]\nplugin = \"scale\"\nconfig = { field = \"streams\", factor = 1.0 }\n\n[stages.sums]\ntype = \"window\"\ninputs = [\"scaled\"]",
+    );
+    assert!(text.contains("plugin = \"scale\""));
+    replace(&file, text.as_bytes());
+    let mut run = Watched::start(&dir, &file);
+    run.wait_for("the watch line", |l| l.starts_with("tributary: watching"));
+    run.wait_for("a stats line", |l| l.starts_with("tributary: 1s:"));
+    replace(
+        &file,
+        text.replace("factor = 1.0", "factor = 0.0").as_bytes(),
+    );
+    let swapped = run.wait_for("the swap", |l| l.contains("swapped in"));
+    assert_eq!(
+        swapped,
+        "tributary: stage `scaled`: swapped in plugin `scale` (`config` changed)"
+    );
+    run.finish();
+    let rows = read_jsonl(&dir.join("out/sums.jsonl"));
+    assert_eq!(
+        counted(&rows),
+        RECORDS as u64,
+        "a record lost or counted twice"
+    );
+    // Windows summed before the swap have their streams, those after it zeros.
+    let sum = |r: &Json| r["sum"].as_f64().unwrap();
+    assert!(sum(rows.first().unwrap()) > 0.0);
+    assert_eq!(sum(rows.last().unwrap()), 0.0);
+}

@@ -283,8 +283,7 @@ pub fn watch(
         w.file.display(),
         if files == 1 { "" } else { "s" }
     );
-    let mut seen = w.stat();
-    let mut settled = seen.clone();
+    let mut looks = Settle::new(w.stat());
     let mut considered = w.hashes();
     let sleep = |d: Duration| {
         let until = std::time::Instant::now() + d;
@@ -297,16 +296,9 @@ pub fn watch(
         if done.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let now = w.stat();
-        if now != seen {
-            // Still being written, perhaps: wait until a poll finds it as the one before did.
-            seen = now;
+        if !looks.look(w.stat()) {
             continue;
         }
-        if now == settled {
-            continue;
-        }
-        settled = now;
         let hashes = w.hashes();
         if hashes == considered {
             // Touched, not changed.
@@ -317,11 +309,41 @@ pub fn watch(
         // Files the new version names are watched from now on, from what they hold now. What the
         // others hold is not read again here: a change made while the reload ran is seen at the next
         // polls, since it differs from the looks and contents taken before it.
-        for path in w.watched() {
+        let watched = w.watched();
+        considered.retain(|path, _| watched.contains(path));
+        for path in watched {
             considered
                 .entry(path.clone())
                 .or_insert_with(|| content_hash(&path));
         }
+    }
+}
+
+/// Decides when watched files are to be read: once a look finds them as the look before did (a file
+/// still being written changes between looks), and not as they were when last read.
+struct Settle<S> {
+    seen: S,
+    settled: S,
+}
+
+impl<S: PartialEq + Clone> Settle<S> {
+    fn new(now: S) -> Self {
+        Settle {
+            seen: now.clone(),
+            settled: now,
+        }
+    }
+
+    fn look(&mut self, now: S) -> bool {
+        if now != self.seen {
+            self.seen = now;
+            return false;
+        }
+        if now == self.settled {
+            return false;
+        }
+        self.settled = now;
+        true
     }
 }
 
@@ -657,6 +679,21 @@ path = "out/avg.jsonl"
         let d = diff_of(&new, None);
         assert_eq!(d.restart, ["stage `events`: `speed` changed"]);
         assert_eq!(d.swap.len(), 1);
+    }
+
+    #[test]
+    fn files_are_read_once_they_stand_still() {
+        let mut s = Settle::new(1);
+        assert!(!s.look(1), "unchanged");
+        assert!(
+            !s.look(2),
+            "changed since the last look: perhaps still being written"
+        );
+        assert!(!s.look(3), "still changing");
+        assert!(s.look(3), "as the look before");
+        assert!(!s.look(3), "taken already");
+        assert!(!s.look(1));
+        assert!(s.look(1), "back to how it was before is a change too");
     }
 
     #[test]

@@ -70,9 +70,14 @@ pub trait Operator: Send {
     }
 
     /// Hands what the stage holds to a new version of it (`tributary run --watch`), between two
-    /// batches. Default: the state a checkpoint saves.
+    /// batches. Default: the state a checkpoint saves; an operator that saves none is finished first,
+    /// as at the end of its input, so that rows it holds back go out instead of being lost.
     fn handover(&mut self, out: &mut Output) -> Result<Handover, StageError> {
-        Ok(Handover::new(self.checkpoint(out)?))
+        let state = self.checkpoint(out)?;
+        if state.is_none() {
+            self.finish(out)?;
+        }
+        Ok(Handover::new(state))
     }
 
     /// Takes over from the version before it, before its first batch: loads `handover.state`, or with

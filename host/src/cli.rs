@@ -523,20 +523,18 @@ fn run(file: &Path, strict: bool, watch: Watch, hot_swap: bool) -> anyhow::Resul
             std::thread::Builder::new()
                 .name("hotswap".into())
                 .spawn_scoped(scope, || {
-                    topology::hotswap::watch(&pipeline, &host, &slots, &done)
+                    if let Err(e) = topology::hotswap::watch(&pipeline, &host, &slots, &done) {
+                        eprintln!("warning: `--watch` stopped, the run goes on without it: {e}");
+                    }
                 })
         });
+        if let Some(Err(e)) = &watcher {
+            eprintln!(
+                "warning: `--watch` could not start its thread, the run goes on without it: {e}"
+            );
+        }
         let result = topology::run(&pipeline, built, dead, stop, checkpoints, &watched, &slots);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        match watcher {
-            Some(Ok(handle)) => match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("warning: `--watch` stopped: {e}"),
-                Err(_) => eprintln!("warning: `--watch` stopped: its thread panicked"),
-            },
-            Some(Err(e)) => eprintln!("warning: `--watch` could not start its thread: {e}"),
-            None => {}
-        }
         result
     });
     if let Some(status) = status {

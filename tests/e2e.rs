@@ -7,6 +7,8 @@
 mod common;
 // Watching a run: metrics, the stats line (in a file of its own).
 mod e2e_observe;
+// `tributary run --watch`: plugins swapped in a running pipeline.
+mod e2e_hotswap;
 
 use common::*;
 use serde_json::Value as Json;

@@ -56,6 +56,15 @@ enum Command {
         /// When stderr is not a terminal: how often to print the stats line, like `10s` (the default).
         #[arg(long, value_name = "DURATION", default_value = "10s")]
         stats_interval: String,
+        /// Watch the pipeline file and the plugin files it names while the run goes on: a changed
+        /// plugin stage (its `plugin`, `config`, `timeout`, `memory_limit`, `on_error` or
+        /// `max_rows_per_record`, or a new `.wasm` file) is checked and swapped in between two batches,
+        /// without restarting the sources or losing a record; a window keeps its open windows when the
+        /// new plugin loads their saved state. An invalid change, or one that needs a restart, is
+        /// reported and the run goes on unchanged. Meant for live Kafka sources and paced replays: a
+        /// run still ends at the end of its input.
+        #[arg(long)]
+        watch: bool,
     },
     /// Check a pipeline file (stage types, inputs, cycles, fields, plugins) and report every problem.
     Validate {
@@ -185,6 +194,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             metrics_linger,
             quiet,
             stats_interval,
+            watch: hot_swap,
         } => {
             let duration = |flag: &str, d: &str| {
                 tributary::config::Duration::parse(d)
@@ -209,7 +219,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
                     Display::Lines(stats_interval)
                 },
             };
-            run(&file, strict, watch)
+            run(&file, strict, watch, hot_swap)
         }
         Command::Validate { file, explain } => validate(&file, explain),
         Command::Produce {
@@ -387,7 +397,7 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 metrics_linger: std::time::Duration::ZERO,
                 display: Display::Quiet,
             };
-            let code = run(&file, false, quiet);
+            let code = run(&file, false, quiet, false);
             let dead = std::fs::read_to_string(&dead_letter).unwrap_or_default();
             if !dead.is_empty() {
                 let keep = std::env::current_dir()?.join("plugin-test-dead-letters.jsonl");
@@ -449,7 +459,7 @@ struct Watch {
     display: Display,
 }
 
-fn run(file: &Path, strict: bool, watch: Watch) -> anyhow::Result<ExitCode> {
+fn run(file: &Path, strict: bool, watch: Watch, hot_swap: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let host = PluginHost::new()?;
     let Some((pipeline, built)) = load(file, &host) else {
@@ -506,7 +516,27 @@ fn run(file: &Path, strict: bool, watch: Watch) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let status = Status::start(watched.clone(), watch.display);
-    let result = topology::run(&pipeline, built, dead, stop, checkpoints, &watched);
+    let slots = topology::hotswap::slots(&pipeline);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let watcher = hot_swap.then(|| {
+            std::thread::Builder::new()
+                .name("hotswap".into())
+                .spawn_scoped(scope, || {
+                    if let Err(e) = topology::hotswap::watch(&pipeline, &host, &slots, &done) {
+                        eprintln!("warning: `--watch` stopped, the run goes on without it: {e}");
+                    }
+                })
+        });
+        if let Some(Err(e)) = &watcher {
+            eprintln!(
+                "warning: `--watch` could not start its thread, the run goes on without it: {e}"
+            );
+        }
+        let result = topology::run(&pipeline, built, dead, stop, checkpoints, &watched, &slots);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    });
     if let Some(status) = status {
         status.finish();
     }

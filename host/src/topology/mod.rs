@@ -2,6 +2,7 @@
 //! batches between them, end of input propagated by closing channels.
 
 mod explain;
+pub mod hotswap;
 mod progress;
 pub mod registry;
 
@@ -11,6 +12,7 @@ use crate::deadletter::DeadLetters;
 use crate::plugin::{ConfigValue, Plugin, PluginError, PluginHost};
 use crate::record::Batch;
 pub use explain::{describe as describe_field, explain, Fields};
+pub use hotswap::Handover;
 pub use progress::Progress;
 use registry::Role;
 use std::fmt;
@@ -65,6 +67,29 @@ pub trait Operator: Send {
     /// Loads what [`Operator::checkpoint`] saved, before the first batch of a run that resumes.
     fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
         Ok(())
+    }
+
+    /// Hands what the stage holds to a new version of it (`tributary run --watch`), between two
+    /// batches. Default: the state a checkpoint saves; an operator that saves none is finished first,
+    /// as at the end of its input, so that rows it holds back go out instead of being lost.
+    fn handover(&mut self, out: &mut Output) -> Result<Handover, StageError> {
+        let state = self.checkpoint(out)?;
+        if state.is_none() {
+            self.finish(out)?;
+        }
+        Ok(Handover::new(state))
+    }
+
+    /// Takes over from the version before it, before its first batch: loads `handover.state`, or with
+    /// `reset` (this instance is fresh, the state was refused) `handover.reset`. Default:
+    /// [`Operator::restore`].
+    fn take_over(&mut self, handover: &mut Handover, reset: bool) -> Result<(), StageError> {
+        let state = if reset {
+            handover.reset.take()
+        } else {
+            handover.state.take()
+        };
+        state.map_or(Ok(()), |s| self.restore(s))
     }
 
     /// The stage's event-time watermark (ms since the epoch), for the metrics; `None`: it has none.
@@ -471,6 +496,8 @@ struct Node {
     /// How many stages feed this one.
     inputs: usize,
     output: Output,
+    /// Where `tributary run --watch` leaves a new operator for this stage.
+    swap: Arc<hotswap::Slot>,
 }
 
 /// One line of the run summary.
@@ -622,6 +649,7 @@ pub fn run(
     stop: StopFlag,
     checkpoints: Arc<Coordinator>,
     watched: &[Watched],
+    swaps: &[Arc<hotswap::Slot>],
 ) -> Result<RunReport, Vec<RunError>> {
     let stages = &pipeline.stages;
     // Bounded channels give backpressure: a slow sink slows the source instead of filling memory.
@@ -656,6 +684,7 @@ pub fn run(
             stage,
             inbox: None,
             inputs: stages[i].inputs.len(),
+            swap: swaps[i].clone(),
             output: Output {
                 stage: stages[i].name.as_str().into(),
                 senders,
@@ -832,6 +861,7 @@ fn run_node(node: Node) -> Result<(), StageError> {
         inbox,
         inputs,
         mut output,
+        swap,
         ..
     } = node;
     let stop = output.stop.clone();
@@ -857,11 +887,17 @@ fn run_node(node: Node) -> Result<(), StageError> {
         }
         Built::Operator(mut op) => {
             let inbox = inbox.expect("operators have an inbox");
+            // A new plugin takes over between two events, so barriers stay lined up.
+            let take_swap = |op: Box<dyn Operator>, output: &mut Output| match swap.take() {
+                Some(s) => hotswap::swap(op, s, output),
+                None => Ok(op),
+            };
             drive(&name, inbox, inputs, &checkpoints, |event| match event {
                 Event::Restore(state) => op.restore(state),
                 // Operators start empty either way.
                 Event::Fresh => Ok(()),
                 Event::Batch(batch) => {
+                    take(&mut op, |op| take_swap(op, &mut output))?;
                     output
                         .stats
                         .records_in
@@ -883,6 +919,7 @@ fn run_node(node: Node) -> Result<(), StageError> {
                     Ok(())
                 }
                 Event::Barrier(id) => {
+                    take(&mut op, |op| take_swap(op, &mut output))?;
                     let part = op.checkpoint(&mut output)?;
                     save(&mut output, id, part)?;
                     output.send(|| Msg::Barrier(id));
@@ -894,6 +931,7 @@ fn run_node(node: Node) -> Result<(), StageError> {
                 output.close();
                 return Ok(());
             }
+            take(&mut op, |op| take_swap(op, &mut output)).map_err(failed)?;
             op.finish(&mut output).map_err(failed)?;
             output.close();
             checkpoints.stage_ended(&name);
@@ -934,6 +972,32 @@ fn run_node(node: Node) -> Result<(), StageError> {
             }
             Ok(())
         }
+    }
+}
+
+/// Replaces an operator by what `f` makes of it.
+fn take(
+    op: &mut Box<dyn Operator>,
+    f: impl FnOnce(Box<dyn Operator>) -> Result<Box<dyn Operator>, StageError>,
+) -> Result<(), StageError> {
+    let old = std::mem::replace(op, Box::new(Taken));
+    *op = f(old)?;
+    Ok(())
+}
+
+/// Stands in for an operator while it is being swapped.
+struct Taken;
+
+impl Operator for Taken {
+    fn process(&mut self, _: Arc<Batch>, _: &mut Output) -> Result<(), StageError> {
+        Err(StageError::msg(
+            "internal error: the stage lost its operator in a swap",
+        ))
+    }
+    fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
+        Err(StageError::msg(
+            "internal error: the stage lost its operator in a swap",
+        ))
     }
 }
 

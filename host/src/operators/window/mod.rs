@@ -33,6 +33,7 @@
 //!   with part of the old one.
 
 mod global;
+mod handover;
 mod hopping;
 mod keys;
 mod recovery;
@@ -1148,6 +1149,18 @@ impl Operator for WindowOperator {
 
     fn watermark(&self) -> Option<i64> {
         Some(self.windows.watermark()).filter(|&w| w != i64::MIN)
+    }
+
+    fn handover(&mut self, _: &mut Output) -> Result<crate::topology::Handover, StageError> {
+        self.hand_over()
+    }
+
+    fn take_over(
+        &mut self,
+        handover: &mut crate::topology::Handover,
+        reset: bool,
+    ) -> Result<(), StageError> {
+        self.take_over_from(handover, reset)
     }
 
     fn fields(&self) -> crate::topology::Fields {

@@ -414,6 +414,33 @@ fn results_hold_the_acks_of_the_records_they_contain() {
 }
 
 #[test]
+fn a_swap_hands_the_open_panes_and_their_acks_to_the_new_plugin() {
+    let token = Ack::new(());
+    let mut old = windows(WindowKind::Tumbling { size: 10 }, 0, 0);
+    let mut b = batch(&[(1, "a", 1.0), (2, "b", 2.0)]);
+    b.acks = vec![token.clone()];
+    old.process(&b).unwrap();
+    let state = old.save().unwrap();
+    let held = old.take_held();
+    drop(old);
+
+    let mut new = windows(WindowKind::Tumbling { size: 10 }, 0, 0);
+    new.load(&state).unwrap();
+    new.give_held(held, true);
+    new.process(&batch(&[(3, "a", 4.0)])).unwrap();
+    let out = new.finish().unwrap();
+    assert_eq!(
+        rows(&out),
+        [(0, 10, "a".into(), 5.0, 2), (0, 10, "b".into(), 2.0, 1)]
+    );
+    let out = out.unwrap();
+    assert!(
+        out.acks.iter().any(|a| a.same(&token)),
+        "the records stay uncommitted"
+    );
+}
+
+#[test]
 fn window_table_checks_its_fields() {
     let t = |kind: &str, size: Option<i64>, slide: Option<i64>, gap: Option<i64>| WindowTable {
         kind: Spanned::new(0..1, kind.to_string()),

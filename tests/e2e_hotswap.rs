@@ -9,10 +9,11 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Records in the capture and the pace of the watched runs: about 20 s (the generator spaces records
-/// about 1 s apart), long enough for a swap on a loaded machine, which the first stats line starts.
-const RECORDS: usize = 40_000;
-const SPEED: u32 = 2_000;
+/// Records in the capture (the scale users run, over three partitions) and the pace of the watched
+/// runs: about 20 s (the generator spaces records about 1 s apart), long enough for a swap on a loaded
+/// machine, which the first stats line starts.
+const RECORDS: usize = 100_000;
+const SPEED: u32 = 5_000;
 
 /// The bundled `sum` plugin's module, as the host's build made it.
 fn sum_wasm() -> PathBuf {

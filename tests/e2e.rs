@@ -828,13 +828,7 @@ fn parallel_decoding_keeps_the_order_of_a_large_capture() {
     // equal an independent computation from the capture.
     let dir = scratch("e2e_parallel_decode");
     let generated = dir.join("generated.jsonl");
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("fixtures/generate.py"))
-        .args(["--records", "100000", "--partitions", "3", "--out"])
-        .arg(&generated)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success());
+    generate(&generated, Some(100_000), 3);
     let records = capture(&generated);
     let good = std::fs::read(&generated).unwrap();
     let bad_lines: [&[u8]; 5] = [
@@ -1132,13 +1126,7 @@ fn a_plugin_that_fails_dead_letters_its_batch_and_is_restarted() {
 fn a_transform_renames_and_drops_fields_and_adds_rows_at_the_end() {
     let dir = scratch("e2e_reshape");
     let generated = dir.join("generated.jsonl");
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("fixtures/generate.py"))
-        .args(["--records", "100000", "--partitions", "3", "--out"])
-        .arg(&generated)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success());
+    generate(&generated, Some(100_000), 3);
     let records = capture(&generated);
     let file = dir.join("pipeline.toml");
     std::fs::write(
@@ -1254,13 +1242,7 @@ fn a_transform_that_drops_what_it_writes_or_fails_at_the_end_says_so() {
 fn a_window_plugin_that_fails_dead_letters_its_batch_and_the_windows_are_rebuilt() {
     let dir = scratch("e2e_window_on_error");
     let generated = dir.join("generated.jsonl");
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("fixtures/generate.py"))
-        .args(["--records", "100000", "--partitions", "3", "--out"])
-        .arg(&generated)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success());
+    generate(&generated, Some(100_000), 3);
     // Two poison records: copies of records 30,000 and 70,000 with a track of their own.
     let mut lines: Vec<Json> = read_jsonl(&generated);
     for (n, at) in [30_000usize, 70_000].into_iter().enumerate() {

@@ -25,19 +25,7 @@ fn sum_wasm() -> PathBuf {
 fn sum_pipeline(dir: &Path, speed: u32) -> PathBuf {
     let capture = dir.join("capture.jsonl");
     if !capture.exists() {
-        let status = std::process::Command::new("python3")
-            .arg(repo().join("fixtures/generate.py"))
-            .args([
-                "--records",
-                &RECORDS.to_string(),
-                "--partitions",
-                "3",
-                "--out",
-            ])
-            .arg(&capture)
-            .status()
-            .expect("run python3 fixtures/generate.py");
-        assert!(status.success());
+        generate(&capture, Some(RECORDS), 3);
     }
     std::fs::copy(sum_wasm(), dir.join("agg.wasm")).unwrap();
     let file = dir.join("pipeline.toml");

@@ -15,19 +15,7 @@ use std::time::{Duration, Instant};
 /// be watched while it runs, small enough to write quickly.
 fn paced_pipeline(dir: &Path, records: usize, speed: u32) -> PathBuf {
     let generated = dir.join("generated.jsonl");
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("fixtures/generate.py"))
-        .args([
-            "--records",
-            &records.to_string(),
-            "--partitions",
-            "3",
-            "--out",
-        ])
-        .arg(&generated)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success());
+    generate(&generated, Some(records), 3);
     let mut text = String::new();
     for (i, line) in std::fs::read_to_string(&generated)
         .unwrap()

@@ -296,13 +296,7 @@ fn fifty_thousand_window_documents_upserted_twice_are_all_there_once() {
     drop_database(&uri, db);
     let dir = common::scratch("mongodb-50k");
     let capture = dir.join("capture.jsonl");
-    let status = Command::new("python3")
-        .arg(common::repo().join("fixtures/generate.py"))
-        .args(["--records", "75000", "--partitions", "3", "--out"])
-        .arg(&capture)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success(), "fixtures/generate.py failed");
+    common::generate(&capture, Some(75_000), 3);
     let file = dir.join("pipeline.toml");
     let text = common::default_pipeline_replaying(&capture)
         .replace("database = \"tributary\"", &format!("database = \"{db}\""));

@@ -24,6 +24,22 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes `fixtures/generate.py --records N --partitions P` to `out`: a deterministic capture at the
+/// scale users run (`records` of `None` is the generator's default, the 299-record fixture).
+pub fn generate(out: &Path, records: Option<usize>, partitions: usize) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("fixtures/generate.py"));
+    if let Some(n) = records {
+        cmd.args(["--records", &n.to_string()]);
+    }
+    let status = cmd
+        .args(["--partitions", &partitions.to_string(), "--out"])
+        .arg(out)
+        .status()
+        .expect("run python3 fixtures/generate.py");
+    assert!(status.success(), "fixtures/generate.py failed");
+}
+
 /// The `tributary` binary built for this test run.
 pub fn tributary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));

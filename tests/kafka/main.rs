@@ -9,7 +9,7 @@ mod durability;
 mod merge;
 mod recovery;
 
-use common::{read_jsonl, repo, run, scratch, service, tributary, tumbling_pipeline};
+use common::{generate, read_jsonl, repo, run, scratch, service, tributary, tumbling_pipeline};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,13 +28,7 @@ fn unique(name: &str) -> String {
 /// timestamps, still in timestamp order.
 fn capture3(dir: &Path) -> PathBuf {
     let out = dir.join("capture3.jsonl");
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("fixtures/generate.py"))
-        .args(["--partitions", "3", "--out"])
-        .arg(&out)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success(), "fixtures/generate.py failed");
+    generate(&out, None, 3);
     out
 }
 

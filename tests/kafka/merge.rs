@@ -20,19 +20,7 @@ pub(crate) fn generated(records: usize, partitions: usize) -> PathBuf {
     let dir = repo().join("target/test-scratch/captures");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("{records}x{partitions}.jsonl"));
-    let status = std::process::Command::new("python3")
-        .arg(repo().join("fixtures/generate.py"))
-        .args([
-            "--records",
-            &records.to_string(),
-            "--partitions",
-            &partitions.to_string(),
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .expect("run python3 fixtures/generate.py");
-    assert!(status.success(), "fixtures/generate.py failed");
+    generate(&out, Some(records), partitions);
     made.insert((records, partitions), out.clone());
     out
 }

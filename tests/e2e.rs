@@ -1213,6 +1213,9 @@ fn a_transform_that_drops_what_it_writes_or_fails_at_the_end_says_so() {
     assert_eq!(read_jsonl(&dir.join("out/out.jsonl")).len(), 299);
     let dead = read_jsonl(&dir.join("out/dead_letter.jsonl"));
     assert_eq!(dead.len(), 1, "{stderr}");
+    // No record to keep: where and why only.
+    assert_eq!(dead[0]["at"], serde_json::json!({ "call": "finish" }));
+    assert!(dead[0].get("line").is_none() && dead[0].get("record").is_none());
     let reason = dead[0]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("plugin failed at the end of input, so the rows it held back are lost")
@@ -1378,6 +1381,7 @@ path = "out/totals.jsonl"
         lost[0]["at"],
         serde_json::json!({ "window": null, "key": "Tango" })
     );
+    assert!(lost[0].get("line").is_none() && lost[0].get("record").is_none());
     assert!(
         lost[0]["reason"]
             .as_str()

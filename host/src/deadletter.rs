@@ -102,6 +102,12 @@ impl DeadLetters {
         );
     }
 
+    /// A result that was lost (no input record or line to keep): where it was and why.
+    pub fn lost(&self, stage: &str, reason: &str, location: serde_json::Value) {
+        self.count(stage, reason);
+        self.write(serde_json::json!({ "stage": stage, "reason": reason, "at": location }));
+    }
+
     fn write(&self, entry: serde_json::Value) {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         // A failed write surfaces at `flush`, which the run checks before it reports success.

@@ -352,7 +352,7 @@ impl Operator for Transform {
                     "plugin failed at the end of input, so the rows it held back are lost: {cause}"
                 );
                 eprintln!("warning: stage `{}`: {reason}", out.stage());
-                out.dead_line("", serde_json::json!({ "at": "finish" }), &reason);
+                out.dead_result(serde_json::json!({ "call": "finish" }), &reason);
             }
         }
         if self.failures > 1 {

@@ -304,7 +304,7 @@ fn failure(state: &State, plugin: &Plugin, call: &str, e: &wasmtime::Error) -> P
 }
 
 /// The fields a plugin declared.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Spec {
     pub inputs: Vec<FieldSpec>,
     pub outputs: Vec<FieldSpec>,
@@ -332,6 +332,42 @@ impl From<tr3::TransformSpec> for Spec {
     }
 }
 
+/// What made an instance, to make it again after a failure: a trap leaves an instance unusable.
+struct Recipe {
+    engine: Engine,
+    linker: Linker<State>,
+    config: Vec<(String, ConfigValue)>,
+    limits: Limits,
+}
+
+impl Recipe {
+    fn new(
+        engine: &Engine,
+        linker: &Linker<State>,
+        config: &[(String, ConfigValue)],
+        limits: Limits,
+    ) -> Self {
+        Recipe {
+            engine: engine.clone(),
+            linker: linker.clone(),
+            config: config.to_vec(),
+            limits,
+        }
+    }
+}
+
+/// A restarted instance must declare the fields the first one did: the stage was built for those.
+fn same_spec(before: &Spec, after: &Spec, plugin: &Plugin) -> Result<(), PluginError> {
+    if before == after {
+        Ok(())
+    } else {
+        Err(PluginError::Trap {
+            what: plugin.what.clone(),
+            message: "after a restart it declares other fields than before".into(),
+        })
+    }
+}
+
 /// A transform's bindings, per ABI version.
 enum TransformBindings {
     V0_1(v01::transform::TransformPlugin),
@@ -355,11 +391,7 @@ pub struct TransformInstance {
     store: Store<State>,
     bindings: TransformBindings,
     pub spec: Spec,
-    /// What made it, to make it again after a failure (see [`TransformInstance::restart`]).
-    engine: Engine,
-    linker: Linker<State>,
-    config: Vec<(String, ConfigValue)>,
-    limits: Limits,
+    recipe: Recipe,
 }
 
 pub use tr3::{Flushed, Transformed};
@@ -414,32 +446,17 @@ impl TransformInstance {
             store,
             bindings,
             spec,
-            engine: engine.clone(),
-            linker: linker.clone(),
-            config: config.to_vec(),
-            limits,
+            recipe: Recipe::new(engine, linker, config, limits),
         })
     }
 
     /// A fresh instance of the same plugin and config, in place of one whose call failed (a trap
     /// leaves an instance unusable). It must declare the same fields as before.
     pub fn restart(&mut self) -> Result<(), PluginError> {
-        let fresh = TransformInstance::new(
-            &self.engine,
-            &self.linker,
-            &self.plugin,
-            &self.config,
-            self.limits,
-        )?;
-        if fresh.spec.inputs != self.spec.inputs
-            || fresh.spec.outputs != self.spec.outputs
-            || fresh.spec.drops != self.spec.drops
-        {
-            return Err(PluginError::Trap {
-                what: self.plugin.what.clone(),
-                message: "after a restart it declares other fields than before".into(),
-            });
-        }
+        let r = &self.recipe;
+        let fresh =
+            TransformInstance::new(&r.engine, &r.linker, &self.plugin, &r.config, r.limits)?;
+        same_spec(&self.spec, &fresh.spec, &self.plugin)?;
         let label = std::mem::take(&mut self.store.data_mut().log.label);
         *self = fresh;
         self.set_log_label(label);
@@ -526,11 +543,7 @@ pub struct AggregateInstance {
     store: Store<State>,
     bindings: AggregateBindings,
     pub spec: Spec,
-    /// What made it, to make it again after a failure (see [`AggregateInstance::restart`]).
-    engine: Engine,
-    linker: Linker<State>,
-    config: Vec<(String, ConfigValue)>,
-    limits: Limits,
+    recipe: Recipe,
 }
 
 impl AggregateInstance {
@@ -570,29 +583,17 @@ impl AggregateInstance {
             store,
             bindings,
             spec: spec.into(),
-            engine: engine.clone(),
-            linker: linker.clone(),
-            config: config.to_vec(),
-            limits,
+            recipe: Recipe::new(engine, linker, config, limits),
         })
     }
 
     /// A fresh, empty instance of the same plugin and config, in place of one whose call failed (a trap
     /// leaves an instance unusable). It must declare the same fields as before.
     pub fn restart(&mut self) -> Result<(), PluginError> {
-        let fresh = AggregateInstance::new(
-            &self.engine,
-            &self.linker,
-            &self.plugin,
-            &self.config,
-            self.limits,
-        )?;
-        if fresh.spec.inputs != self.spec.inputs || fresh.spec.outputs != self.spec.outputs {
-            return Err(PluginError::Trap {
-                what: self.plugin.what.clone(),
-                message: "after a restart it declares other fields than before".into(),
-            });
-        }
+        let r = &self.recipe;
+        let fresh =
+            AggregateInstance::new(&r.engine, &r.linker, &self.plugin, &r.config, r.limits)?;
+        same_spec(&self.spec, &fresh.spec, &self.plugin)?;
         let label = std::mem::take(&mut self.store.data_mut().log.label);
         *self = fresh;
         self.set_log_label(label);

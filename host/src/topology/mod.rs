@@ -485,6 +485,13 @@ impl Output {
         self.stats.dead.fetch_add(1, Ordering::Relaxed);
         self.dead.line(&self.stage, reason, line, location);
     }
+
+    /// Records in the dead-letter output a result the stage could not produce (its plugin failed at
+    /// the end of input): there is no record to write, only where and why.
+    pub fn dead_result(&self, location: serde_json::Value, reason: &str) {
+        self.stats.dead.fetch_add(1, Ordering::Relaxed);
+        self.dead.lost(&self.stage, reason, location);
+    }
 }
 
 /// A built stage with its wiring.

@@ -1062,7 +1062,7 @@ impl WindowOperator {
                 let reason = format!(
                     "plugin failed at the end of input, so this window's result is lost: {cause}"
                 );
-                out.dead_line("", self.windows.describe(due), &reason);
+                out.dead_result(self.windows.describe(due), &reason);
                 if failed < MAX_FAILED_AT_END {
                     failed += 1;
                     self.warn(

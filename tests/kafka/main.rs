@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod durability;
+mod group;
 mod merge;
 mod recovery;
 

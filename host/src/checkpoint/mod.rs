@@ -126,7 +126,7 @@ impl Coordinator {
         use crate::topology::registry::Role;
         let (sources, stages): (Vec<_>, Vec<_>) =
             pipeline.stages.iter().partition(|s| s.role == Role::Source);
-        if sources.is_empty() || !sources.iter().all(|s| s.config.resumes()) {
+        if sources.is_empty() || !sources.iter().all(|s| s.config.checkpoints()) {
             return Ok(Coordinator::off());
         }
         let store = Store::new(pipeline.resolve(&pipeline.checkpoint.dir));

@@ -42,6 +42,8 @@ struct Part<T> {
     queue: VecDeque<(i64, T)>,
     /// Read to its end as of its latest fetch, with nothing read since.
     at_end: bool,
+    /// No longer read (given to another member of a consumer group): holds nothing back.
+    gone: bool,
     /// Since when the partition has had nothing new: its last record, or when it was found at its end.
     quiet_since: Instant,
 }
@@ -80,6 +82,7 @@ impl<T> Interleaver<T> {
         self.parts.push(Part {
             queue: VecDeque::new(),
             at_end: false,
+            gone: false,
             quiet_since: now,
         });
         self.parts.len() - 1
@@ -124,6 +127,21 @@ impl<T> Interleaver<T> {
         self.parts[slot].at_end
     }
 
+    /// Partition `slot` is no longer read: its waiting records are dropped (returned, so their
+    /// number is known) and it holds nothing back from then on.
+    pub fn remove(&mut self, slot: usize) -> usize {
+        let part = &mut self.parts[slot];
+        let dropped = part.queue.len();
+        part.queue.clear();
+        part.gone = true;
+        part.at_end = true;
+        self.len -= dropped;
+        if self.hold.is_some_and(|(_, by)| by == slot) {
+            self.hold = None;
+        }
+        dropped
+    }
+
     /// Every partition has been read to its end (what is read may still be waiting here).
     pub fn all_at_end(&self) -> bool {
         self.parts.iter().all(|p| p.at_end)
@@ -140,6 +158,7 @@ impl<T> Interleaver<T> {
     fn holds(&self, slot: usize, now: Instant) -> bool {
         let part = &self.parts[slot];
         part.queue.is_empty()
+            && !part.gone
             && !(part.at_end && now.saturating_duration_since(part.quiet_since) >= self.idle_after)
     }
 
@@ -219,7 +238,7 @@ impl<T> Interleaver<T> {
         }
         self.parts
             .iter()
-            .filter(|p| p.queue.is_empty() && p.at_end)
+            .filter(|p| p.queue.is_empty() && p.at_end && !p.gone)
             .map(|p| (p.quiet_since + self.idle_after).saturating_duration_since(now))
             .min()
     }
@@ -234,6 +253,25 @@ mod tests {
     }
 
     const IDLE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_removed_partition_drops_its_records_and_holds_nothing_back() {
+        let t = Instant::now();
+        let mut i = Interleaver::new(3, IDLE, t);
+        i.push(0, 10, "a10", t);
+        i.push(1, 5, "b5", t);
+        // Partition 2 holds the merge until it goes to another consumer.
+        assert_eq!(drain(&mut i, t), ["b5"]);
+        i.push(1, 20, "b20", t);
+        assert_eq!(i.remove(1), 1);
+        assert_eq!(drain(&mut i, t), [""; 0], "partition 2 still holds");
+        assert_eq!(i.remove(2), 0);
+        assert_eq!(drain(&mut i, t), ["a10"]);
+        assert!(!i.all_at_end(), "partition 0 is still read");
+        i.reached_end(0, t);
+        assert!(i.all_at_end());
+        assert_eq!(i.len(), 0);
+    }
 
     #[test]
     fn merges_by_timestamp_once_every_partition_has_a_record() {

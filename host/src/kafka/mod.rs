@@ -7,6 +7,7 @@
 //! `OAUTHBEARER` (with a static or unsecured token; no OIDC token fetching). `GSSAPI` (Kerberos) is not
 //! built: it needs Cyrus SASL.
 
+pub mod group;
 pub mod interleave;
 pub mod produce;
 pub mod reader;
@@ -290,8 +291,15 @@ fn is_transport(error: &KafkaError) -> bool {
     )
 }
 
-/// The consumer context of the Kafka source and `record`: errors and failed commits go to a [`Reporter`].
-pub struct ConsumerReporter(pub Arc<Reporter>);
+/// The consumer context of the Kafka source and `record`: errors and failed commits go to a [`Reporter`];
+/// a member of a group that shares the work also handles rebalances (see [`group`]).
+pub struct ConsumerReporter(pub Arc<Reporter>, pub Option<Arc<group::Membership>>);
+
+impl ConsumerReporter {
+    pub fn new(reporter: Arc<Reporter>) -> Self {
+        ConsumerReporter(reporter, None)
+    }
+}
 
 impl ClientContext for ConsumerReporter {
     fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
@@ -306,6 +314,16 @@ impl ClientContext for ConsumerReporter {
 }
 
 impl ConsumerContext for ConsumerReporter {
+    fn pre_rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let Some(group) = &self.1 {
+            group.pre_rebalance(consumer, rebalance);
+        }
+    }
+
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
         match result {
             Ok(()) => self.0.alive(),

@@ -9,6 +9,7 @@
 //! there for the rule); the reader also learns from each fetch's high watermark that a partition is read
 //! to its end, stops the idle clocks while no broker answers, and finds partitions added to a topic.
 
+use super::group::Change;
 use super::interleave::{Interleaver, Waits};
 use super::{ConsumerReporter, Reporter};
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -39,7 +40,8 @@ struct Slot {
     /// The topic name for librdkafka's C API, made once (it is asked on every poll loop).
     topic_c: std::ffi::CString,
     partition: i32,
-    queue: PartitionQueue<ConsumerReporter>,
+    /// `None` once the partition went to another member of the group.
+    queue: Option<PartitionQueue<ConsumerReporter>>,
     /// The offset after the last record read, once one was.
     next: Option<i64>,
 }
@@ -70,8 +72,12 @@ impl Reader {
     ) -> Self {
         let me = std::thread::current();
         consumer.set_nonempty_callback(move || me.unpark());
+        let consumer = Arc::new(consumer);
+        if let Some(group) = &consumer.context().1 {
+            group.set_consumer(Arc::downgrade(&consumer));
+        }
         Reader {
-            consumer: Arc::new(consumer),
+            consumer,
             reporter,
             slots: Vec::new(),
             index: HashMap::new(),
@@ -104,30 +110,14 @@ impl Reader {
                 continue;
             }
             // Split before assigning: the partition's records never reach the shared queue.
-            let Some(mut queue) = self.consumer.split_partition_queue(&a.topic, a.partition) else {
+            let Some(queue) = self.consumer.split_partition_queue(&a.topic, a.partition) else {
                 return Err(KafkaError::Subscription(format!(
                     "cannot read partition {} of `{}` on its own queue",
                     a.partition, a.topic
                 )));
             };
-            let me = std::thread::current();
-            queue.set_nonempty_callback(move || me.unpark());
             tpl.add_partition_offset(&a.topic, a.partition, a.start)?;
-            let slot = self.slots.len();
-            self.index.insert((a.topic.clone(), a.partition), slot);
-            let topic_c = std::ffi::CString::new(a.topic.as_str()).map_err(|_| {
-                KafkaError::Subscription(format!("topic name `{}` holds a NUL byte", a.topic))
-            })?;
-            self.slots.push(Slot {
-                topic_c,
-                topic: a.topic,
-                partition: a.partition,
-                queue,
-                next: None,
-            });
-            let merge_slot = self.merge.add_partition(Instant::now());
-            debug_assert_eq!(merge_slot, slot);
-            added.push(slot);
+            added.push(self.add_slot(a.topic, a.partition, queue)?);
         }
         if tpl.count() > 0 {
             // Manual assignment has no rebalance protocol, so partitions can be added one by one
@@ -135,6 +125,111 @@ impl Reader {
             self.consumer.incremental_assign(&tpl)?;
         }
         Ok(added)
+    }
+
+    fn add_slot(
+        &mut self,
+        topic: String,
+        partition: i32,
+        mut queue: PartitionQueue<ConsumerReporter>,
+    ) -> KafkaResult<usize> {
+        let me = std::thread::current();
+        queue.set_nonempty_callback(move || me.unpark());
+        let topic_c = std::ffi::CString::new(topic.as_str()).map_err(|_| {
+            KafkaError::Subscription(format!("topic name `{topic}` holds a NUL byte"))
+        })?;
+        let slot = self.slots.len();
+        self.index.insert((topic.clone(), partition), slot);
+        self.slots.push(Slot {
+            topic_c,
+            topic,
+            partition,
+            queue: Some(queue),
+            next: None,
+        });
+        let merge_slot = self.merge.add_partition(Instant::now());
+        debug_assert_eq!(merge_slot, slot);
+        Ok(slot)
+    }
+
+    /// Joins the consumer group that shares the topics' partitions; what it assigns arrives as
+    /// [`Change`]s (see [`super::group`]).
+    pub fn subscribe(&self, topics: &[String]) -> KafkaResult<()> {
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics)
+    }
+
+    /// What rebalances changed since the last call (group members only).
+    pub fn take_changes(&self) -> Vec<Change> {
+        self.consumer
+            .context()
+            .1
+            .as_ref()
+            .map(|g| g.take_changes())
+            .unwrap_or_default()
+    }
+
+    /// Partitions the group gave this member: each gets a new slot (a slot is never reused, so a
+    /// batch of an earlier turn still in flight cannot be mistaken for this one's). Returns the slots.
+    pub fn adopt(
+        &mut self,
+        parts: Vec<(String, i32, PartitionQueue<ConsumerReporter>)>,
+    ) -> Vec<usize> {
+        let mut added = Vec::new();
+        for (topic, partition, queue) in parts {
+            match self.add_slot(topic, partition, queue) {
+                Ok(slot) => added.push(slot),
+                Err(e) => eprintln!("warning: kafka: {e}"),
+            }
+        }
+        added
+    }
+
+    /// Partitions taken from this member: their records not handed on are dropped (their next owner
+    /// reads them). Returns (slot, records dropped) for each that was read here.
+    pub fn release(&mut self, parts: &[(String, i32)]) -> Vec<(usize, usize)> {
+        let mut released = Vec::new();
+        for (topic, partition) in parts {
+            let Some(slot) = self.index.remove(&(topic.clone(), *partition)) else {
+                continue;
+            };
+            self.slots[slot].queue = None;
+            released.push((slot, self.merge.remove(slot)));
+        }
+        released
+    }
+
+    /// The slot a partition is read in now, if it is.
+    pub fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.index.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// The partitions read now, by topic and number.
+    pub fn owned(&self) -> Vec<(&str, i32)> {
+        let mut owned: Vec<(&str, i32)> = self
+            .slots
+            .iter()
+            .filter(|s| s.queue.is_some())
+            .map(|s| (s.topic.as_str(), s.partition))
+            .collect();
+        owned.sort_unstable();
+        owned
+    }
+
+    /// Partitions read here that are at their end with no record read (the group's commit was at
+    /// their end, or reading began at the latest record): (topic, partition, end offset).
+    pub fn unread_at_end(&self) -> Vec<(String, i32, i64)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(slot, s)| {
+                s.queue.is_some() && s.next.is_none() && self.merge.is_at_end(*slot)
+            })
+            .filter_map(|(_, s)| {
+                let high = cached_high_watermark(&self.consumer, &s.topic_c, s.partition)?;
+                Some((s.topic.clone(), s.partition, high))
+            })
+            .collect()
     }
 
     /// Finds partitions the topics gained since they were assigned and reads them from their
@@ -182,7 +277,10 @@ impl Reader {
         }
         for slot in 0..self.slots.len() {
             while self.merge.queued(slot) < PARTITION_BUFFER {
-                let event = match self.slots[slot].queue.poll(Duration::ZERO) {
+                let Some(queue) = &self.slots[slot].queue else {
+                    break;
+                };
+                let event = match queue.poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(m)) => Ok(polled(&m)),
                     Some(Err(e)) => Err(e),
@@ -258,6 +356,7 @@ impl Reader {
     pub fn lags(&self) -> Vec<(&str, i32, i64)> {
         self.slots
             .iter()
+            .filter(|s| s.queue.is_some())
             .filter_map(|s| {
                 let next = s.next?;
                 let high = cached_high_watermark(&self.consumer, &s.topic_c, s.partition)?;

@@ -46,7 +46,7 @@ pub fn record(opts: &RecordOptions<'_>, stop: &StopFlag) -> Result<RecordReport,
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer<ConsumerReporter> = config
-        .create_with_context(ConsumerReporter(reporter.clone()))
+        .create_with_context(ConsumerReporter::new(reporter.clone()))
         .map_err(Error::Client)?;
     let timeout = Duration::from_secs(10);
     let partitions = match topic_partitions(&consumer, &[opts.topic.to_string()], timeout) {

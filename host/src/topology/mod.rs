@@ -39,6 +39,11 @@ pub trait StageConfig: fmt::Debug + Send + Sync {
     fn resumes(&self) -> bool {
         false
     }
+
+    /// Whether this stage (a source) can take part in checkpoints, which are on when every source can.
+    fn checkpoints(&self) -> bool {
+        self.resumes()
+    }
 }
 
 /// A runnable stage.

@@ -21,8 +21,21 @@ pub struct KafkaConfig {
     /// The topics to read, like `["music_streaming_events"]`; every partition of each is read.
     pub topics: Spanned<Vec<String>>,
     /// The consumer group under which offsets are committed; `start = "committed"` resumes from them.
-    /// One tributary process reads all partitions: the group records progress, it does not share work.
+    /// With `mode = "all"` one tributary process reads all partitions: the group records progress, it
+    /// does not share work. With `mode = "group"` the group's members share the partitions.
     pub group_id: Spanned<String>,
+    /// `"all"` (the default): this process reads every partition of the topics. `"group"`: every
+    /// process started with this `group_id` joins the consumer group, and Kafka shares the partitions
+    /// among them (`cooperative-sticky`: a process that joins or leaves moves only the partitions that
+    /// change hands; the others are read on). Each partition is read from the group's committed
+    /// offset, and `start` only says where to begin in a partition the group has none for. A partition
+    /// taken from a process is committed up to what it handled, so its next owner neither skips nor
+    /// repeats a record; a process that is killed leaves its last commit, and the next owner reads
+    /// again what it handled since (at least once). With `idle_timeout`, a process ends once its
+    /// partitions are idle and every partition of the topics, whoever read it, is committed to its
+    /// end. Not yet with window stages downstream (each process would see only some partitions'
+    /// records) or with `fallback`.
+    pub mode: Option<Spanned<Mode>>,
     /// Where reading begins in each partition: `earliest` (the default: everything the topic holds),
     /// `latest` (only records that arrive from now on) or `committed` (after the group's last commit,
     /// from the beginning where the group has none).
@@ -60,6 +73,17 @@ pub struct KafkaConfig {
     /// A capture to replay instead when no broker answers at start: `"capture.jsonl"`, or
     /// `{ replay = "capture.jsonl", connect_timeout = "5s" }`.
     pub fallback: Option<Spanned<Fallback>>,
+}
+
+/// How partitions are shared; see [`KafkaConfig::mode`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// This process reads every partition.
+    #[default]
+    All,
+    /// The consumer group shares the partitions among its members.
+    Group,
 }
 
 /// Where reading begins; see [`KafkaConfig::start`].
@@ -135,9 +159,55 @@ const DEFAULT_COMMIT_INTERVAL_MS: i64 = 5_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: i64 = 5_000;
 const DEFAULT_IDLE_PARTITION_MS: i64 = 5_000;
 
+impl KafkaConfig {
+    fn mode(&self) -> Mode {
+        self.mode.as_ref().map_or(Mode::All, |m| *m.get_ref())
+    }
+
+    /// Group mode's limits for now: each process holds only its partitions' records, so a window
+    /// downstream would compute partial results, and a fallback would replay everything everywhere.
+    fn check_group(&self, ctx: &BuildContext<'_>) -> Result<(), BuildError> {
+        let span = self.mode.as_ref().map(Spanned::span);
+        if let Some(fb) = &self.fallback {
+            return Err(BuildError::new(
+                Some(fb.span()),
+                "`fallback` replays the whole capture in every process of the group; remove it with `mode = \"group\"`",
+            ));
+        }
+        let stages = &ctx.pipeline.stages;
+        let mut reached = vec![ctx.stage.to_string()];
+        let mut i = 0;
+        while i < reached.len() {
+            for s in stages {
+                if s.inputs.iter().any(|x| *x.get_ref() == reached[i]) && !reached.contains(&s.name)
+                {
+                    if s.type_name == "window" {
+                        return Err(BuildError::new(
+                            span,
+                            format!(
+                                "window stage `{}` reads this source, and with `mode = \"group\"` each process sees only the records of its partitions, so its windows would hold partial results; window stages in group mode are not supported yet: use `mode = \"all\"`",
+                                s.name
+                            ),
+                        ));
+                    }
+                    reached.push(s.name.clone());
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
 impl StageConfig for KafkaConfig {
+    /// A member of a group always resumes from the group's commits.
     fn resumes(&self) -> bool {
-        self.start == Start::Committed
+        self.start == Start::Committed || self.mode() == Mode::Group
+    }
+
+    /// Checkpoints are a cut of one process; a group member's partitions move between processes.
+    fn checkpoints(&self) -> bool {
+        self.start == Start::Committed && self.mode() == Mode::All
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
@@ -160,6 +230,9 @@ impl StageConfig for KafkaConfig {
                 self.group_id.span(),
                 "`group_id` is empty; name the consumer group".into(),
             ));
+        }
+        if self.mode() == Mode::Group {
+            self.check_group(ctx)?;
         }
         let mut properties = Vec::new();
         if let Some(table) = &self.properties {
@@ -258,6 +331,7 @@ impl StageConfig for KafkaConfig {
             brokers: self.brokers.get_ref().trim().to_string(),
             topics: topics.clone(),
             group_id: self.group_id.get_ref().clone(),
+            mode: self.mode(),
             start: self.start,
             properties,
             batch_size,

@@ -8,10 +8,11 @@
 //! when no broker answers at start.
 
 mod config;
+mod member;
 mod offsets;
 mod resume;
 
-pub use config::{Fallback, KafkaConfig, Start};
+pub use config::{Fallback, KafkaConfig, Mode, Start};
 
 /// How often the topics are checked for partitions added while running.
 const DISCOVERY_INTERVAL: StdDuration = StdDuration::from_secs(5);
@@ -44,6 +45,7 @@ pub struct KafkaSource {
     brokers: String,
     topics: Vec<String>,
     group_id: String,
+    mode: Mode,
     start: Start,
     properties: Vec<(String, String)>,
     batch_size: usize,
@@ -162,10 +164,28 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            // Where a committed offset no longer exists (retention), start at the oldest record left.
-            .set("auto.offset.reset", "earliest");
+            // Where a committed offset no longer exists (retention), start at the oldest record left;
+            // a group member also where the group has none, unless it starts at the latest.
+            .set(
+                "auto.offset.reset",
+                match (self.mode, self.start) {
+                    (Mode::Group, Start::Latest) => "latest",
+                    _ => "earliest",
+                },
+            );
+        let group = (self.mode == Mode::Group).then(|| {
+            // Only the partitions that change hands stop for a rebalance.
+            if !self
+                .properties
+                .iter()
+                .any(|(k, _)| k == "partition.assignment.strategy")
+            {
+                config.set("partition.assignment.strategy", "cooperative-sticky");
+            }
+            Arc::new(kafka::group::Membership::default())
+        });
         config
-            .create_with_context(ConsumerReporter(reporter))
+            .create_with_context(ConsumerReporter(reporter, group))
             .map_err(|e| {
                 StageError::with("cannot create the kafka consumer; check `properties`", e)
             })
@@ -503,6 +523,7 @@ impl KafkaSource {
         pool: &mut Pool,
         pending: &mut Pending,
         committed: &mut u64,
+        mut member: Option<&mut member::Member>,
     ) -> Result<bool, StageError> {
         let checkpoints = out.checkpoints().clone();
         let mut consumed: u64 = 0;
@@ -530,7 +551,15 @@ impl KafkaSource {
                 // A batch is being decoded: come back for it soon, not after a quiet poll.
                 wait = wait.min(StdDuration::from_millis(1));
             }
+            if member.is_some() && !pool.deliver(out, Until::Done) {
+                // A partition taken away in the poll below waits for its records downstream; none
+                // may be left behind this thread (see `member`).
+                return Ok(true);
+            }
             reader.fill(wait);
+            if let Some(m) = member.as_deref_mut() {
+                m.apply(reader, shared, pending);
+            }
             if !pool.deliver(out, Until::Ready) {
                 return Ok(true);
             }
@@ -577,7 +606,11 @@ impl KafkaSource {
                     out.stats.set_partition_lag(topic, partition, lag);
                 }
             }
-            if !reporter.is_down() && last_discovery.elapsed() >= DISCOVERY_INTERVAL {
+            // A group finds new partitions itself, and gives them to a member.
+            if member.is_none()
+                && !reporter.is_down()
+                && last_discovery.elapsed() >= DISCOVERY_INTERVAL
+            {
                 last_discovery = Instant::now();
                 self.discover(reader, shared, pending);
             }
@@ -612,8 +645,23 @@ impl KafkaSource {
                             return Ok(true);
                         }
                     }
-                    self.emit(pending, shared, out, pool);
-                    return Ok(true);
+                    if member.is_none() || !pending.raw.is_empty() {
+                        self.emit(pending, shared, out, pool);
+                    }
+                    let Some(m) = member.as_deref_mut() else {
+                        return Ok(true);
+                    };
+                    // A member ends with the group: its own partitions are handled and committed, and
+                    // every other one is committed to its end by whoever holds it. Until then it stays,
+                    // to take over the partitions of a member that leaves.
+                    if !pool.deliver(out, Until::Done) {
+                        return Ok(true);
+                    }
+                    shared.wait_idle();
+                    self.commit(reader, shared, out, CommitMode::Sync, false, reporter);
+                    if m.group_done(reader) {
+                        return Ok(true);
+                    }
                 }
             }
         }
@@ -827,17 +875,49 @@ impl KafkaSource {
             .map(|t| format!("`{t}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        eprintln!(
-            "tributary: {} reads {topics} from kafka at `{}` ({} partitions, group `{}`, start `{}`)",
-            self.label(),
-            self.brokers,
-            slots.len(),
-            self.group_id,
-            self.start.as_str()
-        );
+        if self.mode == Mode::Group {
+            eprintln!(
+                "tributary: {} joins group `{}` at `{}` to share the {} partitions of {topics} with its other members (a partition the group has no commit for starts at `{}`)",
+                self.label(),
+                self.group_id,
+                self.brokers,
+                slots.len(),
+                match self.start {
+                    Start::Latest => "latest",
+                    _ => "earliest",
+                }
+            );
+        } else {
+            eprintln!(
+                "tributary: {} reads {topics} from kafka at `{}` ({} partitions, group `{}`, start `{}`)",
+                self.label(),
+                self.brokers,
+                slots.len(),
+                self.group_id,
+                self.start.as_str()
+            );
+        }
         let mut reader = Reader::new(consumer, reporter.clone(), self.idle_partition);
-        let Some(starts) = self.assign(&mut reader, &slots, out)? else {
-            return Ok(());
+        let mut member = None;
+        let starts = if self.mode == Mode::Group {
+            let mut all = TopicPartitionList::new();
+            for s in &slots {
+                all.add_partition(&s.topic, s.partition);
+            }
+            reader
+                .subscribe(&self.topics)
+                .map_err(|e| StageError::with("cannot join the consumer group", e))?;
+            member = Some(member::Member::new(
+                self.label(),
+                self.group_id.clone(),
+                all,
+            ));
+            Vec::new()
+        } else {
+            match self.assign(&mut reader, &slots, out)? {
+                Some(starts) => starts,
+                None => return Ok(()),
+            }
         };
         let checkpoints = out.checkpoints().clone();
         checkpoints.begin(&self.stage, Ok(()));
@@ -850,7 +930,10 @@ impl KafkaSource {
         };
         // The newest checkpoint whose offsets were committed.
         let mut committed = checkpoints.restored_id().unwrap_or(0);
-        let shared = Shared::new(slots.len(), out.stop_flag());
+        let shared = Shared::new(reader.partitions(), out.stop_flag());
+        if let (Some(m), Some(group)) = (&member, &reader.consumer().context().1) {
+            group.set_on_revoke(m.on_revoke(shared.clone()));
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ended = std::thread::scope(|scope| {
             let mut pool = Pool::start(scope, threads, "decode");
@@ -862,6 +945,7 @@ impl KafkaSource {
                 &mut pool,
                 &mut pending,
                 &mut committed,
+                member.as_mut(),
             );
             // Whatever ended the reading, what was read goes on, in order.
             pool.deliver(out, Until::Done);

@@ -19,12 +19,17 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct Tracker {
     parts: Vec<Part>,
+    /// The slot each partition is read in now (group members only: slots change with rebalances).
+    slots: std::collections::HashMap<(String, i32), usize>,
     next_batch: u64,
     open: usize,
 }
 
 #[derive(Debug, Default)]
 struct Part {
+    /// Given to another member of the consumer group (`mode = "group"`): its offsets are that
+    /// member's to commit from then on, so none is taken here.
+    revoked: bool,
     /// Batches holding offsets of this partition, oldest first: (batch, last offset, done).
     runs: VecDeque<(u64, i64, bool)>,
     /// The next offset to read after the done prefix (the offset to commit), once there is one.
@@ -37,6 +42,7 @@ impl Tracker {
     pub fn new(partitions: usize) -> Self {
         Tracker {
             parts: (0..partitions).map(|_| Part::default()).collect(),
+            slots: Default::default(),
             next_batch: 0,
             open: 0,
         }
@@ -91,14 +97,42 @@ impl Tracker {
         self.parts
             .iter()
             .enumerate()
+            .filter(|(_, p)| !p.revoked)
             .filter_map(|(slot, p)| p.commit.map(|c| (slot, c)))
             .collect()
+    }
+
+    /// Partition `partition` of `topic` is read in `slot` from now on.
+    pub fn name(&mut self, slot: usize, topic: &str, partition: i32) {
+        self.slots.insert((topic.to_string(), partition), slot);
+    }
+
+    /// The slot partition `partition` of `topic` is read in now, if it is.
+    pub fn slot_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.slots.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// Whether a batch handed on still holds records of partition `slot`.
+    pub fn in_flight(&self, slot: usize) -> bool {
+        !self.parts[slot].runs.is_empty()
+    }
+
+    /// Partition `slot` went to another member of the group: returns its last commit point, and takes
+    /// none from it again (a batch of it still in flight is that member's to read again).
+    pub fn revoke(&mut self, slot: usize) -> Option<i64> {
+        self.slots.retain(|_, s| *s != slot);
+        let part = &mut self.parts[slot];
+        part.revoked = true;
+        part.commit
     }
 
     /// (slot, offset to commit) for every partition whose commit point moved since the last call.
     pub fn take_commits(&mut self) -> Vec<(usize, i64)> {
         let mut moved = Vec::new();
         for (slot, part) in self.parts.iter_mut().enumerate() {
+            if part.revoked {
+                continue;
+            }
             if let Some(commit) = part.commit.filter(|c| Some(*c) != part.taken) {
                 part.taken = Some(commit);
                 moved.push((slot, commit));
@@ -126,6 +160,27 @@ impl Shared {
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no batch in flight holds records of `slots`, the run is stopped, or `timeout`
+    /// passes; `true` when none does.
+    pub fn wait_done(&self, slots: &[usize], timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut t = self.lock();
+        loop {
+            if !slots.iter().any(|&s| t.in_flight(s)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.stop.is_stopped() {
+                return false;
+            }
+            t = self
+                .changed
+                .wait_timeout(t, left.min(Duration::from_millis(100)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Waits until every batch is done or abandoned, or the run is stopped.
@@ -187,6 +242,23 @@ mod tests {
         t.done(b2, &[0, 1]);
         assert_eq!(t.take_commits(), [(0, 30), (1, 15)]);
         assert_eq!(t.open_batches(), 0);
+    }
+
+    #[test]
+    fn a_revoked_partition_is_no_longer_committed() {
+        let mut t = Tracker::new(2);
+        let b0 = t.open(&[(0, 9), (1, 4)]);
+        let b1 = t.open(&[(0, 19)]);
+        t.done(b0, &[0, 1]);
+        assert!(t.in_flight(0) && !t.in_flight(1));
+        assert_eq!(t.revoke(0), Some(10), "the last commit point goes with it");
+        t.done(b1, &[0]);
+        assert_eq!(
+            t.take_commits(),
+            [(1, 5)],
+            "partition 0 is another member's now"
+        );
+        assert_eq!(t.commit_points(), [(1, 5)]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod authoring;
 pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
+pub mod exchange;
 pub mod kafka;
 pub mod observe;
 pub mod operators;

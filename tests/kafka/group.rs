@@ -36,18 +36,16 @@ fn numbered_capture(dir: &Path) -> PathBuf {
     file
 }
 
-/// A stateless pipeline (kafka in group mode → scale → file), in `dir/name`.
-fn member_pipeline(dir: &Path, name: &str, brokers: &str, topic: &str, group: &str) -> PathBuf {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let file = d.join("pipeline.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"[dead_letter]
-path = "out/dead_letter.jsonl"
-
-[stages.events]
+/// Kafka in group mode → scale → file; with `windows`, also 1-minute and whole-input averages per
+/// genre (the bundled job's windows), each into a file. In `dir/name`.
+fn member_pipeline(
+    dir: &Path,
+    name: &str,
+    (brokers, topic, group): (&str, &str, &str),
+    windows: bool,
+) -> PathBuf {
+    let source = format!(
+        r#"[stages.events]
 type = "kafka"
 brokers = "{brokers}"
 topics = ["{topic}"]
@@ -56,7 +54,20 @@ mode = "group"
 idle_timeout = "3s"
 # A killed member's partitions go to the others after 6 s rather than librdkafka's 45 s.
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+"#
+    );
+    write_pipeline(dir, name, &source, windows)
+}
 
+fn write_pipeline(dir: &Path, name: &str, source: &str, windows: bool) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let file = d.join("pipeline.toml");
+    let mut text = format!(
+        r#"[dead_letter]
+path = "out/dead_letter.jsonl"
+
+{source}
 [stages.scaled]
 type = "transform"
 inputs = ["events"]
@@ -68,11 +79,42 @@ type = "file"
 inputs = ["scaled"]
 path = "out/records.jsonl"
 "#
-        ),
-    )
-    .unwrap();
+    );
+    if windows {
+        text.push_str(WINDOWS);
+    }
+    std::fs::write(&file, text).unwrap();
     file
 }
+
+const WINDOWS: &str = r#"
+[stages.avg_1m]
+type = "window"
+inputs = ["scaled"]
+plugin = "average"
+config = { field = "streams" }
+key = "genre"
+window = { kind = "tumbling", size = "1m" }
+max_delay = "5s"
+
+[stages.avg_1m_file]
+type = "file"
+inputs = ["avg_1m"]
+path = "out/avg_1m.jsonl"
+
+[stages.avg]
+type = "window"
+inputs = ["scaled"]
+plugin = "average"
+config = { field = "streams" }
+key = "genre"
+window = { kind = "global" }
+
+[stages.avg_file]
+type = "file"
+inputs = ["avg"]
+path = "out/avg.jsonl"
+"#;
 
 fn spawn(file: &Path) -> Child {
     tributary()
@@ -135,22 +177,72 @@ fn at(start: Instant, secs: u64) {
     );
 }
 
-/// Three members and a fourth that joins mid-run: Kafka shares the partitions, the rebalance moves
-/// some to the newcomer, and together they write every record exactly once.
-#[test]
-fn group_members_share_the_partitions_and_a_member_joining_mid_run_repeats_nothing() {
+/// Canonical JSON of every row of `out/NAME.jsonl` over the runs in `files`.
+fn rows(files: &[PathBuf], name: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    for f in files {
+        let path = f
+            .parent()
+            .unwrap()
+            .join("out")
+            .join(format!("{name}.jsonl"));
+        for v in crate::common::read_jsonl(&path) {
+            all.push(v.to_string());
+        }
+    }
+    all
+}
+
+/// What happens to the members during a run, by seconds after the producer starts.
+enum Scenario {
+    /// Three members from the start to the end.
+    Three,
+    /// A fourth member joins at 8 s.
+    FourthJoins,
+    /// The second member is killed (SIGKILL) at 7 s and started again at 14 s.
+    SecondKilled,
+}
+
+/// Runs the windowed member pipeline in a group while the capture is produced live, as `scenario`
+/// says, and checks the members' outputs together against one process replaying the capture: every
+/// record written, and every 1-minute and whole-input average per genre, field for field.
+fn group_run(name: &str, scenario: Scenario) {
+    // Up to five processes each: one run at a time on a 2-core machine.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let brokers = service("kafka");
-    let dir = scratch("kafka_group_join");
+    let dir = scratch(name);
     let capture = numbered_capture(&dir);
-    let (topic, group) = (unique("group-join"), unique("g"));
+    let source = format!(
+        "[stages.events]\ntype = \"replay\"\npath = \"{}\"\n",
+        capture.display()
+    );
+    let single = write_pipeline(&dir, "single", &source, true);
+    crate::common::run_pipeline(single.parent().unwrap(), &single);
+
+    let (topic, group) = (unique("group"), unique("g"));
     let files: Vec<PathBuf> = (1..=4)
-        .map(|i| member_pipeline(&dir, &format!("m{i}"), &brokers, &topic, &group))
+        .map(|i| member_pipeline(&dir, &format!("m{i}"), (&brokers, &topic, &group), true))
         .collect();
     let mut producer = spawn_producer(&brokers, &topic, &capture);
     let start = Instant::now();
     let mut members: Vec<Child> = files[..3].iter().map(|f| spawn(f)).collect();
-    at(start, 8);
-    members.push(spawn(&files[3]));
+    let mut killed_after = 0;
+    match scenario {
+        Scenario::Three => {}
+        Scenario::FourthJoins => {
+            at(start, 8);
+            members.push(spawn(&files[3]));
+        }
+        Scenario::SecondKilled => {
+            at(start, 7);
+            killed_after = seqs(&files[1]).len();
+            members[1].kill().unwrap();
+            members[1].wait().unwrap();
+            at(start, 14);
+            members[1] = spawn(&files[1]);
+        }
+    }
     wait_ok(&mut producer, "produce");
     let logs: Vec<String> = members
         .iter_mut()
@@ -158,131 +250,140 @@ fn group_members_share_the_partitions_and_a_member_joining_mid_run_repeats_nothi
         .map(|(i, m)| wait_ok(m, &format!("member {}", i + 1)))
         .collect();
     let all = logs.join("\n");
-    let seen = tally(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let used = &files[..members.len()];
+
+    // Records: each written once, except after a kill: what the killed member wrote and had not
+    // committed is written again by the member that took its partitions.
+    let seen = tally(&used.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     let missing = seen.iter().filter(|&&n| n == 0).count();
     let twice = seen.iter().filter(|&&n| n > 1).count();
-    assert_eq!(
-        (missing, twice),
-        (0, 0),
-        "records missing / written more than once\n{all}"
-    );
-    for (i, (f, log)) in files.iter().zip(&logs).enumerate() {
-        assert!(
-            !seqs(f).is_empty(),
-            "member {} wrote nothing:\n{log}",
-            i + 1
-        );
+    assert_eq!(missing, 0, "records lost\n{all}");
+    match scenario {
+        Scenario::SecondKilled => {
+            assert!(killed_after > 0, "member 2 wrote nothing before it was killed:\n{all}");
+            assert!(twice < RECORDS / 4, "{twice} records written twice\n{all}");
+        }
+        _ => assert_eq!(twice, 0, "records written twice (a rebalance must commit where a partition's handling ended)\n{all}"),
+    }
+    for (i, (f, log)) in used.iter().zip(&logs).enumerate() {
+        assert!(!seqs(f).is_empty(), "member {} read nothing:\n{log}", i + 1);
         assert!(log.contains(&format!("joins group `{group}`")), "{log}");
         assert!(
             log.contains(&format!("group `{group}` assigned partition")),
             "{log}"
         );
+        assert!(
+            log.contains(&format!(
+                "group `{group}.avg_1m` assigned exchange partitions"
+            )),
+            "{log}"
+        );
     }
-    assert!(
-        all.contains(&format!("group `{group}` moved partition")),
-        "the newcomer took partitions from a member:\n{all}"
-    );
-    // Each member wrote the records of each partition it read in order, whoever read it before.
-    for f in &files {
-        let s = seqs(f);
-        for p in 0..PARTITIONS as u64 {
-            let mine: Vec<u64> = s
-                .iter()
-                .copied()
-                .filter(|q| q % PARTITIONS as u64 == p)
-                .collect();
-            assert!(
-                mine.windows(2).all(|w| w[0] < w[1]),
-                "partition {p} out of order in {}",
-                f.display()
-            );
-        }
+    match scenario {
+        Scenario::Three => {}
+        Scenario::FourthJoins => assert!(
+            all.contains(&format!("group `{group}` moved partition")),
+            "the newcomer took partitions from a member:\n{all}"
+        ),
+        Scenario::SecondKilled => assert!(
+            logs.iter()
+                .any(|l| l.matches(&format!("group `{group}` assigned")).count() > 1),
+            "the killed member's partitions went to another member:\n{all}"
+        ),
     }
+
+    // Windows: a result emitted after an exchange partition's last snapshot is emitted again by its
+    // next owner, equal; as sets, the members' results are the single process's.
+    for name in ["avg_1m", "avg"] {
+        let want: std::collections::BTreeSet<String> = rows(std::slice::from_ref(&single), name)
+            .into_iter()
+            .collect();
+        let got_rows = rows(used, name);
+        let got: std::collections::BTreeSet<String> = got_rows.iter().cloned().collect();
+        assert!(
+            want.len() > if name == "avg" { 70 } else { 10_000 },
+            "{name}: {}",
+            want.len()
+        );
+        let missing: Vec<&String> = want.difference(&got).take(3).collect();
+        let extra: Vec<&String> = got.difference(&want).take(3).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name}: {} results missing, e.g. {missing:?}; {} not in the single run, e.g. {extra:?}\n{all}",
+            want.difference(&got).count(),
+            got.difference(&want).count()
+        );
+    }
+}
+
+/// Three members share the partitions: together they write every record once and compute the single
+/// process's windows.
+#[test]
+fn three_members_of_a_group_compute_what_one_process_computes() {
+    group_run("kafka_group_three", Scenario::Three);
+}
+
+/// A fourth member joins mid-run: the rebalance moves partitions (source and exchange) to it, and
+/// nothing is lost or read twice.
+#[test]
+fn a_member_joining_mid_run_changes_no_result() {
+    group_run("kafka_group_join", Scenario::FourthJoins);
 }
 
 /// A member killed mid-run (SIGKILL: no goodbye, no commit) and started again: the group gives its
-/// partitions to the others, and they read again what it had not committed. Nothing is lost; records
-/// are written twice only where the killed member had written them and not yet committed.
+/// partitions to the others, who read again what it had not committed, and its exchange partitions'
+/// windows are restored from their snapshots. Nothing is lost, no window counts a record twice.
 #[test]
-fn a_member_killed_mid_run_and_started_again_loses_nothing() {
-    let brokers = service("kafka");
-    let dir = scratch("kafka_group_kill");
-    let capture = numbered_capture(&dir);
-    let (topic, group) = (unique("group-kill"), unique("g"));
-    let files: Vec<PathBuf> = (1..=3)
-        .map(|i| member_pipeline(&dir, &format!("m{i}"), &brokers, &topic, &group))
-        .collect();
-    let mut producer = spawn_producer(&brokers, &topic, &capture);
-    let start = Instant::now();
-    let mut members: Vec<Child> = files.iter().map(|f| spawn(f)).collect();
-    at(start, 7);
-    let written_before_kill = seqs(&files[1]).len();
-    members[1].kill().unwrap();
-    members[1].wait().unwrap();
-    at(start, 14);
-    members[1] = spawn(&files[1]);
-    wait_ok(&mut producer, "produce");
-    let logs: Vec<String> = members
-        .iter_mut()
-        .enumerate()
-        .map(|(i, m)| wait_ok(m, &format!("member {}", i + 1)))
-        .collect();
-    let all = logs.join("\n");
-    assert!(
-        written_before_kill > 0,
-        "member 2 wrote nothing before it was killed:\n{all}"
-    );
-    let seen = tally(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
-    let missing: Vec<usize> = (0..RECORDS).filter(|&i| seen[i] == 0).collect();
-    assert!(
-        missing.is_empty(),
-        "{} records lost, first {:?}\n{all}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    // Only what the killed member handled after its last commit (every 5 s) is read again.
-    let twice = seen.iter().filter(|&&n| n > 1).count();
-    assert!(twice < RECORDS / 4, "{twice} records written twice\n{all}");
-    assert!(
-        logs[0].contains("assigned") && logs[2].contains("assigned"),
-        "{all}"
-    );
-    assert!(
-        logs.iter()
-            .any(|l| l.matches(&format!("group `{group}` assigned")).count() > 1),
-        "the killed member's partitions went to another member:\n{all}"
-    );
+fn a_member_killed_mid_run_and_started_again_changes_no_result() {
+    group_run("kafka_group_kill", Scenario::SecondKilled);
 }
 
-/// What group mode cannot do yet is refused before anything runs, at the line that asks for it.
+/// What group mode cannot do is refused before anything runs, at the line that asks for it; window
+/// stages get an exchange, which `validate --explain` shows.
 #[test]
-fn group_mode_refuses_window_stages_and_a_fallback_at_validate() {
+fn group_mode_validates_its_window_stages_and_refuses_a_fallback() {
     let dir = scratch("kafka_group_validate");
-    let file = member_pipeline(&dir, "windowed", "127.0.0.1:9", "t", "g");
-    let text = std::fs::read_to_string(&file).unwrap()
-        + "\n[stages.per_minute]\ntype = \"window\"\ninputs = [\"scaled\"]\nplugin = \"average\"\nconfig = { field = \"streams\" }\nkey = \"genre\"\nwindow = { kind = \"tumbling\", size = \"1m\" }\n";
-    std::fs::write(&file, &text).unwrap();
-    let mut cmd = tributary();
-    cmd.arg("validate").arg(&file);
-    let (code, _, err) = crate::common::run(cmd);
-    assert_ne!(code, 0, "{err}");
-    let line = text.lines().position(|l| l.starts_with("mode =")).unwrap() + 1;
-    assert!(err.contains(&format!("pipeline.toml:{line}:8")), "{err}");
+    let validate = |file: &Path, explain: bool| {
+        let mut cmd = tributary();
+        cmd.arg("validate").arg(file);
+        if explain {
+            cmd.arg("--explain");
+        }
+        crate::common::run(cmd)
+    };
+    let file = member_pipeline(&dir, "windowed", ("127.0.0.1:9", "t", "g"), true);
+    let (code, out, err) = validate(&file, true);
+    assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("window stage `per_minute` reads this source")
-            && err.contains("use `mode = \"all\"`"),
+        out.contains("avg_1m.exchange (exchange)\n  inputs:  scaled")
+            && out.contains("avg_1m (window)\n  inputs:  -\n  outputs: avg_1m_file"),
+        "{out}"
+    );
+
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("topics = [\"t\"]", "topics = [\"t\", \"u\"]");
+    std::fs::write(&file, &text).unwrap();
+    let (code, _, err) = validate(&file, false);
+    assert_ne!(code, 0, "{err}");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("topics ="))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("pipeline.toml:{line}:10")), "{err}");
+    assert!(
+        err.contains("window stage `avg_1m` reads this source") && err.contains("needs one topic"),
         "{err}"
     );
 
-    let file = member_pipeline(&dir, "fallback", "127.0.0.1:9", "t", "g");
+    let file = member_pipeline(&dir, "fallback", ("127.0.0.1:9", "t", "g"), false);
     let text = std::fs::read_to_string(&file).unwrap().replace(
         "idle_timeout = \"3s\"",
         "idle_timeout = \"3s\"\nfallback = \"c.jsonl\"",
     );
     std::fs::write(&file, &text).unwrap();
-    let mut cmd = tributary();
-    cmd.arg("validate").arg(&file);
-    let (code, _, err) = crate::common::run(cmd);
+    let (code, _, err) = validate(&file, false);
     assert_ne!(code, 0, "{err}");
     assert!(
         err.contains("`fallback` replays the whole capture in every process"),

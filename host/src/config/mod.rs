@@ -146,14 +146,16 @@ impl Pipeline {
         } else {
             base_dir
         };
-        Ok(Pipeline {
+        let mut pipeline = Pipeline {
             file: file.to_path_buf(),
             text,
             base_dir,
             dead_letter,
             checkpoint,
             stages,
-        })
+        };
+        crate::exchange::rewrite(&mut pipeline);
+        Ok(pipeline)
     }
 
     /// A diagnostic anchored in this file, for problems found while building stages.

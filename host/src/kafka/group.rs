@@ -21,8 +21,9 @@ use std::sync::{Mutex, OnceLock, Weak};
 
 /// What a rebalance changed for this member, in the order it happened.
 pub enum Change {
-    /// Partitions given to this member, each with its queue split off.
-    Assigned(Vec<(String, i32, PartitionQueue<ConsumerReporter>)>),
+    /// Partitions given to this member, each with its queue split off (unless the membership reads
+    /// them all from the consumer's own queue).
+    Assigned(Vec<(String, i32, Option<PartitionQueue<ConsumerReporter>>)>),
     /// Partitions taken away. `lost`: the group gave them away without asking this member (it was
     /// thought gone: no poll within `max.poll.interval.ms`, or no heartbeat within
     /// `session.timeout.ms`), so their offsets were not committed here.
@@ -39,6 +40,8 @@ pub type OnRevoke = Box<dyn FnMut(&KafkaConsumer, &[(String, i32)]) + Send>;
 /// Shared by a member's consumer context and the thread that reads.
 #[derive(Default)]
 pub struct Membership {
+    /// Read every partition from the consumer's queue: no queue is split off.
+    shared_queue: bool,
     /// The consumer, to split partition queues in the callback (which only gets a plain reference).
     consumer: OnceLock<Weak<KafkaConsumer>>,
     changes: Mutex<Vec<Change>>,
@@ -46,6 +49,14 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// A membership whose records all come through the consumer's own queue.
+    pub fn shared_queue() -> Self {
+        Membership {
+            shared_queue: true,
+            ..Default::default()
+        }
+    }
+
     /// The consumer this membership belongs to; set once, right after it is made.
     pub fn set_consumer(&self, consumer: Weak<KafkaConsumer>) {
         let _ = self.consumer.set(consumer);
@@ -74,6 +85,14 @@ impl Membership {
         rebalance: &Rebalance<'_>,
     ) {
         match rebalance {
+            Rebalance::Assign(tpl) if self.shared_queue => {
+                let parts = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition(), None))
+                    .collect();
+                self.push(Change::Assigned(parts));
+            }
             Rebalance::Assign(tpl) => {
                 let Some(owner) = self.consumer.get().and_then(Weak::upgrade) else {
                     return;
@@ -81,7 +100,7 @@ impl Membership {
                 let mut parts = Vec::new();
                 for e in tpl.elements() {
                     match owner.split_partition_queue(e.topic(), e.partition()) {
-                        Some(q) => parts.push((e.topic().to_string(), e.partition(), q)),
+                        Some(q) => parts.push((e.topic().to_string(), e.partition(), Some(q))),
                         None => eprintln!(
                             "warning: kafka: cannot read partition {} of `{}` on its own queue; it is not read",
                             e.partition(),

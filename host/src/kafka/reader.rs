@@ -173,10 +173,11 @@ impl Reader {
     /// batch of an earlier turn still in flight cannot be mistaken for this one's). Returns the slots.
     pub fn adopt(
         &mut self,
-        parts: Vec<(String, i32, PartitionQueue<ConsumerReporter>)>,
+        parts: Vec<(String, i32, Option<PartitionQueue<ConsumerReporter>>)>,
     ) -> Vec<usize> {
         let mut added = Vec::new();
         for (topic, partition, queue) in parts {
+            let Some(queue) = queue else { continue };
             match self.add_slot(topic, partition, queue) {
                 Ok(slot) => added.push(slot),
                 Err(e) => eprintln!("warning: kafka: {e}"),

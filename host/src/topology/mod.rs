@@ -44,6 +44,17 @@ pub trait StageConfig: fmt::Debug + Send + Sync {
     fn checkpoints(&self) -> bool {
         self.resumes()
     }
+
+    /// A `kafka` source in group mode: what the window stages downstream need to exchange records.
+    fn group(&self) -> Option<crate::exchange::GroupSpec> {
+        None
+    }
+
+    /// A window stage: its key field (`Some(None)` without one), by which its records are exchanged
+    /// in group mode.
+    fn exchange_key(&self) -> Option<Option<String>> {
+        None
+    }
 }
 
 /// A runnable stage.
@@ -70,6 +81,12 @@ pub trait Operator: Send {
     }
 
     /// Loads what [`Operator::checkpoint`] saved, before the first batch of a run that resumes.
+    /// Back to the state of a stage that has seen no record, to be restored again: a window serving
+    /// another exchange partition in group mode (see [`crate::exchange`]).
+    fn reset(&mut self) -> Result<(), StageError> {
+        Err(StageError::msg("this stage cannot start over"))
+    }
+
     fn restore(&mut self, _state: serde_json::Value) -> Result<(), StageError> {
         Ok(())
     }

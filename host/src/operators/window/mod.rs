@@ -216,6 +216,10 @@ impl StageConfig for WindowConfig {
     }
 
     /// A result is identified by its window's bounds and its key.
+    fn exchange_key(&self) -> Option<Option<String>> {
+        Some(self.key.clone())
+    }
+
     fn output_key(&self) -> Option<Vec<String>> {
         let bounds = ["window_start".to_string(), "window_end".to_string()];
         Some(bounds.into_iter().chain(self.key.clone()).collect())
@@ -407,6 +411,24 @@ impl<A: Accumulators> Windows<A> {
             WindowKind::Session { .. } | WindowKind::Global => return false,
         };
         last_end <= resumed
+    }
+
+    /// Back to a stage that has seen no record: the plugin restarted (every accumulator gone), no
+    /// pane, no watermark.
+    pub fn clear(&mut self) -> Result<(), PluginError> {
+        self.acc.restart()?;
+        self.watermark = i64::MIN;
+        self.keys = KeyTable::default();
+        self.panes.clear();
+        self.sessions.clear();
+        self.due.clear();
+        self.expiry.clear();
+        self.free_slots.clear();
+        self.next_slot = 0;
+        self.max_time = i64::MIN;
+        self.resumed = None;
+        self.replayed = 0;
+        Ok(())
     }
 
     fn alloc(&mut self) -> u32 {
@@ -1186,6 +1208,15 @@ impl Operator for WindowOperator {
                 .collect(),
             drops: Vec::new(),
         }
+    }
+
+    fn reset(&mut self) -> Result<(), StageError> {
+        if let Some(r) = &mut self.recovery {
+            r.reset();
+        }
+        self.windows
+            .clear()
+            .map_err(|e| StageError::with("cannot restart the plugin", e))
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<(), StageError> {

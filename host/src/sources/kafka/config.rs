@@ -33,9 +33,14 @@ pub struct KafkaConfig {
     /// repeats a record; a process that is killed leaves its last commit, and the next owner reads
     /// again what it handled since (at least once). With `idle_timeout`, a process ends once its
     /// partitions are idle and every partition of the topics, whoever read it, is committed to its
-    /// end. Not yet with window stages downstream (each process would see only some partitions'
-    /// records) or with `fallback`.
+    /// end. Window stages downstream get their records by key through an exchange topic, so each key
+    /// is aggregated by one process (see `exchange_partitions` and the README). Not with `fallback`.
     pub mode: Option<Spanned<Mode>>,
+    /// Group mode with window stages downstream: the records of each window stage go to the process
+    /// that owns their key through a topic of this many partitions (default 6), named
+    /// `<group_id>.<stage>.exchange`. Window state moves between processes one such partition at a
+    /// time, so at most this many processes share a window stage's work.
+    pub exchange_partitions: Option<Spanned<u32>>,
     /// Where reading begins in each partition: `earliest` (the default: everything the topic holds),
     /// `latest` (only records that arrive from now on) or `committed` (after the group's last commit,
     /// from the beginning where the group has none).
@@ -155,6 +160,7 @@ fn default_batch_size() -> Spanned<usize> {
 }
 
 const DEFAULT_LINGER_MS: i64 = 100;
+const DEFAULT_EXCHANGE_PARTITIONS: i32 = 6;
 const DEFAULT_COMMIT_INTERVAL_MS: i64 = 5_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: i64 = 5_000;
 const DEFAULT_IDLE_PARTITION_MS: i64 = 5_000;
@@ -167,13 +173,14 @@ impl KafkaConfig {
     /// Group mode's limits for now: each process holds only its partitions' records, so a window
     /// downstream would compute partial results, and a fallback would replay everything everywhere.
     fn check_group(&self, ctx: &BuildContext<'_>) -> Result<(), BuildError> {
-        let span = self.mode.as_ref().map(Spanned::span);
         if let Some(fb) = &self.fallback {
             return Err(BuildError::new(
                 Some(fb.span()),
                 "`fallback` replays the whole capture in every process of the group; remove it with `mode = \"group\"`",
             ));
         }
+        // Window stages downstream were given an exchange (see `crate::exchange::rewrite`) unless the
+        // source reads several topics: records of two topics share partition numbers.
         let stages = &ctx.pipeline.stages;
         let mut reached = vec![ctx.stage.to_string()];
         let mut i = 0;
@@ -183,9 +190,9 @@ impl KafkaConfig {
                 {
                     if s.type_name == "window" {
                         return Err(BuildError::new(
-                            span,
+                            Some(self.topics.span()),
                             format!(
-                                "window stage `{}` reads this source, and with `mode = \"group\"` each process sees only the records of its partitions, so its windows would hold partial results; window stages in group mode are not supported yet: use `mode = \"all\"`",
+                                "window stage `{}` reads this source, and in group mode a window stage's records are exchanged by source partition and offset, which needs one topic; read one topic here (a source per topic), or use `mode = \"all\"`",
                                 s.name
                             ),
                         ));
@@ -208,6 +215,38 @@ impl StageConfig for KafkaConfig {
     /// Checkpoints are a cut of one process; a group member's partitions move between processes.
     fn checkpoints(&self) -> bool {
         self.start == Start::Committed && self.mode() == Mode::All
+    }
+
+    fn group(&self) -> Option<crate::exchange::GroupSpec> {
+        if self.mode() != Mode::Group || self.topics.get_ref().len() != 1 {
+            return None;
+        }
+        let properties = self
+            .properties
+            .as_ref()
+            .map(|t| {
+                t.get_ref()
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(crate::exchange::GroupSpec {
+            brokers: self.brokers.get_ref().trim().to_string(),
+            properties,
+            group_id: self.group_id.get_ref().clone(),
+            partitions: self
+                .exchange_partitions
+                .as_ref()
+                .map_or(DEFAULT_EXCHANGE_PARTITIONS, |p| *p.get_ref() as i32),
+            topic: self.topics.get_ref()[0].clone(),
+        })
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
@@ -233,6 +272,14 @@ impl StageConfig for KafkaConfig {
         }
         if self.mode() == Mode::Group {
             self.check_group(ctx)?;
+        }
+        if let Some(p) = &self.exchange_partitions {
+            if *p.get_ref() == 0 || *p.get_ref() > 1024 {
+                return Err(err(
+                    p.span(),
+                    "`exchange_partitions` must be between 1 and 1024".into(),
+                ));
+            }
         }
         let mut properties = Vec::new();
         if let Some(table) = &self.properties {

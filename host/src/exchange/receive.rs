@@ -1,0 +1,704 @@
+//! `W` in group mode: reads the exchange partitions the group gives this process, and runs the window
+//! stage's logic over each one apart (see [`super`] for the design).
+
+use super::{Exchange, Tag};
+use crate::kafka::group::{Change, Membership};
+use crate::kafka::reader::KafkaConsumer;
+use crate::kafka::{self, ConsumerReporter, Reporter};
+use crate::record::{BatchBuilder, Origin};
+use crate::sources::capture::Decoder;
+use crate::topology::{
+    BuildContext, BuildError, Built, Operator, Output, Source, StageConfig, StageError,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often each exchange partition's state goes to the changelog (and its offset is committed): the
+/// most a new owner reads again.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the source group's progress is asked for: a source partition read to its end holds no
+/// record back.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Records folded per batch handed to the window.
+const BATCH: usize = 1024;
+/// Commit metadata of an exchange partition whose windows were all emitted at the end of input.
+const FINISHED: &str = "finished";
+const STATE_VERSION: u64 = 1;
+
+/// The window stage's own config, moved here by [`super::rewrite`].
+#[derive(Debug)]
+pub struct ReceiveConfig {
+    pub window: Box<dyn StageConfig>,
+    pub exchange: Arc<Exchange>,
+}
+
+impl StageConfig for ReceiveConfig {
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
+        let mut spare = Vec::new();
+        for _ in 0..self.exchange.spec.partitions {
+            match self.window.build(ctx)? {
+                Built::Operator(op) => spare.push(op),
+                _ => unreachable!("a window stage builds an operator"),
+            }
+        }
+        Ok(Built::Source(Box::new(Receive {
+            exchange: self.exchange.clone(),
+            spare,
+            parts: BTreeMap::new(),
+            sources: 0,
+            source_done: Vec::new(),
+        })))
+    }
+
+    fn output_key(&self) -> Option<Vec<String>> {
+        self.window.output_key()
+    }
+}
+
+/// Creates the exchange topic and its changelog (compacted) if they do not exist yet.
+pub fn create_topics(exchange: &Exchange) -> Result<(), String> {
+    let spec = &exchange.spec;
+    let mut config = kafka::client_config(&spec.brokers, &spec.properties);
+    config.set("log_level", "0");
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| format!("cannot create a kafka admin client: {e}"))?;
+    let exchange_topic = exchange.topic();
+    let changelog = exchange.changelog();
+    let topics = [
+        NewTopic::new(
+            &exchange_topic,
+            spec.partitions,
+            TopicReplication::Fixed(-1),
+        )
+        .set("retention.ms", "-1"),
+        NewTopic::new(&changelog, spec.partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact"),
+    ];
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
+    let results = kafka::block_on(admin.create_topics(&topics, &options)).map_err(|e| {
+        format!(
+            "cannot create the exchange topics of `{}`: {e}",
+            exchange.stage
+        )
+    })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("cannot create topic `{topic}`: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// A record waiting for its turn.
+struct Rec {
+    ts: i64,
+    /// Its offset in the exchange partition: the oldest one waiting is where a restart reads again.
+    at: i64,
+    offset: i64,
+    index: u32,
+    payload: Vec<u8>,
+}
+
+/// One exchange partition this process owns.
+struct Part {
+    op: Box<dyn Operator>,
+    /// Per source partition: records waiting, in their order.
+    queues: Vec<VecDeque<Rec>>,
+    /// Per source partition: the event time its next record is not older than (from markers).
+    floor: Vec<i64>,
+    /// Per source partition: the last record taken (offset, index); anything not after it is a
+    /// record read again, skipped.
+    seen: Vec<Option<(i64, u32)>>,
+    /// Per source partition: the last record folded into the window.
+    folded: Vec<Option<(i64, u32)>>,
+    /// The next exchange offset to read.
+    next: i64,
+    waiting: usize,
+    builder: BatchBuilder,
+    decoder: Decoder,
+    last_snapshot: Instant,
+    /// Every window was emitted at the end of input.
+    finished: bool,
+    skipped: u64,
+}
+
+impl Part {
+    fn new(op: Box<dyn Operator>, sources: usize) -> Self {
+        let now = Instant::now();
+        Part {
+            op,
+            queues: (0..sources).map(|_| VecDeque::new()).collect(),
+            floor: vec![i64::MIN; sources],
+            seen: vec![None; sources],
+            folded: vec![None; sources],
+            next: 0,
+            waiting: 0,
+            builder: BatchBuilder::default(),
+            decoder: Decoder::default(),
+            last_snapshot: now,
+            finished: false,
+            skipped: 0,
+        }
+    }
+
+    /// Where a new owner reads again: the oldest record still waiting, else the next to read.
+    fn restart_offset(&self) -> i64 {
+        self.queues
+            .iter()
+            .filter_map(|q| q.iter().map(|r| r.at).min())
+            .min()
+            .unwrap_or(self.next)
+    }
+
+    /// The next record in (event time, source partition) order, if no source partition can still
+    /// send an older one; any, with `all` (the end of input). A source partition that is `done` (read
+    /// to its end and committed there) sends nothing more for now, so it holds nothing back; one that
+    /// is not holds records back however long it is silent: its reader may have died, and the member
+    /// that takes it over sends its records late but in order.
+    fn pop(&mut self, done: &[bool], all: bool) -> Option<(usize, Rec)> {
+        let (ts, p) = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(p, q)| q.front().map(|r| (r.ts, p)))
+            .min()?;
+        if !all {
+            for q in 0..self.queues.len() {
+                if q == p || !self.queues[q].is_empty() {
+                    continue;
+                }
+                let floor = self.floor[q];
+                let later = floor > ts || (floor == ts && q > p);
+                if !later && !done.get(q).copied().unwrap_or(true) {
+                    return None;
+                }
+            }
+        }
+        self.waiting -= 1;
+        self.queues[p].pop_front().map(|r| (p, r))
+    }
+
+    /// Folds what may go in, in order, into the window, batch by batch.
+    fn drain(&mut self, out: &mut Output, done: &[bool], all: bool) -> Result<(), StageError> {
+        while let Some((p, rec)) = self.pop(done, all) {
+            let text = String::from_utf8_lossy(&rec.payload);
+            let origin = Origin {
+                partition: p as i32,
+                offset: rec.offset,
+            };
+            if let Err(reason) = self
+                .decoder
+                .payload(&text, rec.ts, origin, &mut self.builder)
+            {
+                out.dead_line(
+                    &text,
+                    json!({ "partition": p, "offset": rec.offset }),
+                    &format!("exchanged record cannot be read: {reason}"),
+                );
+            }
+            self.folded[p] = Some((rec.offset, rec.index));
+            if self.builder.len() >= BATCH {
+                self.flush(out)?;
+            }
+        }
+        self.flush(out)
+    }
+
+    fn flush(&mut self, out: &mut Output) -> Result<(), StageError> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let batch = self.builder.take();
+        self.op.process(Arc::new(batch), out)
+    }
+
+    fn state(&mut self, out: &mut Output) -> Result<serde_json::Value, StageError> {
+        let windows = self.op.checkpoint(out)?;
+        Ok(json!({
+            "v": STATE_VERSION,
+            "windows": windows,
+            "folded": self.folded.iter().map(|f| f.map(|(o, i)| json!([o, i]))).collect::<Vec<_>>(),
+            "floor": self.floor,
+            "offset": self.restart_offset(),
+            "finished": self.finished,
+        }))
+    }
+
+    fn load(&mut self, state: &serde_json::Value) -> Result<i64, String> {
+        if state["v"].as_u64() != Some(STATE_VERSION) {
+            return Err("unknown version".into());
+        }
+        if let Some(w) = state.get("windows").filter(|w| !w.is_null()) {
+            self.op.restore(w.clone()).map_err(|e| e.to_string())?;
+        }
+        let folded = state["folded"].as_array().ok_or("no folded offsets")?;
+        for (p, f) in folded.iter().enumerate().take(self.folded.len()) {
+            self.folded[p] = f
+                .as_array()
+                .and_then(|a| Some((a.first()?.as_i64()?, a.get(1)?.as_u64()? as u32)));
+            self.seen[p] = self.folded[p];
+        }
+        if let Some(floor) = state["floor"].as_array() {
+            for (p, f) in floor.iter().enumerate().take(self.floor.len()) {
+                self.floor[p] = f.as_i64().unwrap_or(i64::MIN);
+            }
+        }
+        self.finished = state["finished"].as_bool().unwrap_or(false);
+        let offset = state["offset"].as_i64().ok_or("no offset")?;
+        self.next = offset;
+        Ok(offset)
+    }
+}
+
+struct Receive {
+    exchange: Arc<Exchange>,
+    /// Window instances not serving a partition now, each as good as new.
+    spare: Vec<Box<dyn Operator>>,
+    parts: BTreeMap<i32, Part>,
+    /// Partitions of the source topic.
+    sources: usize,
+    /// Per source partition: read to its end, and committed there, by the source's group.
+    source_done: Vec<bool>,
+}
+
+impl Receive {
+    fn label(&self) -> String {
+        format!("stage `{}`", self.exchange.stage)
+    }
+
+    fn consumer(&self, reporter: Arc<Reporter>) -> Result<Arc<KafkaConsumer>, StageError> {
+        let spec = &self.exchange.spec;
+        let mut config = kafka::consumer_config(&spec.brokers, &spec.properties);
+        config
+            .set("group.id", self.exchange.group())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        let consumer: KafkaConsumer = config
+            .create_with_context(ConsumerReporter(
+                reporter,
+                Some(Arc::new(Membership::shared_queue())),
+            ))
+            .map_err(|e| StageError::with("cannot create the exchange consumer", e))?;
+        Ok(Arc::new(consumer))
+    }
+
+    /// A topic's partition count, once its metadata shows at least `least` (a topic just created
+    /// takes a moment; subscribing before would leave it unread until librdkafka's next refresh).
+    fn partitions(
+        consumer: &KafkaConsumer,
+        topic: &str,
+        least: usize,
+        out: &Output,
+    ) -> Option<usize> {
+        let topic = [topic.to_string()];
+        while !out.stopping() {
+            if let Ok(found) = kafka::topic_partitions(consumer, &topic, Duration::from_secs(2)) {
+                if let Some(Some(ps)) = found.into_iter().next() {
+                    let n = ps.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+                    if n >= least {
+                        return Some(n);
+                    }
+                }
+            }
+            out.sleep(Duration::from_millis(200));
+        }
+        None
+    }
+
+    /// The newest snapshot of exchange partition `r` in the changelog, if any.
+    fn snapshot(&self, r: i32) -> Result<Option<serde_json::Value>, String> {
+        let spec = &self.exchange.spec;
+        let mut config = kafka::consumer_config(&spec.brokers, &spec.properties);
+        config
+            .set(
+                "group.id",
+                format!("{}.changelog-reader", self.exchange.group()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| format!("cannot read the changelog: {e}"))?;
+        let topic = self.exchange.changelog();
+        // A changelog just created has no leader for a moment.
+        let asked = Instant::now();
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(&topic, r, Duration::from_secs(5)) {
+                Ok(w) => break w,
+                Err(e) if asked.elapsed() >= Duration::from_secs(30) => {
+                    return Err(format!("cannot read the changelog `{topic}`: {e}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        if high <= low {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, r, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let key = r.to_string();
+        let mut newest = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("reading the changelog `{topic}` took over 30 s"));
+            }
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    if m.key() == Some(key.as_bytes()) {
+                        newest = m.payload().map(<[u8]>::to_vec);
+                    }
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(format!("cannot read the changelog `{topic}`: {e}")),
+                None => {}
+            }
+        }
+        newest
+            .map(|b| serde_json::from_slice(&b).map_err(|e| format!("a snapshot is not JSON: {e}")))
+            .transpose()
+    }
+
+    fn adopt(&mut self, r: i32) -> Result<String, StageError> {
+        let op = self.spare.pop().ok_or_else(|| {
+            StageError::msg(format!(
+                "exchange partition {r} is not one of the {} this stage was built for",
+                self.exchange.spec.partitions
+            ))
+        })?;
+        let mut part = Part::new(op, self.sources);
+        let said = match self.snapshot(r).map_err(StageError::msg)? {
+            Some(state) => {
+                let at = part.load(&state).map_err(|e| {
+                    StageError::msg(format!(
+                        "the snapshot of exchange partition {r} in `{}` cannot be loaded ({e}); delete that topic and the group's offsets to start over",
+                        self.exchange.changelog()
+                    ))
+                })?;
+                if part.finished {
+                    format!("{r} (finished)")
+                } else {
+                    format!("{r} (from its snapshot at offset {at})")
+                }
+            }
+            None => r.to_string(),
+        };
+        self.parts.insert(r, part);
+        Ok(said)
+    }
+
+    fn release(&mut self, r: i32) -> Result<(), StageError> {
+        if let Some(mut part) = self.parts.remove(&r) {
+            part.op.reset()?;
+            self.spare.push(part.op);
+        }
+        Ok(())
+    }
+
+    /// Writes exchange partition `r`'s state to the changelog, then commits where it reads again.
+    fn save(
+        &mut self,
+        r: i32,
+        producer: &BaseProducer,
+        consumer: &KafkaConsumer,
+        out: &mut Output,
+    ) -> Result<(), StageError> {
+        let Some(part) = self.parts.get_mut(&r) else {
+            return Ok(());
+        };
+        let state = part.state(out)?;
+        let (offset, finished) = (part.restart_offset(), part.finished);
+        part.last_snapshot = Instant::now();
+        let topic = self.exchange.changelog();
+        let key = r.to_string();
+        let payload = state.to_string();
+        let fail = |e: KafkaError| {
+            StageError::with(format!("cannot write the window state to `{topic}`"), e)
+        };
+        producer
+            .send(
+                BaseRecord::to(&topic)
+                    .partition(r)
+                    .key(&key)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| fail(e))?;
+        producer.flush(Duration::from_secs(30)).map_err(fail)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut e = tpl.add_partition(&self.exchange.topic(), r);
+        e.set_offset(Offset::Offset(offset)).map_err(fail)?;
+        if finished {
+            e.set_metadata(FINISHED);
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            // The snapshot stands; a new owner reads a little more again.
+            eprintln!(
+                "warning: {}: committing exchange partition {r} failed ({e})",
+                self.label()
+            );
+        }
+        Ok(())
+    }
+
+    /// Asks the source's group how far it is: which source partitions are committed to their end.
+    fn source_status(&mut self, status: &BaseConsumer) {
+        let topic = &self.exchange.spec.topic;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.sources {
+            tpl.add_partition(topic, p as i32);
+        }
+        let Ok(committed) = status.committed_offsets(tpl, Duration::from_secs(2)) else {
+            return;
+        };
+        for e in committed.elements() {
+            let p = e.partition() as usize;
+            let Ok((low, high)) =
+                status.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))
+            else {
+                return;
+            };
+            let done = match e.offset() {
+                Offset::Offset(n) if n >= 0 => n >= high,
+                _ => low >= high,
+            };
+            if let Some(d) = self.source_done.get_mut(p) {
+                *d = done;
+            }
+        }
+    }
+
+    /// Whether every exchange partition, whoever owns it, emitted its windows at the end of input.
+    fn all_finished(&self, consumer: &KafkaConsumer) -> bool {
+        let mut tpl = TopicPartitionList::new();
+        for r in 0..self.exchange.spec.partitions {
+            tpl.add_partition(&self.exchange.topic(), r);
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => c.elements().iter().all(|e| e.metadata() == FINISHED),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Source for Receive {
+    fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
+        create_topics(&self.exchange).map_err(StageError::msg)?;
+        let reporter = Arc::new(Reporter::new(self.label()));
+        let consumer = self.consumer(reporter)?;
+        let Some(sources) = Self::partitions(&consumer, &self.exchange.spec.topic, 1, out) else {
+            return Ok(());
+        };
+        let topic = self.exchange.topic();
+        let n = self.exchange.spec.partitions as usize;
+        if Self::partitions(&consumer, &topic, n, out).is_none()
+            || Self::partitions(&consumer, &self.exchange.changelog(), n, out).is_none()
+        {
+            return Ok(());
+        }
+        self.sources = sources;
+        self.source_done = vec![false; sources];
+        // Asks the source's group for its commits; never joins it.
+        let status: BaseConsumer =
+            kafka::consumer_config(&self.exchange.spec.brokers, &self.exchange.spec.properties)
+                .set("group.id", &self.exchange.spec.group_id)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(|e| StageError::with("cannot create a kafka client", e))?;
+        let mut last_status: Option<Instant> = None;
+        let spec = &self.exchange.spec;
+        let producer: BaseProducer = kafka::client_config(&spec.brokers, &spec.properties)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(|e| StageError::with("cannot create the changelog producer", e))?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| StageError::with("cannot join the exchange group", e))?;
+        eprintln!(
+            "tributary: {} joins group `{}` to share the {} partitions of the exchange topic `{topic}` by key",
+            self.label(),
+            self.exchange.group(),
+            self.exchange.spec.partitions
+        );
+        // After the input ended: per owned partition, the end offset it must be read to.
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut said_waiting = false;
+        let mut last_check = Instant::now();
+        loop {
+            if out.stopping() {
+                return Ok(());
+            }
+            let message = consumer.poll(Duration::from_millis(100));
+            for change in consumer
+                .context()
+                .1
+                .as_ref()
+                .expect("a member")
+                .take_changes()
+            {
+                match change {
+                    Change::Assigned(parts) if parts.is_empty() => {}
+                    Change::Assigned(parts) => {
+                        let mut said = Vec::new();
+                        for (_, r, _) in parts {
+                            said.push(self.adopt(r)?);
+                            ends.remove(&r);
+                        }
+                        eprintln!(
+                            "tributary: {}: group `{}` assigned exchange partitions {}; now holding {:?}",
+                            self.label(),
+                            self.exchange.group(),
+                            said.join(", "),
+                            self.parts.keys().collect::<Vec<_>>()
+                        );
+                    }
+                    Change::Revoked { parts, lost } => {
+                        for (_, r, ..) in &parts {
+                            self.release(*r)?;
+                            ends.remove(r);
+                        }
+                        let list: Vec<i32> = parts.iter().map(|p| p.1).collect();
+                        eprintln!(
+                            "tributary: {}: group `{}` {} exchange partitions {list:?} (their next owner loads their latest snapshot); now holding {:?}",
+                            self.label(),
+                            self.exchange.group(),
+                            if lost { "took back" } else { "moved" },
+                            self.parts.keys().collect::<Vec<_>>()
+                        );
+                    }
+                }
+            }
+            match message {
+                Some(Ok(m)) => {
+                    let r = m.partition();
+                    let Some(part) = self.parts.get_mut(&r) else {
+                        continue;
+                    };
+                    part.next = m.offset() + 1;
+                    let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
+                    match m.key().and_then(Tag::decode) {
+                        Some(Tag::Record {
+                            partition,
+                            offset,
+                            index,
+                        }) if (partition as usize) < part.queues.len() => {
+                            let p = partition as usize;
+                            if part.seen[p].is_some_and(|s| s >= (offset, index)) {
+                                part.skipped += 1;
+                            } else {
+                                out.stats.records_in.fetch_add(1, Ordering::Relaxed);
+                                part.seen[p] = Some((offset, index));
+                                part.waiting += 1;
+                                part.queues[p].push_back(Rec {
+                                    ts,
+                                    at: m.offset(),
+                                    offset,
+                                    index,
+                                    payload: m.payload().unwrap_or_default().to_vec(),
+                                });
+                            }
+                        }
+                        Some(Tag::Marker { partition, .. })
+                            if (partition as usize) < part.floor.len() =>
+                        {
+                            let p = partition as usize;
+                            part.floor[p] = part.floor[p].max(ts);
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(_)) => {}
+            }
+            if last_status.is_none_or(|t| t.elapsed() >= STATUS_INTERVAL) {
+                last_status = Some(Instant::now());
+                self.source_status(&status);
+            }
+            // Fold what may go in.
+            let rs: Vec<i32> = self.parts.keys().copied().collect();
+            for r in &rs {
+                let part = self.parts.get_mut(r).expect("listed");
+                if !part.finished {
+                    part.drain(out, &self.source_done, false)?;
+                }
+                if part.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL {
+                    self.save(*r, &producer, &consumer, out)?;
+                }
+            }
+            if !self.exchange.input_done() || last_check.elapsed() < Duration::from_millis(500) {
+                continue;
+            }
+            last_check = Instant::now();
+            // The group's input is all in the exchange topic: read each partition held to its end,
+            // then emit its windows.
+            for r in &rs {
+                if self.parts[r].finished {
+                    continue;
+                }
+                if !ends.contains_key(r) {
+                    match consumer.fetch_watermarks(&topic, *r, Duration::from_secs(5)) {
+                        Ok((_, high)) => {
+                            ends.insert(*r, high);
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                let part = self.parts.get_mut(r).expect("listed");
+                if part.next < ends[r] {
+                    continue;
+                }
+                part.drain(out, &self.source_done, true)?;
+                part.op.finish(out)?;
+                part.finished = true;
+                if part.skipped > 0 {
+                    eprintln!(
+                        "tributary: stage `{}`: exchange partition {r}: {} records read again were skipped (already counted)",
+                        self.exchange.stage,
+                        part.skipped
+                    );
+                }
+                self.save(*r, &producer, &consumer, out)?;
+            }
+            if self.parts.values().all(|p| p.finished) {
+                if self.all_finished(&consumer) {
+                    return Ok(());
+                }
+                if !said_waiting {
+                    let mine = if self.parts.is_empty() {
+                        "holds no exchange partition"
+                    } else {
+                        "emitted the windows of its exchange partitions"
+                    };
+                    eprintln!(
+                        "tributary: {}: {mine}; waiting for the other members to emit theirs (the partitions of a member that died come to one that is left)",
+                        self.label()
+                    );
+                    said_waiting = true;
+                }
+            }
+        }
+    }
+}

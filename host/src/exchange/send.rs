@@ -1,0 +1,219 @@
+//! `W.exchange`: writes the records a window stage reads to its exchange topic, by key (see
+//! [`super`]). A batch is written, then flushed, before `write` returns: its source offsets are
+//! committed only once its records are in the topic.
+
+use super::{partition_of, Exchange, Tag};
+use crate::kafka::{self, Reporter};
+use crate::record::Batch;
+use crate::sinks::file::write_jsonl;
+use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a batch may take to reach the exchange topic before the run stops with an error (its
+/// offsets stay uncommitted, so a restart sends it again).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct SendConfig {
+    pub exchange: Arc<Exchange>,
+}
+
+impl StageConfig for SendConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Built, BuildError> {
+        Ok(Built::Sink(Box::new(Send {
+            exchange: self.exchange.clone(),
+            producer: None,
+        })))
+    }
+}
+
+struct Deliveries {
+    reporter: Arc<Reporter>,
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.reporter.error(&error, reason);
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.reporter.alive(),
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+struct Send {
+    exchange: Arc<Exchange>,
+    producer: Option<BaseProducer<Deliveries>>,
+}
+
+impl Send {
+    fn label(&self) -> String {
+        format!("stage `{}.exchange`", self.exchange.stage)
+    }
+
+    fn send(
+        producer: &BaseProducer<Deliveries>,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        payload: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .timestamp(timestamp);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Sink for Send {
+    fn open(&mut self) -> Result<(), StageError> {
+        let spec = &self.exchange.spec;
+        let topic = self.exchange.topic();
+        super::receive::create_topics(&self.exchange).map_err(StageError::msg)?;
+        let mut config = kafka::client_config(&spec.brokers, &spec.properties);
+        // Idempotence keeps each partition in send order through retries: markers stay behind the
+        // records they speak for.
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("allow.auto.create.topics", "false");
+        let context = Deliveries {
+            reporter: Arc::new(Reporter::new(self.label())),
+            failed: AtomicU64::new(0),
+            first: Mutex::new(None),
+        };
+        let producer = config.create_with_context(context).map_err(|e| {
+            StageError::with(
+                format!("cannot create the producer for the exchange topic `{topic}`"),
+                e,
+            )
+        })?;
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &Batch, _: &mut Output) -> Result<(), StageError> {
+        if batch.len == 0 {
+            return Ok(());
+        }
+        let producer = self.producer.as_ref().expect("opened");
+        let topic = self.exchange.topic();
+        let n = self.exchange.spec.partitions;
+        let mut lines = Vec::with_capacity(batch.len * 128);
+        write_jsonl(batch, &mut lines);
+        // Per source partition, the last offset and event time sent: the markers.
+        let mut last: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        let mut index = 0u32;
+        let fail = |e: KafkaError| {
+            StageError::with(format!("cannot write to the exchange topic `{topic}`"), e)
+        };
+        for (row, line) in lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let origin = batch.origin[row];
+            // Rows a transform made of one record share its origin; the index tells them apart.
+            index = match row {
+                0 => 0,
+                _ if batch.origin[row - 1] == origin => index + 1,
+                _ => 0,
+            };
+            let key = match &self.exchange.key {
+                Some(k) => batch.value(k, row),
+                None => crate::record::Value::Null,
+            };
+            let tag = Tag::Record {
+                partition: origin.partition,
+                offset: origin.offset,
+                index,
+            };
+            let ts = batch.time[row];
+            Self::send(
+                producer,
+                &topic,
+                partition_of(&key, n),
+                &tag.encode(),
+                Some(line),
+                ts,
+            )
+            .map_err(fail)?;
+            let e = last.entry(origin.partition).or_insert((origin.offset, ts));
+            *e = (e.0.max(origin.offset), ts);
+        }
+        for (&partition, &(offset, ts)) in &last {
+            let tag = Tag::Marker { partition, offset }.encode();
+            for r in 0..n {
+                Self::send(producer, &topic, r, &tag, None, ts).map_err(fail)?;
+            }
+        }
+        producer.flush(FLUSH_TIMEOUT).map_err(fail)?;
+        let ctx = producer.context();
+        let failed = ctx.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let first = ctx
+                .first
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            return Err(StageError::msg(format!(
+                "{failed} records were not delivered to the exchange topic `{topic}` ({first}); their offsets stay uncommitted, so a restart sends them again"
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
+        if let Some(p) = &self.producer {
+            p.flush(FLUSH_TIMEOUT).map_err(|e| {
+                StageError::with(
+                    format!(
+                        "cannot write to the exchange topic `{}`",
+                        self.exchange.topic()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        self.exchange.finish_input();
+        Ok(())
+    }
+}

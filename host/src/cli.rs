@@ -465,6 +465,17 @@ fn run(file: &Path, strict: bool, watch: Watch, hot_swap: bool) -> anyhow::Resul
     let Some((pipeline, built)) = load(file, &host) else {
         return Ok(ExitCode::from(INVALID_CONFIG));
     };
+    if let Some(s) = pipeline
+        .stages
+        .iter()
+        .find(|s| hot_swap && s.type_name == "exchange")
+    {
+        eprintln!(
+            "error: `--watch` cannot swap the window stages of a consumer group (`{}` gets its records through an exchange, with a plugin instance per exchange partition); run without `--watch`, and restart the members one at a time to change their plugins (the group moves their partitions meanwhile)",
+            s.name.trim_end_matches(".exchange")
+        );
+        return Ok(ExitCode::from(INVALID_CONFIG));
+    }
     // Bound before anything is written, so a bad address fails the run before it starts.
     let server = watch
         .metrics_addr

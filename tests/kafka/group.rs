@@ -360,6 +360,15 @@ fn group_mode_validates_its_window_stages_and_refuses_a_fallback() {
         "{out}"
     );
 
+    let mut cmd = tributary();
+    cmd.args(["run", "--watch"]).arg(&file);
+    let (code, _, err) = crate::common::run(cmd);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`--watch` cannot swap the window stages of a consumer group (`avg_1m`"),
+        "{err}"
+    );
+
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("topics = [\"t\"]", "topics = [\"t\", \"u\"]");

@@ -156,6 +156,41 @@ impl Part {
         }
     }
 
+    /// Takes one message of the exchange partition, at offset `at`: a record waits for its turn
+    /// (`true`), unless it was taken before (read again after a rebalance or a crash: skipped); a
+    /// marker raises its source partition's floor. Messages of unknown source partitions are ignored.
+    fn take(&mut self, tag: Tag, ts: i64, at: i64, payload: &[u8]) -> bool {
+        match tag {
+            Tag::Record {
+                partition,
+                offset,
+                index,
+            } if (partition as usize) < self.queues.len() => {
+                let p = partition as usize;
+                if self.seen[p].is_some_and(|s| s >= (offset, index)) {
+                    self.skipped += 1;
+                    return false;
+                }
+                self.seen[p] = Some((offset, index));
+                self.waiting += 1;
+                self.queues[p].push_back(Rec {
+                    ts,
+                    at,
+                    offset,
+                    index,
+                    payload: payload.to_vec(),
+                });
+                true
+            }
+            Tag::Marker { partition, .. } if (partition as usize) < self.floor.len() => {
+                let p = partition as usize;
+                self.floor[p] = self.floor[p].max(ts);
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Where a new owner reads again: the oldest record still waiting, else the next to read.
     fn restart_offset(&self) -> i64 {
         self.queues
@@ -599,35 +634,11 @@ impl Source for Receive {
                     };
                     part.next = m.offset() + 1;
                     let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
-                    match m.key().and_then(Tag::decode) {
-                        Some(Tag::Record {
-                            partition,
-                            offset,
-                            index,
-                        }) if (partition as usize) < part.queues.len() => {
-                            let p = partition as usize;
-                            if part.seen[p].is_some_and(|s| s >= (offset, index)) {
-                                part.skipped += 1;
-                            } else {
-                                out.stats.records_in.fetch_add(1, Ordering::Relaxed);
-                                part.seen[p] = Some((offset, index));
-                                part.waiting += 1;
-                                part.queues[p].push_back(Rec {
-                                    ts,
-                                    at: m.offset(),
-                                    offset,
-                                    index,
-                                    payload: m.payload().unwrap_or_default().to_vec(),
-                                });
-                            }
+                    if let Some(tag) = m.key().and_then(Tag::decode) {
+                        let payload = m.payload().unwrap_or_default();
+                        if part.take(tag, ts, m.offset(), payload) {
+                            out.stats.records_in.fetch_add(1, Ordering::Relaxed);
                         }
-                        Some(Tag::Marker { partition, .. })
-                            if (partition as usize) < part.floor.len() =>
-                        {
-                            let p = partition as usize;
-                            part.floor[p] = part.floor[p].max(ts);
-                        }
-                        _ => {}
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
@@ -700,5 +711,140 @@ impl Source for Receive {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Batch;
+
+    /// A window stand-in: keeps what it is given, in order, and saves it as its state.
+    #[derive(Default)]
+    struct Keep(Vec<(i64, i32, i64)>);
+
+    impl Operator for Keep {
+        fn process(&mut self, batch: Arc<Batch>, _: &mut Output) -> Result<(), StageError> {
+            for row in 0..batch.len {
+                let o = batch.origin[row];
+                self.0.push((batch.time[row], o.partition, o.offset));
+            }
+            Ok(())
+        }
+        fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    fn record(partition: i32, offset: i64) -> Tag {
+        Tag::Record {
+            partition,
+            offset,
+            index: 0,
+        }
+    }
+
+    fn order(part: &mut Part, done: &[bool], all: bool) -> Vec<(i64, usize, i64)> {
+        std::iter::from_fn(|| part.pop(done, all).map(|(p, r)| (r.ts, p, r.offset))).collect()
+    }
+
+    #[test]
+    fn records_go_in_event_time_order_once_no_source_partition_can_send_an_older_one() {
+        let mut part = Part::new(Box::new(Keep::default()), 3);
+        let not_done = [false; 3];
+        part.take(record(0, 0), 10, 0, b"{}");
+        part.take(record(1, 0), 5, 1, b"{}");
+        part.take(record(0, 1), 20, 2, b"{}");
+        // Partition 2 has said nothing: it may still send something older.
+        assert_eq!(order(&mut part, &not_done, false), []);
+        // Its marker: nothing older than 12 comes from it.
+        part.take(
+            Tag::Marker {
+                partition: 2,
+                offset: 7,
+            },
+            12,
+            3,
+            b"",
+        );
+        assert_eq!(order(&mut part, &not_done, false), [(5, 1, 0)]);
+        // Partition 1 may still send something at 5 to 10, until its marker says otherwise.
+        part.take(
+            Tag::Marker {
+                partition: 1,
+                offset: 0,
+            },
+            20,
+            4,
+            b"",
+        );
+        assert_eq!(order(&mut part, &not_done, false), [(10, 0, 0)]);
+        assert_eq!(
+            order(&mut part, &not_done, false),
+            [],
+            "partition 2 at 12 holds 20"
+        );
+        // Partition 2 is read to its end by the source's group: it holds nothing back.
+        assert_eq!(order(&mut part, &[false, false, true], false), [(20, 0, 1)]);
+        assert_eq!(part.waiting, 0);
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_lower_source_partition_as_in_one_process() {
+        let mut part = Part::new(Box::new(Keep::default()), 2);
+        part.take(record(1, 0), 10, 0, b"{}");
+        // Partition 0 may still send a record at 10, which goes first.
+        part.take(
+            Tag::Marker {
+                partition: 0,
+                offset: 3,
+            },
+            10,
+            1,
+            b"",
+        );
+        assert_eq!(order(&mut part, &[false; 2], false), []);
+        part.take(record(0, 4), 10, 2, b"{}");
+        assert_eq!(order(&mut part, &[false; 2], false), [(10, 0, 4)]);
+        assert_eq!(
+            order(&mut part, &[false; 2], true),
+            [(10, 1, 0)],
+            "at the end, all go"
+        );
+    }
+
+    #[test]
+    fn records_read_again_are_skipped_and_a_snapshot_restarts_where_nothing_is_lost() {
+        let mut part = Part::new(Box::new(Keep::default()), 2);
+        assert!(part.take(record(0, 0), 10, 100, b"{\"x\":1}"));
+        assert!(part.take(record(1, 0), 11, 101, b"{\"x\":2}"));
+        assert!(part.take(record(0, 1), 30, 102, b"{\"x\":3}"));
+        part.next = 103;
+        // A member that took partition 0 over sends it again from its last commit.
+        assert!(!part.take(record(0, 0), 10, 103, b"{\"x\":1}"));
+        assert!(!part.take(record(0, 1), 30, 104, b"{\"x\":3}"));
+        assert_eq!(part.skipped, 2);
+        part.next = 105;
+        // Partition 0 is done: only partition 1 can hold records back, and it holds 30.
+        let done = [true, false];
+        assert_eq!(order(&mut part, &done, false), [(10, 0, 0), (11, 1, 0)]);
+        part.folded = vec![Some((0, 0)), Some((0, 0))];
+        // A snapshot now reads again from the oldest record waiting (exchange offset 102).
+        assert_eq!(part.restart_offset(), 102);
+        let state = json!({
+            "v": STATE_VERSION,
+            "windows": null,
+            "folded": [[0, 0], [0, 0]],
+            "floor": part.floor,
+            "offset": part.restart_offset(),
+            "finished": false,
+        });
+        let mut next = Part::new(Box::new(Keep::default()), 2);
+        assert_eq!(next.load(&state), Ok(102));
+        // Reading again from 102: the waiting record is taken, the copy sent again skipped.
+        assert!(next.take(record(0, 1), 30, 102, b"{}"));
+        assert!(!next.take(record(0, 0), 10, 103, b"{}"));
+        assert!(!next.take(record(0, 1), 30, 104, b"{}"));
+        assert_eq!(order(&mut next, &[false; 2], true), [(30, 0, 1)]);
     }
 }

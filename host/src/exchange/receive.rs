@@ -15,7 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
@@ -32,6 +32,8 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Records folded per batch handed to the window.
 const BATCH: usize = 1024;
+/// Messages taken per poll round before folding.
+const POLL_BATCH: usize = 4096;
 /// Commit metadata of an exchange partition whose windows were all emitted at the end of input.
 const FINISHED: &str = "finished";
 const STATE_VERSION: u64 = 1;
@@ -481,7 +483,7 @@ impl Receive {
                     .payload(&payload),
             )
             .map_err(|(e, _)| fail(e))?;
-        producer.flush(Duration::from_secs(30)).map_err(fail)?;
+        kafka::flush(producer, Duration::from_secs(30)).map_err(fail)?;
         let mut tpl = TopicPartitionList::new();
         let mut e = tpl.add_partition(&self.exchange.topic(), r);
         e.set_offset(Offset::Offset(offset)).map_err(fail)?;
@@ -508,21 +510,74 @@ impl Receive {
         let Ok(committed) = status.committed_offsets(tpl, Duration::from_secs(2)) else {
             return;
         };
-        for e in committed.elements() {
-            let p = e.partition() as usize;
-            let Ok((low, high)) =
-                status.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))
-            else {
-                return;
-            };
-            let done = match e.offset() {
-                Offset::Offset(n) if n >= 0 => n >= high,
-                _ => low >= high,
-            };
-            if let Some(d) = self.source_done.get_mut(p) {
-                *d = done;
+        let parts: Vec<(String, i32, Option<i64>)> = committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let c = match e.offset() {
+                    Offset::Offset(n) if n >= 0 => Some(n),
+                    _ => None,
+                };
+                (e.topic().to_string(), e.partition(), c)
+            })
+            .collect();
+        let Ok(done) = kafka::done_partitions(status, &parts, Duration::from_secs(2)) else {
+            return;
+        };
+        for ((_, p, _), d) in parts.iter().zip(done) {
+            if let Some(slot) = self.source_done.get_mut(*p as usize) {
+                *slot = d;
             }
         }
+    }
+
+    /// Applies what rebalances changed: a partition given to this member loads its snapshot, one
+    /// taken away is dropped (its next owner loads the snapshot).
+    fn apply_changes(
+        &mut self,
+        consumer: &KafkaConsumer,
+        ends: &mut BTreeMap<i32, i64>,
+    ) -> Result<(), StageError> {
+            for change in consumer
+            .context()
+            .1
+            .as_ref()
+            .expect("a member")
+            .take_changes()
+        {
+            match change {
+                Change::Assigned(parts) if parts.is_empty() => {}
+                Change::Assigned(parts) => {
+                    let mut said = Vec::new();
+                    for (_, r, _) in parts {
+                        said.push(self.adopt(r)?);
+                        ends.remove(&r);
+                    }
+                    eprintln!(
+                        "tributary: {}: group `{}` assigned exchange partitions {}; now holding {:?}",
+                        self.label(),
+                        self.exchange.group(),
+                        said.join(", "),
+                        self.parts.keys().collect::<Vec<_>>()
+                    );
+                }
+                Change::Revoked { parts, lost } => {
+                    for (_, r, ..) in &parts {
+                        self.release(*r)?;
+                        ends.remove(r);
+                    }
+                    let list: Vec<i32> = parts.iter().map(|p| p.1).collect();
+                    eprintln!(
+                        "tributary: {}: group `{}` {} exchange partitions {list:?} (their next owner loads their latest snapshot); now holding {:?}",
+                        self.label(),
+                        self.exchange.group(),
+                        if lost { "took back" } else { "moved" },
+                        self.parts.keys().collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether every exchange partition, whoever owns it, emitted its windows at the end of input.
@@ -586,63 +641,28 @@ impl Source for Receive {
             if out.stopping() {
                 return Ok(());
             }
-            let message = consumer.poll(Duration::from_millis(100));
-            for change in consumer
-                .context()
-                .1
-                .as_ref()
-                .expect("a member")
-                .take_changes()
-            {
-                match change {
-                    Change::Assigned(parts) if parts.is_empty() => {}
-                    Change::Assigned(parts) => {
-                        let mut said = Vec::new();
-                        for (_, r, _) in parts {
-                            said.push(self.adopt(r)?);
-                            ends.remove(&r);
-                        }
-                        eprintln!(
-                            "tributary: {}: group `{}` assigned exchange partitions {}; now holding {:?}",
-                            self.label(),
-                            self.exchange.group(),
-                            said.join(", "),
-                            self.parts.keys().collect::<Vec<_>>()
-                        );
-                    }
-                    Change::Revoked { parts, lost } => {
-                        for (_, r, ..) in &parts {
-                            self.release(*r)?;
-                            ends.remove(r);
-                        }
-                        let list: Vec<i32> = parts.iter().map(|p| p.1).collect();
-                        eprintln!(
-                            "tributary: {}: group `{}` {} exchange partitions {list:?} (their next owner loads their latest snapshot); now holding {:?}",
-                            self.label(),
-                            self.exchange.group(),
-                            if lost { "took back" } else { "moved" },
-                            self.parts.keys().collect::<Vec<_>>()
-                        );
+            // Up to POLL_BATCH messages, then fold: the window gets batches, not single records.
+            let mut wait = Duration::from_millis(100);
+            for _ in 0..POLL_BATCH {
+                let message = consumer.poll(wait);
+                wait = Duration::ZERO;
+                self.apply_changes(&consumer, &mut ends)?;
+                let m = match message {
+                    Some(Ok(m)) => m,
+                    Some(Err(_)) => continue,
+                    None => break,
+                };
+                let Some(part) = self.parts.get_mut(&m.partition()) else {
+                    continue;
+                };
+                part.next = m.offset() + 1;
+                let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
+                if let Some(tag) = m.key().and_then(Tag::decode) {
+                    let payload = m.payload().unwrap_or_default();
+                    if part.take(tag, ts, m.offset(), payload) {
+                        out.stats.records_in.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            }
-            match message {
-                Some(Ok(m)) => {
-                    let r = m.partition();
-                    let Some(part) = self.parts.get_mut(&r) else {
-                        continue;
-                    };
-                    part.next = m.offset() + 1;
-                    let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
-                    if let Some(tag) = m.key().and_then(Tag::decode) {
-                        let payload = m.payload().unwrap_or_default();
-                        if part.take(tag, ts, m.offset(), payload) {
-                            out.stats.records_in.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(_)) => {}
             }
             if last_status.is_none_or(|t| t.elapsed() >= STATUS_INTERVAL) {
                 last_status = Some(Instant::now());

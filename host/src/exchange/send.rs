@@ -112,7 +112,8 @@ impl Sink for Send {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // Each batch is flushed before `write` returns: waiting to fill a request only adds to that.
+            .set("linger.ms", "0")
             .set("allow.auto.create.topics", "false");
         let context = Deliveries {
             reporter: Arc::new(Reporter::new(self.label())),
@@ -184,7 +185,7 @@ impl Sink for Send {
                 Self::send(producer, &topic, r, &tag, None, ts).map_err(fail)?;
             }
         }
-        producer.flush(FLUSH_TIMEOUT).map_err(fail)?;
+        kafka::flush(producer, FLUSH_TIMEOUT).map_err(fail)?;
         let ctx = producer.context();
         let failed = ctx.failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
@@ -203,7 +204,7 @@ impl Sink for Send {
 
     fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
         if let Some(p) = &self.producer {
-            p.flush(FLUSH_TIMEOUT).map_err(|e| {
+            kafka::flush(p, FLUSH_TIMEOUT).map_err(|e| {
                 StageError::with(
                     format!(
                         "cannot write to the exchange topic `{}`",

@@ -363,6 +363,68 @@ pub fn topic_partitions<C: ConsumerContext>(
     Ok(found)
 }
 
+/// Which of `parts` (topic, partition, committed offset if any) are done: committed at their end, or
+/// holding no record where nothing was committed. Asks the brokers for every end offset at once (one
+/// `fetch_watermarks` per partition took half a second each here).
+pub fn done_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    parts: &[(String, i32, Option<i64>)],
+    timeout: Duration,
+) -> Result<Vec<bool>, KafkaError> {
+    let ask = |at: rdkafka::Offset| -> Result<HashMap<(String, i32), i64>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p, _) in parts {
+            tpl.add_partition_offset(topic, *p, at)?;
+        }
+        let found = consumer.offsets_for_times(tpl, timeout)?;
+        Ok(found
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(n) => Some(((e.topic().to_string(), e.partition()), n)),
+                _ => None,
+            })
+            .collect())
+    };
+    let ends = ask(rdkafka::Offset::End)?;
+    let starts = if parts.iter().any(|p| p.2.is_none()) {
+        ask(rdkafka::Offset::Beginning)?
+    } else {
+        HashMap::new()
+    };
+    Ok(parts
+        .iter()
+        .map(|(topic, p, committed)| {
+            let key = (topic.clone(), *p);
+            let Some(&end) = ends.get(&key) else {
+                return false;
+            };
+            match committed {
+                Some(c) => *c >= end,
+                None => starts.get(&key).is_some_and(|&s| s >= end),
+            }
+        })
+        .collect())
+}
+
+/// Waits until every message sent is delivered (or failed), serving the delivery reports.
+/// `BaseProducer::flush` polls in steps of 100 ms that a delivery report does not cut short, so each
+/// flush of a few records took 100 ms; this polls in steps of 1 ms.
+pub fn flush<C: rdkafka::producer::ProducerContext>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    use rdkafka::producer::Producer;
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// Runs a future to completion on this thread (the admin API returns futures; there is no runtime).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);

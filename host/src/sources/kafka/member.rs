@@ -218,21 +218,26 @@ impl Member {
         else {
             return false;
         };
-        let mut left = Vec::new();
-        for e in committed.elements() {
-            let Ok((low, high)) =
-                consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
-            else {
-                return false;
-            };
-            let done = match e.offset() {
-                Offset::Offset(n) if n >= 0 => n >= high,
-                _ => low >= high,
-            };
-            if !done {
-                left.push((e.topic().to_string(), e.partition()));
-            }
-        }
+        let parts: Vec<(String, i32, Option<i64>)> = committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let c = match e.offset() {
+                    Offset::Offset(n) if n >= 0 => Some(n),
+                    _ => None,
+                };
+                (e.topic().to_string(), e.partition(), c)
+            })
+            .collect();
+        let Ok(done) = crate::kafka::done_partitions(consumer, &parts, Duration::from_secs(2)) else {
+            return false;
+        };
+        let left: Vec<(String, i32)> = parts
+            .into_iter()
+            .zip(done)
+            .filter(|(_, d)| !d)
+            .map(|((t, p, _), _)| (t, p))
+            .collect();
         if left.is_empty() {
             return true;
         }

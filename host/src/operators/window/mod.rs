@@ -885,11 +885,12 @@ impl<A: Accumulators> Windows<A> {
             Column::new("window_end", bound(|_, e| e)),
         ];
         if let Some(key) = &self.settings.key {
-            let keys: Vec<Value> = rows
-                .iter()
-                .map(|(_, _, k)| self.keys.key(*k).0.clone())
-                .collect();
-            columns.push(Column::new(key.clone(), column::from_values(&keys)));
+            let ids = rows.iter().map(|(_, _, k)| *k);
+            let array = string_keys(&self.keys, ids.clone()).unwrap_or_else(|| {
+                let keys: Vec<Value> = ids.map(|k| self.keys.key(k).0.clone()).collect();
+                column::from_values(&keys)
+            });
+            columns.push(Column::new(key.clone(), array));
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
             let array = crate::plugin::from_wit_nullable(col, n, field).map_err(bad)?;
@@ -942,6 +943,31 @@ fn order(keys: &KeyTable, rank: &mut Vec<u32>, ready: &mut [schedule::Entry]) {
     } else {
         ready.sort_unstable_by_key(|&(end, start, key)| (end, start, rank[key as usize]));
     }
+}
+
+/// The key column of result rows when every key is a string: the column `column::from_values` makes of
+/// them (a dictionary, its strings in order of first use), built from the key ids without copying a key
+/// per row or hashing its string. `None` when some key is not a string, or there is no row.
+fn string_keys(
+    keys: &KeyTable,
+    ids: impl Iterator<Item = KeyId> + Clone,
+) -> Option<arrow_array::ArrayRef> {
+    let top = ids.clone().max()? as usize;
+    let mut code = vec![u32::MAX; top + 1];
+    let mut dict: Vec<&str> = Vec::new();
+    let mut codes = Vec::with_capacity(ids.size_hint().0);
+    for id in ids {
+        let c = &mut code[id as usize];
+        if *c == u32::MAX {
+            let Value::Str(s) = &keys.key(id).0 else {
+                return None;
+            };
+            *c = dict.len() as u32;
+            dict.push(s);
+        }
+        codes.push(*c);
+    }
+    column::strings(&dict, codes)
 }
 
 /// A free accumulator slot, or a new one.

@@ -1320,3 +1320,21 @@ fn order_sorts_by_window_then_key_value_as_a_sort_by_value_did() {
         "the test needs key ids out of value order"
     );
 }
+
+#[test]
+fn string_keys_make_the_column_from_values_makes() {
+    let mut keys = KeyTable::default();
+    let [c, a, b] = ["c", "a", "b"].map(|s| keys.id(Key(Value::Str(s.into()))));
+    let rows = [a, c, a, b, b, c, a];
+    let values: Vec<Value> = rows.iter().map(|k| keys.key(*k).0.clone()).collect();
+    let fast = string_keys(&keys, rows.iter().copied()).expect("string keys");
+    assert_eq!(fast.data_type(), column::from_values(&values).data_type());
+    assert_eq!(&*fast, &*column::from_values(&values));
+    for r in 0..rows.len() {
+        assert_eq!(column::value(&*fast, r), values[r]);
+    }
+    // Another type, or no row: `from_values` decides.
+    let i = keys.id(Key(Value::Int(1)));
+    assert!(string_keys(&keys, [a, i].into_iter()).is_none());
+    assert!(string_keys(&keys, std::iter::empty()).is_none());
+}

@@ -764,18 +764,9 @@ impl<A: Accumulators> Windows<A> {
     }
 
     /// A pane as the plugin's `finish` sees it.
-    fn plugin_pane(&self, &(end, start, key): &(i64, i64, KeyId)) -> PluginPane {
-        let bounds = !global::is_global((start, end));
-        PluginPane {
-            slot: self.panes[&(start, key)].slot,
-            start: bounds.then_some(start),
-            end: bounds.then_some(end),
-            key: self
-                .settings
-                .key
-                .as_ref()
-                .and_then(|_| key_value(self.keys.key(key))),
-        }
+    fn plugin_pane(&self, entry: &(i64, i64, KeyId)) -> PluginPane {
+        let slot = self.panes[&(entry.1, entry.2)].slot;
+        plugin_pane(&self.settings, &self.keys, slot, entry)
     }
 
     /// Emits every pane due at `watermark`, then drops the panes past their lateness.
@@ -803,17 +794,23 @@ impl<A: Accumulators> Windows<A> {
         let out = if ready.is_empty() {
             None
         } else {
-            let panes: Vec<PluginPane> = ready.iter().map(|p| self.plugin_pane(p)).collect();
+            // One lookup per pane: it is marked fired and its acks taken before `finish` is called.
+            // Should that call fail, the state is not used again as it is: the run stops, or the
+            // stage rebuilds its state from a snapshot (see `recovery`).
+            let mut acks = Vec::new();
+            let panes: Vec<PluginPane> = ready
+                .iter()
+                .map(|e| {
+                    let pane = self.panes.get_mut(&(e.1, e.2)).expect("a due pane is open");
+                    pane.fired = true;
+                    if !pane.acks.is_empty() {
+                        Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
+                    }
+                    plugin_pane(&self.settings, &self.keys, pane.slot, e)
+                })
+                .collect();
             let results = self.acc.finish(&panes)?;
             drop(panes);
-            let mut acks = Vec::new();
-            for (_, s, k) in &ready {
-                let pane = self.panes.get_mut(&(*s, *k)).unwrap();
-                pane.fired = true;
-                if !pane.acks.is_empty() {
-                    Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
-                }
-            }
             let mut batch = self.results(&ready, results)?;
             batch.acks = acks;
             Some(batch)
@@ -923,14 +920,24 @@ fn order(keys: &KeyTable, rank: &mut Vec<u32>, ready: &mut [schedule::Entry]) {
     if ready.len() < 2 {
         return;
     }
-    let mut ids: Vec<KeyId> = ready.iter().map(|e| e.2).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.sort_by(|a, b| keys.key(*a).cmp(keys.key(*b)));
     let top = *ready.iter().map(|(_, _, k)| k).max().expect("not empty") as usize;
     if rank.len() <= top {
         rank.resize(top + 1, 0);
     }
+    // The distinct keys, without sorting every pane's: marked in `rank`, then listed once each.
+    const UNSEEN: u32 = u32::MAX;
+    for &(_, _, key) in ready.iter() {
+        rank[key as usize] = UNSEEN;
+    }
+    let mut ids: Vec<KeyId> = Vec::new();
+    for &(_, _, key) in ready.iter() {
+        if rank[key as usize] == UNSEEN {
+            rank[key as usize] = 0;
+            ids.push(key);
+        }
+    }
+    ids.sort_unstable();
+    ids.sort_by(|a, b| keys.key(*a).cmp(keys.key(*b)));
     for (i, id) in ids.iter().enumerate() {
         rank[*id as usize] = i as u32;
     }
@@ -968,6 +975,22 @@ fn string_keys(
         codes.push(*c);
     }
     column::strings(&dict, codes)
+}
+
+/// A pane as the plugin's `finish` sees it.
+fn plugin_pane(
+    settings: &Settings,
+    keys: &KeyTable,
+    slot: u32,
+    &(end, start, key): &(i64, i64, KeyId),
+) -> PluginPane {
+    let bounds = !global::is_global((start, end));
+    PluginPane {
+        slot,
+        start: bounds.then_some(start),
+        end: bounds.then_some(end),
+        key: settings.key.as_ref().and_then(|_| key_value(keys.key(key))),
+    }
 }
 
 /// A free accumulator slot, or a new one.

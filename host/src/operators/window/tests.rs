@@ -1330,8 +1330,8 @@ fn string_keys_make_the_column_from_values_makes() {
     let fast = string_keys(&keys, rows.iter().copied()).expect("string keys");
     assert_eq!(fast.data_type(), column::from_values(&values).data_type());
     assert_eq!(&*fast, &*column::from_values(&values));
-    for r in 0..rows.len() {
-        assert_eq!(column::value(&*fast, r), values[r]);
+    for (r, v) in values.iter().enumerate() {
+        assert_eq!(&column::value(&*fast, r), v);
     }
     // Another type, or no row: `from_values` decides.
     let i = keys.id(Key(Value::Int(1)));

@@ -37,6 +37,7 @@ mod handover;
 mod hopping;
 mod keys;
 mod recovery;
+mod schedule;
 mod session;
 mod state;
 mod tumbling;
@@ -52,8 +53,8 @@ use arrow_array::types::UInt32Type;
 use arrow_array::Array;
 use keys::{KeyId, KeyTable};
 use recovery::Recovery;
+use schedule::Schedule;
 use serde::Deserialize;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use toml::Spanned;
 
@@ -317,12 +318,15 @@ pub struct Windows<A> {
     panes: HashMap<(i64, KeyId), Pane>,
     /// Session starts per key, to find the sessions a record touches.
     sessions: HashMap<KeyId, Vec<i64>>,
-    /// Panes to emit once the watermark reaches their end: (end, start, key).
-    due: BTreeSet<(i64, i64, KeyId)>,
-    /// Panes to drop once the watermark reaches end + allowed lateness.
-    expiry: BTreeSet<(i64, i64, KeyId)>,
+    /// Panes to emit once the watermark reaches their end: (end, start, key). A pane is there exactly
+    /// while it has not fired.
+    due: Schedule,
+    /// Panes to drop once the watermark reaches end + allowed lateness: (end + lateness, start, key).
+    expiry: Schedule,
     free_slots: Vec<u32>,
     next_slot: u32,
+    /// Scratch for [`order`]: each key's place in key order, by key id.
+    rank: Vec<u32>,
     /// Largest event time seen, the event time of global results.
     max_time: i64,
     /// The watermark restored at a restart: every window ending at or before it was emitted before the
@@ -353,6 +357,11 @@ impl<A: Accumulators> Windows<A> {
     }
 
     pub fn new(settings: Settings, acc: A) -> Self {
+        let schedule = || match settings.kind {
+            WindowKind::Session { .. } => Schedule::ordered(),
+            _ => Schedule::buckets(),
+        };
+        let (due, expiry) = (schedule(), schedule());
         Windows {
             settings,
             acc,
@@ -360,10 +369,11 @@ impl<A: Accumulators> Windows<A> {
             keys: KeyTable::default(),
             panes: HashMap::default(),
             sessions: HashMap::default(),
-            due: BTreeSet::new(),
-            expiry: BTreeSet::new(),
+            due,
+            expiry,
             free_slots: Vec::new(),
             next_slot: 0,
+            rank: Vec::new(),
             max_time: i64::MIN,
             resumed: None,
             replayed: 0,
@@ -432,10 +442,7 @@ impl<A: Accumulators> Windows<A> {
     }
 
     fn alloc(&mut self) -> u32 {
-        self.free_slots.pop().unwrap_or_else(|| {
-            self.next_slot += 1;
-            self.next_slot - 1
-        })
+        alloc_slot(&mut self.free_slots, &mut self.next_slot)
     }
 
     /// Folds a batch in; returns the results that became due and the rows set aside.
@@ -661,32 +668,35 @@ impl<A: Accumulators> Windows<A> {
 
     /// The slot of a fixed window's pane, created when new; a fired pane that gets a record is due again.
     fn pane(&mut self, (start, end): (i64, i64), key: KeyId, acks: &[Ack]) -> u32 {
-        let lateness = self.settings.allowed_lateness;
-        if let Some(p) = self.panes.get_mut(&(start, key)) {
-            Ack::merge_into(&mut p.acks, acks);
-            p.rows += 1;
-            if p.fired {
-                p.fired = false;
-                self.due.insert((end, start, key));
+        use hashbrown::hash_map::Entry;
+        // One hash lookup whether the pane is new or not.
+        match self.panes.entry((start, key)) {
+            Entry::Occupied(mut e) => {
+                let p = e.get_mut();
+                Ack::merge_into(&mut p.acks, acks);
+                p.rows += 1;
+                if p.fired {
+                    p.fired = false;
+                    self.due.insert(end, start, key);
+                }
+                p.slot
             }
-            return p.slot;
+            Entry::Vacant(e) => {
+                let slot = alloc_slot(&mut self.free_slots, &mut self.next_slot);
+                e.insert(Pane {
+                    end,
+                    slot,
+                    fired: false,
+                    rows: 1,
+                    acks: acks.to_vec(),
+                });
+                self.keys.acquire(key);
+                self.due.insert(end, start, key);
+                let lateness = self.settings.allowed_lateness;
+                self.expiry.insert(end.saturating_add(lateness), start, key);
+                slot
+            }
         }
-        let slot = self.alloc();
-        self.keys.acquire(key);
-        self.panes.insert(
-            (start, key),
-            Pane {
-                end,
-                slot,
-                fired: false,
-                rows: 1,
-                acks: acks.to_vec(),
-            },
-        );
-        self.due.insert((end, start, key));
-        self.expiry
-            .insert((end.saturating_add(lateness), start, key));
-        slot
     }
 
     /// The slot of the session a record at `ts` belongs to, merging the sessions it bridges.
@@ -741,9 +751,9 @@ impl<A: Accumulators> Windows<A> {
                 .remove(&(*start, key))
                 .expect("listed session exists");
             self.keys.release(key);
-            self.due.remove(&(p.end, *start, key));
+            self.due.remove(p.end, *start, key);
             self.expiry
-                .remove(&(p.end.saturating_add(lateness), *start, key));
+                .remove(p.end.saturating_add(lateness), *start, key);
             bounds = (bounds.0.min(*start), bounds.1.max(p.end));
             Ack::merge_into(&mut merged_acks, &p.acks);
             rows += p.rows;
@@ -769,77 +779,76 @@ impl<A: Accumulators> Windows<A> {
                 acks: merged_acks,
             },
         );
-        self.due.insert((bounds.1, bounds.0, key));
+        self.due.insert(bounds.1, bounds.0, key);
         self.expiry
-            .insert((bounds.1.saturating_add(lateness), bounds.0, key));
+            .insert(bounds.1.saturating_add(lateness), bounds.0, key);
         Ok(slot)
     }
 
     /// A pane as the plugin's `finish` sees it.
-    fn plugin_pane(&self, &(end, start, key): &(i64, i64, KeyId)) -> PluginPane {
-        let bounds = !global::is_global((start, end));
-        PluginPane {
-            slot: self.panes[&(start, key)].slot,
-            start: bounds.then_some(start),
-            end: bounds.then_some(end),
-            key: self
-                .settings
-                .key
-                .as_ref()
-                .and_then(|_| key_value(self.keys.key(key))),
-        }
+    fn plugin_pane(&self, entry: &(i64, i64, KeyId)) -> PluginPane {
+        let slot = self.panes[&(entry.1, entry.2)].slot;
+        plugin_pane(&self.settings, &self.keys, slot, entry)
     }
 
     /// Emits every pane due at `watermark`, then drops the panes past their lateness.
     fn fire(&mut self, watermark: i64) -> Result<Option<Batch>, PluginError> {
         let mut ready = Vec::new();
-        while let Some(first) = self.due.first() {
-            if first.0 > watermark {
-                break;
-            }
-            let next = self.due.pop_first().unwrap();
+        self.due.drain_until(watermark, &mut ready);
+        if let Some(r) = self.resumed {
             // A session rebuilt from records read again after a restart, ending where the restored
             // watermark says it was emitted before: a replay. Its records are done (their result was
             // written then), so its acks are let go.
-            if self.resumed.is_some_and(|r| next.0 <= r) {
-                let pane = self.panes.get_mut(&(next.1, next.2)).unwrap();
+            let (panes, replayed) = (&mut self.panes, &mut self.replayed);
+            ready.retain(|&(end, start, key)| {
+                if end > r {
+                    return true;
+                }
+                let pane = panes.get_mut(&(start, key)).unwrap();
                 pane.fired = true;
-                self.replayed += std::mem::take(&mut pane.rows);
+                *replayed += std::mem::take(&mut pane.rows);
                 pane.acks.clear();
-                continue;
-            }
-            ready.push(next);
+                false
+            });
         }
         // Deterministic order: by window, then key.
-        let keys = &self.keys;
-        ready.sort_by(|a, b| (a.0, a.1, keys.key(a.2)).cmp(&(b.0, b.1, keys.key(b.2))));
+        order(&self.keys, &mut self.rank, &mut ready);
         let out = if ready.is_empty() {
             None
         } else {
-            let panes: Vec<PluginPane> = ready.iter().map(|p| self.plugin_pane(p)).collect();
-            let results = self.acc.finish(&panes)?;
+            // One lookup per pane: it is marked fired and its acks taken before `finish` is called.
+            // Should that call fail, the state is not used again as it is: the run stops, or the
+            // stage rebuilds its state from a snapshot (see `recovery`).
             let mut acks = Vec::new();
-            for (_, s, k) in &ready {
-                let pane = self.panes.get_mut(&(*s, *k)).unwrap();
-                pane.fired = true;
-                Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
-            }
+            let panes: Vec<PluginPane> = ready
+                .iter()
+                .map(|e| {
+                    let pane = self.panes.get_mut(&(e.1, e.2)).expect("a due pane is open");
+                    pane.fired = true;
+                    if !pane.acks.is_empty() {
+                        Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
+                    }
+                    plugin_pane(&self.settings, &self.keys, pane.slot, e)
+                })
+                .collect();
+            let results = self.acc.finish(&panes)?;
+            drop(panes);
             let mut batch = self.results(&ready, results)?;
             batch.acks = acks;
             Some(batch)
         };
-        let mut expired = Vec::new();
-        while let Some(first) = self.expiry.first() {
-            if first.0 > watermark {
-                break;
-            }
-            let (_, start, key) = self.expiry.pop_first().unwrap();
+        let mut expiring = ready;
+        expiring.clear();
+        self.expiry.drain_until(watermark, &mut expiring);
+        let mut expired = Vec::with_capacity(expiring.len());
+        for (_, start, key) in expiring {
             if let Some(p) = self.panes.remove(&(start, key)) {
                 expired.push(p.slot);
                 self.keys.release(key);
-                // A fired pane left `due` when it fired.
+                // A fired pane left `due` when it fired. (Panes of fixed windows have always fired by
+                // now: `due` was drained up to this watermark above, and lateness is not negative.)
                 if !p.fired {
-                    self.due.remove(&(p.end, start, key));
+                    self.due.remove(p.end, start, key);
                 }
                 if let Some(starts) = self.sessions.get_mut(&key) {
                     starts.retain(|s| *s != start);
@@ -895,11 +904,12 @@ impl<A: Accumulators> Windows<A> {
             Column::new("window_end", bound(|_, e| e)),
         ];
         if let Some(key) = &self.settings.key {
-            let keys: Vec<Value> = rows
-                .iter()
-                .map(|(_, _, k)| self.keys.key(*k).0.clone())
-                .collect();
-            columns.push(Column::new(key.clone(), column::from_values(&keys)));
+            let ids = rows.iter().map(|(_, _, k)| *k);
+            let array = string_keys(&self.keys, ids.clone()).unwrap_or_else(|| {
+                let keys: Vec<Value> = ids.map(|k| self.keys.key(k).0.clone()).collect();
+                column::from_values(&keys)
+            });
+            columns.push(Column::new(key.clone(), array));
         }
         for (col, field) in results.columns.into_iter().zip(self.acc.outputs()) {
             let array = crate::plugin::from_wit_nullable(col, n, field).map_err(bad)?;
@@ -923,6 +933,94 @@ impl<A: Accumulators> Windows<A> {
         self.watermark = i64::MAX;
         self.fire(i64::MAX)
     }
+}
+
+/// Sorts panes to emit by window end, start, then key (by value, not id), the order results go out in.
+/// The few distinct keys are sorted by value once (stable, from id order, as a sort of the panes was
+/// before), so the panes sort by integers; (end, start, key) is unique, so an unstable sort is exact.
+fn order(keys: &KeyTable, rank: &mut Vec<u32>, ready: &mut [schedule::Entry]) {
+    if ready.len() < 2 {
+        return;
+    }
+    let top = *ready.iter().map(|(_, _, k)| k).max().expect("not empty") as usize;
+    if rank.len() <= top {
+        rank.resize(top + 1, 0);
+    }
+    // The distinct keys, without sorting every pane's: marked in `rank`, then listed once each.
+    const UNSEEN: u32 = u32::MAX;
+    for &(_, _, key) in ready.iter() {
+        rank[key as usize] = UNSEEN;
+    }
+    let mut ids: Vec<KeyId> = Vec::new();
+    for &(_, _, key) in ready.iter() {
+        if rank[key as usize] == UNSEEN {
+            rank[key as usize] = 0;
+            ids.push(key);
+        }
+    }
+    ids.sort_unstable();
+    ids.sort_by(|a, b| keys.key(*a).cmp(keys.key(*b)));
+    for (i, id) in ids.iter().enumerate() {
+        rank[*id as usize] = i as u32;
+    }
+    // Buckets come out by end, and a fixed window's start follows from its end: then only the panes of
+    // each window need sorting, by key.
+    if ready.is_sorted_by_key(|&(end, start, _)| (end, start)) {
+        for window in ready.chunk_by_mut(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            window.sort_unstable_by_key(|&(_, _, key)| rank[key as usize]);
+        }
+    } else {
+        ready.sort_unstable_by_key(|&(end, start, key)| (end, start, rank[key as usize]));
+    }
+}
+
+/// The key column of result rows when every key is a string: the column `column::from_values` makes of
+/// them (a dictionary, its strings in order of first use), built from the key ids without copying a key
+/// per row or hashing its string. `None` when some key is not a string, or there is no row.
+fn string_keys(
+    keys: &KeyTable,
+    ids: impl Iterator<Item = KeyId> + Clone,
+) -> Option<arrow_array::ArrayRef> {
+    let top = ids.clone().max()? as usize;
+    let mut code = vec![u32::MAX; top + 1];
+    let mut dict: Vec<&str> = Vec::new();
+    let mut codes = Vec::with_capacity(ids.size_hint().0);
+    for id in ids {
+        let c = &mut code[id as usize];
+        if *c == u32::MAX {
+            let Value::Str(s) = &keys.key(id).0 else {
+                return None;
+            };
+            *c = dict.len() as u32;
+            dict.push(s);
+        }
+        codes.push(*c);
+    }
+    column::strings(&dict, codes)
+}
+
+/// A pane as the plugin's `finish` sees it.
+fn plugin_pane(
+    settings: &Settings,
+    keys: &KeyTable,
+    slot: u32,
+    &(end, start, key): &(i64, i64, KeyId),
+) -> PluginPane {
+    let bounds = !global::is_global((start, end));
+    PluginPane {
+        slot,
+        start: bounds.then_some(start),
+        end: bounds.then_some(end),
+        key: settings.key.as_ref().and_then(|_| key_value(keys.key(key))),
+    }
+}
+
+/// A free accumulator slot, or a new one.
+fn alloc_slot(free_slots: &mut Vec<u32>, next_slot: &mut u32) -> u32 {
+    free_slots.pop().unwrap_or_else(|| {
+        *next_slot += 1;
+        *next_slot - 1
+    })
 }
 
 /// A key as `finish` sees it (since ABI 0.2): typed, a timestamp as milliseconds, a JSON key as its text;

@@ -9,11 +9,10 @@
 //! per open window), so saving costs at most a quarter of a `save` call per row; the batches kept are
 //! shared with the rest of the pipeline, not copied.
 
-use super::{global, Accumulators, KeyId, Pane, Windows};
+use super::{global, Accumulators, KeyId, Pane, Schedule, Windows};
 use crate::plugin::PluginError;
 use crate::record::Batch;
 use serde_json::{json, Value as Json};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Rows folded in between snapshots, at least.
@@ -25,8 +24,8 @@ pub struct Snapshot {
     keys: super::keys::KeyTable,
     panes: super::HashMap<(i64, KeyId), Pane>,
     sessions: super::HashMap<KeyId, Vec<i64>>,
-    due: BTreeSet<(i64, i64, KeyId)>,
-    expiry: BTreeSet<(i64, i64, KeyId)>,
+    due: Schedule,
+    expiry: Schedule,
     free_slots: Vec<u32>,
     next_slot: u32,
     max_time: i64,

@@ -1,6 +1,6 @@
 //! A window stage's state in a checkpoint: the watermark, the newest event time, and every open pane
 //! (window bounds, key, whether it fired, and the plugin's `save` bytes for its accumulator). Due and
-//! expiry sets and session lists are rebuilt from the panes.
+//! expiry schedules and session lists are rebuilt from the panes.
 //!
 //! The JSON is compact on purpose (one array per pane, bytes in hex): a 1-minute window over a busy
 //! topic holds tens of thousands of panes, saved every checkpoint interval.
@@ -142,10 +142,9 @@ impl<A: Accumulators> Windows<A> {
                 },
             );
             if !fired {
-                self.due.insert((end, start, key));
+                self.due.insert(end, start, key);
             }
-            self.expiry
-                .insert((end.saturating_add(lateness), start, key));
+            self.expiry.insert(end.saturating_add(lateness), start, key);
             if matches!(self.settings.kind, WindowKind::Session { .. }) {
                 self.sessions.entry(key).or_default().push(start);
             }

@@ -1201,3 +1201,140 @@ fn at_the_end_a_window_whose_result_fails_is_named_and_the_others_come_out() {
     assert_eq!(keys.len(), 2);
     assert!(keys.contains(&"a".to_string()) && keys.contains(&"c".to_string()));
 }
+
+#[test]
+fn a_fire_emits_by_window_then_key_value_and_a_refired_pane_once() {
+    // Keys first seen in reverse order (ids for c, b, a ascend), windows out of order within max_delay.
+    let mut w = windows(WindowKind::Tumbling { size: 10_000 }, 30_000, 20_000);
+    let (out, _) = w
+        .process(&batch(&[
+            (25_000, "c", 1.0),
+            (5_000, "b", 1.0),
+            (15_000, "a", 1.0),
+            (5_000, "c", 2.0),
+            (15_000, "b", 1.0),
+            (5_000, "a", 4.0),
+        ]))
+        .unwrap();
+    assert!(out.is_none());
+    let (out, _) = w.process(&batch(&[(50_000, "z", 0.0)])).unwrap();
+    assert_eq!(
+        rows(&out),
+        [
+            (0, 10_000, "a".into(), 4.0, 1),
+            (0, 10_000, "b".into(), 1.0, 1),
+            (0, 10_000, "c".into(), 2.0, 1),
+            (10_000, 20_000, "a".into(), 1.0, 1),
+            (10_000, 20_000, "b".into(), 1.0, 1),
+        ]
+    );
+    // Due: the two panes not fired; expiry: all seven, none past 20s + 20s yet.
+    assert_eq!((w.due.len(), w.expiry.len()), (2, 7));
+    // Late but allowed: both fired panes are due again and emitted again, each once.
+    let (out, rejected) = w
+        .process(&batch(&[
+            (12_000, "a", 1.0),
+            (7_000, "b", 3.0),
+            (8_000, "b", 1.0),
+        ]))
+        .unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(
+        rows(&out),
+        [
+            (0, 10_000, "b".into(), 5.0, 3),
+            (10_000, 20_000, "a".into(), 2.0, 2),
+        ]
+    );
+    assert_eq!((w.due.len(), w.expiry.len()), (2, 7));
+    // At the end only the panes never emitted come out; nothing stays scheduled.
+    let out = w.finish().unwrap();
+    assert_eq!(
+        rows(&out),
+        [
+            (20_000, 30_000, "c".into(), 1.0, 1),
+            (50_000, 60_000, "z".into(), 0.0, 1),
+        ]
+    );
+    assert_eq!((w.due.len(), w.expiry.len(), w.panes.len()), (0, 0, 0));
+}
+
+/// Entries (end, start, key) from a small generator, unique, in a scrambled order.
+fn scrambled_entries(keys: &[KeyId], n: usize) -> Vec<schedule::Entry> {
+    let mut x: u64 = 12345;
+    let mut next = move |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let mut set = std::collections::BTreeSet::new();
+    while set.len() < n {
+        let end = 1_000 * (next(5) as i64 + 1);
+        let key = keys[next(keys.len() as u64) as usize];
+        set.insert((end, end - 1_000, key));
+    }
+    let mut v: Vec<_> = set.into_iter().collect();
+    for i in (1..v.len()).rev() {
+        v.swap(i, next(i as u64 + 1) as usize);
+    }
+    v
+}
+
+#[test]
+fn order_sorts_by_window_then_key_value_as_a_sort_by_value_did() {
+    let mut keys = KeyTable::default();
+    let ids: Vec<KeyId> = [
+        Value::Str("c".into()),
+        Value::Str("b".into()),
+        Value::Int(7),
+        Value::Str("a".into()),
+        Value::Str("bb".into()),
+        Value::Bool(false),
+        Value::Float(-0.5),
+    ]
+    .into_iter()
+    .map(|v| keys.id(Key(v)))
+    .collect();
+    let entries = scrambled_entries(&ids, 25);
+    // What `fire` did before: from (end, start, id) order, a stable sort by (end, start, key value).
+    let mut want = entries.clone();
+    want.sort();
+    want.sort_by(|a, b| (a.0, a.1, keys.key(a.2)).cmp(&(b.0, b.1, keys.key(b.2))));
+    let mut rank = Vec::new();
+    let mut scrambled = entries.clone();
+    order(&keys, &mut rank, &mut scrambled);
+    assert_eq!(scrambled, want);
+    // As buckets give them: by window, keys in any order.
+    let mut by_window = entries;
+    by_window.sort_by_key(|e| (e.0, e.1));
+    order(&keys, &mut rank, &mut by_window);
+    assert_eq!(by_window, want);
+    assert_ne!(
+        want.iter().map(|e| e.2).collect::<Vec<_>>(),
+        {
+            let mut by_id = want.clone();
+            by_id.sort();
+            by_id.iter().map(|e| e.2).collect::<Vec<_>>()
+        },
+        "the test needs key ids out of value order"
+    );
+}
+
+#[test]
+fn string_keys_make_the_column_from_values_makes() {
+    let mut keys = KeyTable::default();
+    let [c, a, b] = ["c", "a", "b"].map(|s| keys.id(Key(Value::Str(s.into()))));
+    let rows = [a, c, a, b, b, c, a];
+    let values: Vec<Value> = rows.iter().map(|k| keys.key(*k).0.clone()).collect();
+    let fast = string_keys(&keys, rows.iter().copied()).expect("string keys");
+    assert_eq!(fast.data_type(), column::from_values(&values).data_type());
+    assert_eq!(&*fast, &*column::from_values(&values));
+    for (r, v) in values.iter().enumerate() {
+        assert_eq!(&column::value(&*fast, r), v);
+    }
+    // Another type, or no row: `from_values` decides.
+    let i = keys.id(Key(Value::Int(1)));
+    assert!(string_keys(&keys, [a, i].into_iter()).is_none());
+    assert!(string_keys(&keys, std::iter::empty()).is_none());
+}

@@ -538,7 +538,7 @@ impl Receive {
         consumer: &KafkaConsumer,
         ends: &mut BTreeMap<i32, i64>,
     ) -> Result<(), StageError> {
-            for change in consumer
+        for change in consumer
             .context()
             .1
             .as_ref()

@@ -43,6 +43,14 @@ impl Schedule {
         Schedule::Ordered(BTreeSet::new())
     }
 
+    /// Forgets every pane (a stage that starts over).
+    pub fn clear(&mut self) {
+        match self {
+            Schedule::Buckets(buckets) => buckets.clear(),
+            Schedule::Ordered(set) => set.clear(),
+        }
+    }
+
     /// Adds a pane due at `at`. A pane is added at most once per time until it leaves.
     pub fn insert(&mut self, at: i64, start: i64, key: KeyId) {
         match self {

@@ -198,6 +198,29 @@ fn tumbling_windows_emit_when_the_watermark_passes_their_end() {
 }
 
 #[test]
+fn a_cleared_stage_computes_as_a_new_one() {
+    let input = [(1_000, "a", 1.0), (70_000, "b", 2.0), (130_000, "a", 4.0)];
+    let run = |w: &mut Windows<SumCount>| {
+        let (out, _) = w.process(&batch(&input)).unwrap();
+        let mut all = rows(&out);
+        all.extend(rows(&w.finish().unwrap()));
+        all
+    };
+    let mut fresh = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    let want = run(&mut fresh);
+    let mut used = windows(WindowKind::Tumbling { size: 60_000 }, 0, 0);
+    used.process(&batch(&[(500_000, "c", 9.0), (10, "a", 5.0)]))
+        .unwrap();
+    used.clear().unwrap();
+    assert_eq!(used.watermark(), i64::MIN);
+    assert_eq!(
+        run(&mut used),
+        want,
+        "no pane, key or watermark left from before"
+    );
+}
+
+#[test]
 fn max_delay_holds_windows_open_for_out_of_order_records() {
     let mut w = windows(WindowKind::Tumbling { size: 60_000 }, 5_000, 0);
     let (out, _) = w

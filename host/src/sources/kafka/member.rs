@@ -229,7 +229,8 @@ impl Member {
                 (e.topic().to_string(), e.partition(), c)
             })
             .collect();
-        let Ok(done) = crate::kafka::done_partitions(consumer, &parts, Duration::from_secs(2)) else {
+        let Ok(done) = crate::kafka::done_partitions(consumer, &parts, Duration::from_secs(2))
+        else {
             return false;
         };
         let left: Vec<(String, i32)> = parts

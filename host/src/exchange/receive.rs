@@ -622,6 +622,7 @@ impl Source for Receive {
         let producer: BaseProducer = kafka::client_config(&spec.brokers, &spec.properties)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("delivery.report.only.error", "true")
             .create()
             .map_err(|e| StageError::with("cannot create the changelog producer", e))?;
         consumer

@@ -114,6 +114,8 @@ impl Sink for Send {
             .set("acks", "all")
             // Each batch is flushed before `write` returns: waiting to fill a request only adds to that.
             .set("linger.ms", "0")
+            // A delivery report per record is an event to serve per record; failures are what counts.
+            .set("delivery.report.only.error", "true")
             .set("allow.auto.create.topics", "false");
         let context = Deliveries {
             reporter: Arc::new(Reporter::new(self.label())),

@@ -407,22 +407,31 @@ pub fn done_partitions<C: ConsumerContext>(
         .collect())
 }
 
-/// Waits until every message sent is delivered (or failed), serving the delivery reports.
-/// `BaseProducer::flush` polls in steps of 100 ms that a delivery report does not cut short, so each
-/// flush of a few records took 100 ms; this polls in steps of 1 ms.
+/// Waits until every message sent is delivered (or failed), then serves the delivery reports.
+///
+/// `BaseProducer::flush` waits in polls of 100 ms that a delivery report does not cut short (each
+/// flush of a few records took 100 ms), and its `poll` spins on the clock for the last millisecond of
+/// a timeout; librdkafka's own flush, in the delivery-report-event mode the rdkafka crate uses, waits
+/// on the count of messages in flight.
 pub fn flush<C: rdkafka::producer::ProducerContext>(
     producer: &rdkafka::producer::BaseProducer<C>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     use rdkafka::producer::Producer;
     let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
+    loop {
+        // SAFETY: the client pointer is valid while `producer` lives.
+        unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), 10) };
+        // Delivery reports count as in flight until served: a failure (or, without
+        // `delivery.report.only.error`, every record) reaches the context here.
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
         if Instant::now() >= deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
         }
-        producer.poll(Duration::from_millis(1));
     }
-    Ok(())
 }
 
 /// Runs a future to completion on this thread (the admin API returns futures; there is no runtime).

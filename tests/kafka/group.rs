@@ -281,10 +281,19 @@ fn group_run(name: &str, scenario: Scenario) {
     }
     match scenario {
         Scenario::Three => {}
-        Scenario::FourthJoins => assert!(
-            all.contains(&format!("group `{group}` moved partition")),
-            "the newcomer took partitions from a member:\n{all}"
-        ),
+        Scenario::FourthJoins => {
+            assert!(
+                all.contains(&format!("group `{group}` moved partition")),
+                "the newcomer took source partitions from a member:\n{all}"
+            );
+            // Window state moves with exchange partitions: saved by the member that gives one up,
+            // loaded by the newcomer.
+            assert!(
+                all.contains("moved (snapshotted for their next owner) exchange partitions")
+                    && logs[3].contains("(from its snapshot at offset"),
+                "exchange partitions moved with their state:\n{all}"
+            );
+        }
         Scenario::SecondKilled => assert!(
             logs.iter()
                 .any(|l| l.matches(&format!("group `{group}` assigned")).count() > 1),

@@ -28,7 +28,7 @@
 //!   every other source partition has a later record waiting, or a marker saying it has nothing older.
 //!   A record whose (source partition, offset) was already folded is skipped: that is how records read
 //!   again after a crash or a rebalance count once.
-//! - State moves with exchange partitions: every `snapshot_interval` each one's window state, the
+//! - State moves with exchange partitions: every 5 s, and when one moves away, its window state, the
 //!   source offsets folded, and the exchange offset to read again from go to the compacted topic
 //!   `<group_id>.W.changelog` (keyed by partition), and that offset is committed. A new owner (after a
 //!   rebalance, or a member killed) loads the newest snapshot and reads on from its offset; results

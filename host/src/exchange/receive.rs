@@ -507,35 +507,26 @@ impl Receive {
         for p in 0..self.sources {
             tpl.add_partition(topic, p as i32);
         }
-        let Ok(committed) = status.committed_offsets(tpl, Duration::from_secs(2)) else {
+        let Ok(done) = kafka::done_partitions(status, &tpl, Duration::from_secs(2)) else {
             return;
         };
-        let parts: Vec<(String, i32, Option<i64>)> = committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let c = match e.offset() {
-                    Offset::Offset(n) if n >= 0 => Some(n),
-                    _ => None,
-                };
-                (e.topic().to_string(), e.partition(), c)
-            })
-            .collect();
-        let Ok(done) = kafka::done_partitions(status, &parts, Duration::from_secs(2)) else {
-            return;
-        };
-        for ((_, p, _), d) in parts.iter().zip(done) {
-            if let Some(slot) = self.source_done.get_mut(*p as usize) {
+        for ((_, p), d) in done {
+            if let Some(slot) = self.source_done.get_mut(p as usize) {
                 *slot = d;
             }
         }
     }
 
-    /// Applies what rebalances changed: a partition given to this member loads its snapshot, one
-    /// taken away is dropped (its next owner loads the snapshot).
+    /// Applies what rebalances changed: a partition given to this member loads its snapshot; one
+    /// taken away is snapshotted as it stands, for its next owner, and dropped. (The next owner may
+    /// load the snapshot before that one lands: then it reads more again from an older one, and
+    /// counts each record once all the same. One taken back without asking is not snapshotted: its
+    /// next owner may be ahead.)
     fn apply_changes(
         &mut self,
         consumer: &KafkaConsumer,
+        producer: &BaseProducer,
+        out: &mut Output,
         ends: &mut BTreeMap<i32, i64>,
     ) -> Result<(), StageError> {
         for change in consumer
@@ -563,15 +554,27 @@ impl Receive {
                 }
                 Change::Revoked { parts, lost } => {
                     for (_, r, ..) in &parts {
+                        if !lost {
+                            if let Err(e) = self.save(*r, producer, consumer, out) {
+                                eprintln!(
+                                    "warning: {}: exchange partition {r} moves without a last snapshot ({e}); its next owner reads again from the one before",
+                                    self.label()
+                                );
+                            }
+                        }
                         self.release(*r)?;
                         ends.remove(r);
                     }
                     let list: Vec<i32> = parts.iter().map(|p| p.1).collect();
+                    let how = if lost {
+                        "took back (this process was thought gone; their next owner loads their latest snapshot)"
+                    } else {
+                        "moved (snapshotted for their next owner)"
+                    };
                     eprintln!(
-                        "tributary: {}: group `{}` {} exchange partitions {list:?} (their next owner loads their latest snapshot); now holding {:?}",
+                        "tributary: {}: group `{}` {how} exchange partitions {list:?}; now holding {:?}",
                         self.label(),
                         self.exchange.group(),
-                        if lost { "took back" } else { "moved" },
                         self.parts.keys().collect::<Vec<_>>()
                     );
                 }
@@ -647,7 +650,7 @@ impl Source for Receive {
             for _ in 0..POLL_BATCH {
                 let message = consumer.poll(wait);
                 wait = Duration::ZERO;
-                self.apply_changes(&consumer, &mut ends)?;
+                self.apply_changes(&consumer, &producer, out, &mut ends)?;
                 let m = match message {
                     Some(Ok(m)) => m,
                     Some(Err(_)) => continue,

@@ -3,17 +3,14 @@
 //! committed only once its records are in the topic.
 
 use super::{partition_of, Exchange, Tag};
-use crate::kafka::{self, Reporter};
+use crate::kafka::{self, Deliveries, Reporter};
 use crate::record::Batch;
 use crate::sinks::file::write_jsonl;
 use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a batch may take to reach the exchange topic before the run stops with an error (its
@@ -31,35 +28,6 @@ impl StageConfig for SendConfig {
             exchange: self.exchange.clone(),
             producer: None,
         })))
-    }
-}
-
-struct Deliveries {
-    reporter: Arc<Reporter>,
-    failed: AtomicU64,
-    first: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.reporter.error(&error, reason);
-    }
-}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.reporter.alive(),
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                self.first
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(|| e.to_string());
-            }
-        }
     }
 }
 
@@ -117,11 +85,7 @@ impl Sink for Send {
             // A delivery report per record is an event to serve per record; failures are what counts.
             .set("delivery.report.only.error", "true")
             .set("allow.auto.create.topics", "false");
-        let context = Deliveries {
-            reporter: Arc::new(Reporter::new(self.label())),
-            failed: AtomicU64::new(0),
-            first: Mutex::new(None),
-        };
+        let context = Deliveries::new(Arc::new(Reporter::new(self.label())));
         let producer = config.create_with_context(context).map_err(|e| {
             StageError::with(
                 format!("cannot create the producer for the exchange topic `{topic}`"),
@@ -188,15 +152,7 @@ impl Sink for Send {
             }
         }
         kafka::flush(producer, FLUSH_TIMEOUT).map_err(fail)?;
-        let ctx = producer.context();
-        let failed = ctx.failed.swap(0, Ordering::Relaxed);
-        if failed > 0 {
-            let first = ctx
-                .first
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_default();
+        if let Some((failed, first)) = producer.context().take_failures() {
             return Err(StageError::msg(format!(
                 "{failed} records were not delivered to the exchange topic `{topic}` ({first}); their offsets stay uncommitted, so a restart sends them again"
             )));

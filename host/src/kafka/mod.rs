@@ -363,17 +363,85 @@ pub fn topic_partitions<C: ConsumerContext>(
     Ok(found)
 }
 
-/// Which of `parts` (topic, partition, committed offset if any) are done: committed at their end, or
-/// holding no record where nothing was committed. Asks the brokers for every end offset at once (one
+/// A producer context that counts delivery failures (reported by librdkafka after the fact) and
+/// sends client errors to a [`Reporter`].
+pub struct Deliveries {
+    reporter: Arc<Reporter>,
+    failed: std::sync::atomic::AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    pub fn new(reporter: Arc<Reporter>) -> Self {
+        Deliveries {
+            reporter,
+            failed: Default::default(),
+            first: Mutex::new(None),
+        }
+    }
+
+    /// How many deliveries failed since the last call, with the first failure's reason.
+    pub fn take_failures(&self) -> Option<(u64, String)> {
+        let failed = self.failed.swap(0, Ordering::Relaxed);
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        (failed > 0).then_some((failed, first))
+    }
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.reporter.error(&error, reason);
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.reporter.alive(),
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// A partition by topic and number.
+pub type TopicPartition = (String, i32);
+
+/// Per partition of `all`, whether the consumer's group is done with it: committed at its end, or
+/// holding no record where nothing was committed. Asks for every end offset at once (one
 /// `fetch_watermarks` per partition took half a second each here).
 pub fn done_partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    parts: &[(String, i32, Option<i64>)],
+    all: &TopicPartitionList,
     timeout: Duration,
-) -> Result<Vec<bool>, KafkaError> {
+) -> Result<Vec<(TopicPartition, bool)>, KafkaError> {
+    let committed = consumer.committed_offsets(all.clone(), timeout)?;
+    let parts: Vec<(String, i32, Option<i64>)> = committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let c = match e.offset() {
+                rdkafka::Offset::Offset(n) if n >= 0 => Some(n),
+                _ => None,
+            };
+            (e.topic().to_string(), e.partition(), c)
+        })
+        .collect();
     let ask = |at: rdkafka::Offset| -> Result<HashMap<(String, i32), i64>, KafkaError> {
         let mut tpl = TopicPartitionList::new();
-        for (topic, p, _) in parts {
+        for (topic, p, _) in &parts {
             tpl.add_partition_offset(topic, *p, at)?;
         }
         let found = consumer.offsets_for_times(tpl, timeout)?;
@@ -393,16 +461,15 @@ pub fn done_partitions<C: ConsumerContext>(
         HashMap::new()
     };
     Ok(parts
-        .iter()
+        .into_iter()
         .map(|(topic, p, committed)| {
-            let key = (topic.clone(), *p);
-            let Some(&end) = ends.get(&key) else {
-                return false;
+            let key = (topic, p);
+            let done = match (ends.get(&key), committed) {
+                (None, _) => false,
+                (Some(&end), Some(c)) => c >= end,
+                (Some(&end), None) => starts.get(&key).is_some_and(|&s| s >= end),
             };
-            match committed {
-                Some(c) => *c >= end,
-                None => starts.get(&key).is_some_and(|&s| s >= end),
-            }
+            (key, done)
         })
         .collect())
 }

@@ -1,20 +1,17 @@
 //! `tributary produce`: loads a capture into a topic, keeping each record's key and timestamp, and its
 //! partition when the topic has that partition (otherwise the key picks one, as Java clients do).
 
-use super::{block_on, client_config, Error};
+use super::{block_on, client_config, Deliveries, Error};
 use crate::sources::capture::Decoder;
 use crate::topology::StopFlag;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What to produce, and where.
@@ -41,44 +38,10 @@ pub struct ProduceReport {
     pub created: bool,
 }
 
-/// Counts delivery failures (reported by librdkafka after the fact).
-struct Deliveries {
-    reporter: Arc<super::Reporter>,
-    failed: AtomicU64,
-    first: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.reporter.error(&error, reason);
-    }
-}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.reporter.alive(),
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                self.first
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-}
-
 pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceReport, Error> {
     super::check_properties(opts.properties)?;
     let reporter = Arc::new(super::Reporter::new("produce"));
-    let context = Deliveries {
-        reporter,
-        failed: AtomicU64::new(0),
-        first: Mutex::new(None),
-    };
+    let context = Deliveries::new(reporter);
     let mut config = client_config(opts.brokers, opts.properties);
     // Idempotence keeps each partition in file order through retries, so offsets follow the capture.
     config
@@ -212,15 +175,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
             ),
             source: e,
         })?;
-    let failed = producer.context().failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        let first = producer
-            .context()
-            .first
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
+    if let Some((failed, first)) = producer.context().take_failures() {
         return Err(Error::Delivery {
             topic: opts.topic.to_string(),
             failed,

@@ -214,30 +214,14 @@ impl Member {
                 return false;
             }
         }
-        let Ok(committed) = consumer.committed_offsets(self.all.clone(), Duration::from_secs(2))
+        let Ok(done) = crate::kafka::done_partitions(consumer, &self.all, Duration::from_secs(2))
         else {
             return false;
         };
-        let parts: Vec<(String, i32, Option<i64>)> = committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let c = match e.offset() {
-                    Offset::Offset(n) if n >= 0 => Some(n),
-                    _ => None,
-                };
-                (e.topic().to_string(), e.partition(), c)
-            })
-            .collect();
-        let Ok(done) = crate::kafka::done_partitions(consumer, &parts, Duration::from_secs(2))
-        else {
-            return false;
-        };
-        let left: Vec<(String, i32)> = parts
+        let left: Vec<(String, i32)> = done
             .into_iter()
-            .zip(done)
             .filter(|(_, d)| !d)
-            .map(|((t, p, _), _)| (t, p))
+            .map(|(part, _)| part)
             .collect();
         if left.is_empty() {
             return true;

@@ -115,6 +115,40 @@ impl Pipeline {
         self.stages.iter().any(|s| s.config.resumes())
     }
 
+    /// The stages whose records reach `stage`, directly or through others, nearest first.
+    pub fn upstream(&self, stage: &str) -> Vec<&Stage> {
+        self.reach(stage, |from, s| {
+            from.inputs.iter().any(|i| *i.get_ref() == s.name)
+        })
+    }
+
+    /// The stages that `stage`'s records reach, directly or through others, nearest first.
+    pub fn downstream(&self, stage: &str) -> Vec<&Stage> {
+        self.reach(stage, |from, s| {
+            s.inputs.iter().any(|i| *i.get_ref() == from.name)
+        })
+    }
+
+    /// A breadth-first walk from `stage` along `linked(from, to)`, in file order at each step.
+    fn reach(&self, stage: &str, linked: impl Fn(&Stage, &Stage) -> bool) -> Vec<&Stage> {
+        let Some(start) = self.stages.iter().find(|s| s.name == stage) else {
+            return Vec::new();
+        };
+        let mut reached = vec![start];
+        let mut i = 0;
+        while i < reached.len() {
+            let from = reached[i];
+            for s in &self.stages {
+                if linked(from, s) && !reached.iter().any(|r| r.name == s.name) {
+                    reached.push(s);
+                }
+            }
+            i += 1;
+        }
+        reached.remove(0);
+        reached
+    }
+
     /// Reads and checks a pipeline file.
     pub fn load(file: &Path) -> Result<Pipeline, Diagnostics> {
         let text = std::fs::read_to_string(file).map_err(|e| {
@@ -693,6 +727,30 @@ path = "out.jsonl"
             e[2].starts_with("8:11: stage `avg` reads from `scaled`, which is not a stage"),
             "{e:#?}"
         );
+    }
+
+    #[test]
+    fn walks_the_stage_graph_both_ways_nearest_first() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
+        let pipeline = Pipeline::load(&file).unwrap();
+        let names = |stages: Vec<&Stage>| -> Vec<String> {
+            stages.into_iter().map(|s| s.name.clone()).collect()
+        };
+        assert_eq!(
+            names(pipeline.upstream("top20_chart")),
+            ["avg_by_genre", "scaled", "events"]
+        );
+        let below = names(pipeline.downstream("scaled"));
+        assert_eq!(
+            below[..3],
+            ["avg_by_genre", "avg_by_genre_1m", "top_artists"],
+            "direct readers first, in file order"
+        );
+        assert!(below.contains(&"trend_chart".to_string()), "{below:?}");
+        assert!(!below.contains(&"events".to_string()), "{below:?}");
+        assert!(pipeline.upstream("events").is_empty());
+        assert!(pipeline.downstream("top20_chart").is_empty());
+        assert!(pipeline.upstream("no such stage").is_empty());
     }
 
     #[test]

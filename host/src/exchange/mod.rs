@@ -215,22 +215,11 @@ fn upstream_group(
     i: usize,
     groups: &[(String, GroupSpec)],
 ) -> Option<GroupSpec> {
-    let mut seen = vec![pipeline.stages[i].name.clone()];
-    let mut k = 0;
-    while k < seen.len() {
-        let stage = pipeline.stages.iter().find(|s| s.name == seen[k])?;
-        for input in &stage.inputs {
-            let name = input.get_ref();
-            if let Some((_, g)) = groups.iter().find(|(n, _)| n == name) {
-                return Some(g.clone());
-            }
-            if !seen.contains(name) {
-                seen.push(name.clone());
-            }
-        }
-        k += 1;
-    }
-    None
+    pipeline
+        .upstream(&pipeline.stages[i].name)
+        .into_iter()
+        .find_map(|s| groups.iter().find(|(n, _)| *n == s.name))
+        .map(|(_, g)| g.clone())
 }
 
 #[cfg(test)]

@@ -10,13 +10,11 @@ use crate::sources::capture::Decoder;
 use crate::topology::{
     BuildContext, BuildError, Built, Operator, Output, Source, StageConfig, StageError,
 };
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -71,13 +69,7 @@ impl StageConfig for ReceiveConfig {
 /// Creates the exchange topic and its changelog (compacted) if they do not exist yet.
 pub fn create_topics(exchange: &Exchange) -> Result<(), String> {
     let spec = &exchange.spec;
-    let mut config = kafka::client_config(&spec.brokers, &spec.properties);
-    config.set("log_level", "0");
-    let admin: AdminClient<DefaultClientContext> = config
-        .create()
-        .map_err(|e| format!("cannot create a kafka admin client: {e}"))?;
-    let exchange_topic = exchange.topic();
-    let changelog = exchange.changelog();
+    let (exchange_topic, changelog) = (exchange.topic(), exchange.changelog());
     let topics = [
         NewTopic::new(
             &exchange_topic,
@@ -88,21 +80,12 @@ pub fn create_topics(exchange: &Exchange) -> Result<(), String> {
         NewTopic::new(&changelog, spec.partitions, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact"),
     ];
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(30)))
-        .request_timeout(Some(Duration::from_secs(30)));
-    let results = kafka::block_on(admin.create_topics(&topics, &options)).map_err(|e| {
+    kafka::create_topics(&spec.brokers, &spec.properties, &topics).map_err(|e| {
         format!(
-            "cannot create the exchange topics of `{}`: {e}",
-            exchange.stage
+            "cannot create topic `{}` for the exchange of `{}`: {}",
+            e.topic, exchange.stage, e.reason
         )
     })?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(format!("cannot create topic `{topic}`: {code}")),
-        }
-    }
     Ok(())
 }
 
@@ -130,7 +113,6 @@ struct Part {
     folded: Vec<Option<(i64, u32)>>,
     /// The next exchange offset to read.
     next: i64,
-    waiting: usize,
     builder: BatchBuilder,
     decoder: Decoder,
     last_snapshot: Instant,
@@ -149,7 +131,6 @@ impl Part {
             seen: vec![None; sources],
             folded: vec![None; sources],
             next: 0,
-            waiting: 0,
             builder: BatchBuilder::default(),
             decoder: Decoder::default(),
             last_snapshot: now,
@@ -174,7 +155,6 @@ impl Part {
                     return false;
                 }
                 self.seen[p] = Some((offset, index));
-                self.waiting += 1;
                 self.queues[p].push_back(Rec {
                     ts,
                     at,
@@ -226,7 +206,6 @@ impl Part {
                 }
             }
         }
-        self.waiting -= 1;
         self.queues[p].pop_front().map(|r| (p, r))
     }
 
@@ -320,14 +299,15 @@ impl Receive {
 
     fn consumer(&self, reporter: Arc<Reporter>) -> Result<Arc<KafkaConsumer>, StageError> {
         let spec = &self.exchange.spec;
-        let mut config = kafka::consumer_config(&spec.brokers, &spec.properties);
-        config
-            .set("group.id", self.exchange.group())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+        let mut config = kafka::member_config(
+            &spec.brokers,
+            &spec.properties,
+            &self.exchange.group(),
+            "earliest",
+        );
+        // Whatever the source's group uses: the merge and snapshots rely on keeping the partitions
+        // that do not move.
+        config.set("partition.assignment.strategy", "cooperative-sticky");
         let consumer: KafkaConsumer = config
             .create_with_context(ConsumerReporter(
                 reporter,
@@ -347,7 +327,9 @@ impl Receive {
     ) -> Option<usize> {
         let topic = [topic.to_string()];
         while !out.stopping() {
-            if let Ok(found) = kafka::topic_partitions(consumer, &topic, Duration::from_secs(2)) {
+            if let Ok(found) =
+                kafka::topic_partitions(consumer.client(), &topic, Duration::from_secs(2))
+            {
                 if let Some(Some(ps)) = found.into_iter().next() {
                     let n = ps.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
                     if n >= least {
@@ -810,7 +792,7 @@ mod tests {
         );
         // Partition 2 is read to its end by the source's group: it holds nothing back.
         assert_eq!(order(&mut part, &[false, false, true], false), [(20, 0, 1)]);
-        assert_eq!(part.waiting, 0);
+        assert!(part.queues.iter().all(VecDeque::is_empty));
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub mod produce;
 pub mod reader;
 pub mod record;
 
-use rdkafka::client::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -157,6 +158,26 @@ pub fn consumer_config(brokers: &str, properties: &[(String, String)]) -> Client
             config.set(*key, *value);
         }
     }
+    config
+}
+
+/// [`consumer_config`] for a member of group `group_id` that commits by hand where handling ended
+/// (never automatically: a record is committed once its batch is done downstream), told when it
+/// reaches the end of a partition (how a finished input is recognised), and starting at `reset`
+/// (`earliest` or `latest`) where the group has no committed offset or it no longer exists.
+pub fn member_config(
+    brokers: &str,
+    properties: &[(String, String)],
+    group_id: &str,
+    reset: &str,
+) -> ClientConfig {
+    let mut config = consumer_config(brokers, properties);
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", reset);
     config
 }
 
@@ -337,8 +358,8 @@ impl ConsumerContext for ConsumerReporter {
 
 /// The partitions of each topic, in the order given; `None` for a topic the cluster does not have.
 /// An error means no broker answered within `timeout`.
-pub fn topic_partitions<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub fn topic_partitions<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<Option<Vec<i32>>>, KafkaError> {
@@ -348,7 +369,7 @@ pub fn topic_partitions<C: ConsumerContext>(
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
-        let metadata = consumer.fetch_metadata(Some(topic), left)?;
+        let metadata = client.fetch_metadata(Some(topic), left)?;
         let partitions = metadata
             .topics()
             .iter()
@@ -361,6 +382,48 @@ pub fn topic_partitions<C: ConsumerContext>(
         found.push(partitions);
     }
     Ok(found)
+}
+
+/// A topic the cluster could not create, and why.
+#[derive(Debug)]
+pub struct TopicError {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// Creates `topics` (an admin client with the user's `properties`); for each, whether it was created
+/// now (`false`: it existed already, which is not an error).
+pub fn create_topics(
+    brokers: &str,
+    properties: &[(String, String)],
+    topics: &[NewTopic<'_>],
+) -> Result<Vec<bool>, TopicError> {
+    let fail = |topic: &str, reason: String| TopicError {
+        topic: topic.to_string(),
+        reason,
+    };
+    let first = topics.first().map_or("", |t| t.name);
+    let mut config = client_config(brokers, properties);
+    config.set("log_level", "0");
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| fail(first, format!("cannot create a kafka admin client: {e}")))?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
+    let results =
+        block_on(admin.create_topics(topics, &options)).map_err(|e| fail(first, e.to_string()))?;
+    if results.len() != topics.len() {
+        return Err(fail(first, "the broker sent no result".into()));
+    }
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(_) => Ok(true),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(false),
+            Err((topic, code)) => Err(fail(&topic, code.to_string())),
+        })
+        .collect()
 }
 
 /// A producer context that counts delivery failures (reported by librdkafka after the fact) and

@@ -1,11 +1,10 @@
 //! `tributary produce`: loads a capture into a topic, keeping each record's key and timestamp, and its
 //! partition when the topic has that partition (otherwise the key picks one, as Java clients do).
 
-use super::{block_on, client_config, Deliveries, Error};
+use super::{client_config, Deliveries, Error};
 use crate::sources::capture::Decoder;
 use crate::topology::StopFlag;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -194,36 +193,18 @@ fn create_topic(opts: &ProduceOptions<'_>, partitions: i32) -> Result<bool, Erro
             reason: "`--partitions` must be at least 1".into(),
         });
     }
-    let admin: AdminClient<DefaultClientContext> = {
-        let mut config = client_config(opts.brokers, opts.properties);
-        config.set("log_level", "0");
-        config.create().map_err(Error::Client)?
-    };
     // Replication -1: the broker's default replication factor. Captures carry their original (old)
     // timestamps, which time-based retention measures: with the default 7 days, the broker would
     // delete a 2024 capture at its next retention check. Topics made here keep their records.
     let topic = NewTopic::new(opts.topic, partitions, TopicReplication::Fixed(-1))
         .set("retention.ms", "-1");
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(30)))
-        .request_timeout(Some(Duration::from_secs(30)));
-    let results =
-        block_on(admin.create_topics([&topic], &options)).map_err(|e| Error::CreateTopic {
-            topic: opts.topic.into(),
-            reason: e.to_string(),
-        })?;
-    match results.into_iter().next() {
-        Some(Ok(_)) => Ok(true),
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
-        Some(Err((_, code))) => Err(Error::CreateTopic {
-            topic: opts.topic.into(),
-            reason: code.to_string(),
-        }),
-        None => Err(Error::CreateTopic {
-            topic: opts.topic.into(),
-            reason: "the broker sent no result".into(),
-        }),
-    }
+    let created = super::create_topics(opts.brokers, opts.properties, &[topic]).map_err(|e| {
+        Error::CreateTopic {
+            topic: e.topic,
+            reason: e.reason,
+        }
+    })?;
+    Ok(created[0])
 }
 
 /// The topic's partition count, once its metadata shows it (a new topic takes a moment).
@@ -234,15 +215,10 @@ fn wait_for_partitions(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match producer
-            .client()
-            .fetch_metadata(Some(opts.topic), left.max(Duration::from_millis(100)))
-        {
-            Ok(m) => {
-                if let Some(t) = m.topics().iter().find(|t| {
-                    t.name() == opts.topic && t.error().is_none() && !t.partitions().is_empty()
-                }) {
-                    return Ok(t.partitions().len());
+        match super::topic_partitions(producer.client(), &[opts.topic.to_string()], left) {
+            Ok(found) => {
+                if let Some(Some(ps)) = found.first() {
+                    return Ok(ps.len());
                 }
                 if opts.partitions.is_none() {
                     return Err(Error::NoTopic {

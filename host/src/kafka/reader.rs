@@ -236,7 +236,7 @@ impl Reader {
     /// Finds partitions the topics gained since they were assigned and reads them from their
     /// beginning (every record in a new partition is new). Returns their slots.
     pub fn discover(&mut self, topics: &[String], timeout: Duration) -> KafkaResult<Vec<usize>> {
-        let found = super::topic_partitions(&*self.consumer, topics, timeout)?;
+        let found = super::topic_partitions(self.consumer.client(), topics, timeout)?;
         let mut new = Vec::new();
         for (topic, partitions) in topics.iter().zip(found) {
             for p in partitions.unwrap_or_default() {

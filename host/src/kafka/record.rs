@@ -5,7 +5,7 @@ use super::reader::{Assignment, Polled, Reader};
 use super::{consumer_config, topic_partitions, ConsumerReporter, Error, Reporter};
 use crate::sources::capture::CaptureLine;
 use crate::topology::StopFlag;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Offset;
 use std::borrow::Cow;
 use std::io::{BufWriter, Write};
@@ -49,19 +49,20 @@ pub fn record(opts: &RecordOptions<'_>, stop: &StopFlag) -> Result<RecordReport,
         .create_with_context(ConsumerReporter::new(reporter.clone()))
         .map_err(Error::Client)?;
     let timeout = Duration::from_secs(10);
-    let partitions = match topic_partitions(&consumer, &[opts.topic.to_string()], timeout) {
-        Ok(found) => found.into_iter().next().flatten(),
-        Err(_) => {
-            return Err(Error::Unreachable {
-                brokers: opts.brokers.into(),
-                timeout,
-            })
+    let partitions =
+        match topic_partitions(consumer.client(), &[opts.topic.to_string()], timeout) {
+            Ok(found) => found.into_iter().next().flatten(),
+            Err(_) => {
+                return Err(Error::Unreachable {
+                    brokers: opts.brokers.into(),
+                    timeout,
+                })
+            }
         }
-    }
-    .ok_or_else(|| Error::NoTopic {
-        topic: opts.topic.into(),
-        brokers: opts.brokers.into(),
-    })?;
+        .ok_or_else(|| Error::NoTopic {
+            topic: opts.topic.into(),
+            brokers: opts.brokers.into(),
+        })?;
     let mut reader = Reader::new(consumer, reporter, opts.idle_partition);
     let assignment = partitions
         .iter()

@@ -181,26 +181,19 @@ impl KafkaConfig {
         }
         // Window stages downstream were given an exchange (see `crate::exchange::rewrite`) unless the
         // source reads several topics: records of two topics share partition numbers.
-        let stages = &ctx.pipeline.stages;
-        let mut reached = vec![ctx.stage.to_string()];
-        let mut i = 0;
-        while i < reached.len() {
-            for s in stages {
-                if s.inputs.iter().any(|x| *x.get_ref() == reached[i]) && !reached.contains(&s.name)
-                {
-                    if s.type_name == "window" {
-                        return Err(BuildError::new(
-                            Some(self.topics.span()),
-                            format!(
-                                "window stage `{}` reads this source, and in group mode a window stage's records are exchanged by source partition and offset, which needs one topic; read one topic here (a source per topic), or use `mode = \"all\"`",
-                                s.name
-                            ),
-                        ));
-                    }
-                    reached.push(s.name.clone());
-                }
-            }
-            i += 1;
+        if let Some(s) = ctx
+            .pipeline
+            .downstream(ctx.stage)
+            .into_iter()
+            .find(|s| s.type_name == "window")
+        {
+            return Err(BuildError::new(
+                Some(self.topics.span()),
+                format!(
+                    "window stage `{}` reads this source, and in group mode a window stage's records are exchanged by source partition and offset, which needs one topic; read one topic here (a source per topic), or use `mode = \"all\"`",
+                    s.name
+                ),
+            ));
         }
         Ok(())
     }

@@ -158,21 +158,14 @@ impl KafkaSource {
     }
 
     fn consumer(&self, reporter: Arc<Reporter>) -> Result<KafkaConsumer, StageError> {
-        let mut config = kafka::consumer_config(&self.brokers, &self.properties);
-        config
-            .set("group.id", &self.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            // Where a committed offset no longer exists (retention), start at the oldest record left;
-            // a group member also where the group has none, unless it starts at the latest.
-            .set(
-                "auto.offset.reset",
-                match (self.mode, self.start) {
-                    (Mode::Group, Start::Latest) => "latest",
-                    _ => "earliest",
-                },
-            );
+        // Where a committed offset no longer exists (retention), start at the oldest record left;
+        // a group member also where the group has none, unless it starts at the latest.
+        let reset = match (self.mode, self.start) {
+            (Mode::Group, Start::Latest) => "latest",
+            _ => "earliest",
+        };
+        let mut config =
+            kafka::member_config(&self.brokers, &self.properties, &self.group_id, reset);
         let group = (self.mode == Mode::Group).then(|| {
             // Only the partitions that change hands stop for a rebalance.
             if !self
@@ -214,7 +207,7 @@ impl KafkaSource {
                     .clamp(StdDuration::from_millis(100), StdDuration::from_secs(1)),
                 None => StdDuration::from_secs(5),
             };
-            match kafka::topic_partitions(consumer, &self.topics, timeout) {
+            match kafka::topic_partitions(consumer.client(), &self.topics, timeout) {
                 Err(e) => {
                     // Serve the client's error events, which say why connecting failed (TLS, SASL).
                     for _ in 0..64 {

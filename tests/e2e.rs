@@ -747,6 +747,42 @@ fn validate_accepts_the_default_pipeline() {
     assert!(stderr.contains("pipeline.toml: ok"), "{stderr}");
 }
 
+/// A `blackhole` sink takes every record (the summary counts them) and writes nothing; one given a
+/// field is refused with its position.
+#[test]
+fn a_blackhole_sink_counts_and_drops_what_it_takes() {
+    let dir = scratch("e2e_blackhole");
+    let file = dir.join("p.toml");
+    let body = format!(
+        "[stages.events]\ntype = \"replay\"\npath = {:?}\n\n[stages.drop]\ntype = \"blackhole\"\ninputs = [\"events\"]\n",
+        fixture("music_streaming_events.jsonl")
+    );
+    std::fs::write(&file, &body).unwrap();
+    let (stdout, stderr) = run_pipeline(&dir, &file);
+    assert!(stdout.is_empty(), "{stdout}");
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("drop (blackhole)"))
+        .unwrap_or_else(|| panic!("no summary line for the sink:\n{stderr}"));
+    let counts: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(counts[2..6], ["in", "299", "out", "0"], "{line}");
+    let dead = std::fs::metadata(dir.join("out/dead_letter.jsonl")).unwrap();
+    assert_eq!(dead.len(), 0, "no record dead-lettered");
+    let entries: Vec<_> = std::fs::read_dir(dir.join("out")).unwrap().collect();
+    assert_eq!(entries.len(), 1, "nothing written but the dead-letter file");
+
+    std::fs::write(&file, format!("{body}path = \"x\"\n")).unwrap();
+    let mut cmd = tributary();
+    cmd.current_dir(&dir).args(["validate", "p.toml"]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("p.toml:8:1")
+            && stderr.contains("unknown field `path`, there are no fields"),
+        "{stderr}"
+    );
+}
+
 /// `validate` points at a Kafka `properties` table the client refuses, and the quoted line hides the
 /// password in it.
 #[test]

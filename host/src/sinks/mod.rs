@@ -1,5 +1,6 @@
 //! Sinks: where results leave a pipeline. One file per `type`; the list is in `topology::registry`.
 
+pub mod blackhole;
 pub mod chart;
 pub mod console;
 pub mod file;

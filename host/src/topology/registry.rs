@@ -45,6 +45,7 @@ pub const REGISTRY: &[Registration] = &[
     entry::<sinks::file::FileConfig>("file", Role::Sink),
     entry::<sinks::chart::ChartConfig>("chart", Role::Sink),
     entry::<sinks::mongodb::MongodbConfig>("mongodb", Role::Sink),
+    entry::<sinks::blackhole::BlackholeConfig>("blackhole", Role::Sink),
 ];
 
 pub fn find(type_name: &str) -> Option<&'static Registration> {

@@ -7,6 +7,7 @@
 //! `OAUTHBEARER` (with a static or unsecured token; no OIDC token fetching). `GSSAPI` (Kerberos) is not
 //! built: it needs Cyrus SASL.
 
+pub mod batch;
 pub mod group;
 pub mod interleave;
 pub mod produce;
@@ -148,6 +149,9 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // record, 3-partition topic: the same read time, peak RSS 37 MB instead of 101 MB.
     ("queued.min.messages", "5000"),
     ("queued.max.messages.kbytes", "4096"),
+    // Messages served per call of `batch::BatchQueue::take`; the reader asks again while its buffer
+    // for the partition has room.
+    ("consume.callback.max.messages", "1024"),
 ];
 
 /// A consumer config: [`client_config`] plus [`CONSUMER_DEFAULTS`] where the user set nothing else.

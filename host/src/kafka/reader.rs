@@ -9,6 +9,7 @@
 //! there for the rule); the reader also learns from each fetch's high watermark that a partition is read
 //! to its end, stops the idle clocks while no broker answers, and finds partitions added to a topic.
 
+use super::batch::{BatchQueue, Taken};
 use super::group::Change;
 use super::interleave::{Interleaver, Waits};
 use super::{ConsumerReporter, Reporter};
@@ -40,7 +41,11 @@ struct Slot {
     /// The topic name for librdkafka's C API, made once (it is asked on every poll loop).
     topic_c: std::ffi::CString,
     partition: i32,
-    /// `None` once the partition went to another member of the group.
+    /// What records are read through; `None` once the partition went to another member of the
+    /// group. Declared before `queue`, so it is dropped first.
+    batch: Option<BatchQueue>,
+    /// Keeps the partition's queue split off from the consumer's, and wakes the reader; `None` with
+    /// `batch`.
     queue: Option<PartitionQueue<ConsumerReporter>>,
     /// The offset after the last record read, once one was.
     next: Option<i64>,
@@ -60,6 +65,8 @@ pub struct Reader {
     index: HashMap<(String, i32), usize>,
     merge: Interleaver<Polled>,
     last_record: Instant,
+    /// Records of one take, before the merge gets them (kept to reuse its room).
+    records: Vec<Polled>,
 }
 
 impl Reader {
@@ -83,6 +90,7 @@ impl Reader {
             index: HashMap::new(),
             merge: Interleaver::new(0, idle_partition, Instant::now()),
             last_record: Instant::now(),
+            records: Vec::new(),
         }
     }
 
@@ -138,12 +146,19 @@ impl Reader {
         let topic_c = std::ffi::CString::new(topic.as_str()).map_err(|_| {
             KafkaError::Subscription(format!("topic name `{topic}` holds a NUL byte"))
         })?;
+        let batch =
+            BatchQueue::new(self.consumer.client(), &topic_c, partition).ok_or_else(|| {
+                KafkaError::Subscription(format!(
+                    "cannot read partition {partition} of `{topic}` on its own queue"
+                ))
+            })?;
         let slot = self.slots.len();
         self.index.insert((topic.clone(), partition), slot);
         self.slots.push(Slot {
             topic_c,
             topic,
             partition,
+            batch: Some(batch),
             queue: Some(queue),
             next: None,
         });
@@ -194,6 +209,7 @@ impl Reader {
             let Some(slot) = self.index.remove(&(topic.clone(), *partition)) else {
                 continue;
             };
+            self.slots[slot].batch = None;
             self.slots[slot].queue = None;
             released.push((slot, self.merge.remove(slot)));
         }
@@ -271,39 +287,52 @@ impl Reader {
             // reported by the client context, which sees every error event first.
             if let Ok((topic, partition, record)) = event {
                 if let Some(&slot) = self.index.get(&(topic, partition)) {
-                    self.take(slot, record);
+                    self.take(slot, record, Instant::now());
                     taken += 1;
                 }
             }
         }
+        let now = Instant::now();
         for slot in 0..self.slots.len() {
+            let mut records = std::mem::take(&mut self.records);
             while self.merge.queued(slot) < PARTITION_BUFFER {
-                let Some(queue) = &self.slots[slot].queue else {
+                let Some(batch) = &mut self.slots[slot].batch else {
                     break;
                 };
-                let event = match queue.poll(Duration::ZERO) {
-                    None => break,
-                    Some(Ok(m)) => Ok(polled(&m)),
-                    Some(Err(e)) => Err(e),
-                };
-                match event {
-                    Ok(record) => {
-                        self.take(slot, record);
-                        taken += 1;
-                    }
-                    Err(KafkaError::PartitionEOF(_)) => {
-                        self.reporter.alive();
-                        self.merge.reached_end(slot, Instant::now());
-                        ends += 1;
-                    }
-                    Err(_) => {}
+                let mut end = false;
+                let n = batch.take(|m| match m {
+                    Taken::Record {
+                        offset,
+                        timestamp,
+                        key,
+                        value,
+                    } => records.push(Polled {
+                        offset,
+                        timestamp,
+                        key: key.map(<[u8]>::to_vec),
+                        value: value.map(<[u8]>::to_vec),
+                    }),
+                    Taken::End => end = true,
+                    Taken::Error => {}
+                });
+                taken += records.len();
+                for record in records.drain(..) {
+                    self.take(slot, record, now);
+                }
+                if end {
+                    self.reporter.alive();
+                    self.merge.reached_end(slot, now);
+                    ends += 1;
+                }
+                if n == 0 {
+                    break;
                 }
             }
+            self.records = records;
             if self.check_end(slot) {
                 ends += 1;
             }
         }
-        let now = Instant::now();
         if self.reporter.is_down() {
             self.merge.hold_clocks(now);
         }
@@ -314,9 +343,9 @@ impl Reader {
         taken
     }
 
-    fn take(&mut self, slot: usize, record: Polled) {
+    /// `now`: when the fill that took it began (one clock read per fill, not per record).
+    fn take(&mut self, slot: usize, record: Polled, now: Instant) {
         self.reporter.alive();
-        let now = Instant::now();
         self.slots[slot].next = Some(record.offset + 1);
         self.last_record = now;
         // Records without a timestamp sort first; they are dead-lettered anyway.

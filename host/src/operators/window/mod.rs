@@ -1089,7 +1089,7 @@ fn key_column(keys: &KeyTable, ids: impl Iterator<Item = KeyId> + Clone) -> Plug
                     if *c == u32::MAX {
                         *c = match &keys.key(id).0 {
                             Value::Str(s) => dict.push(s),
-                            Value::Json(j) => dict.push(&j.to_string()),
+                            Value::Json(j) => dict.push(j),
                             // A null key's placeholder: `valid` says it is null.
                             _ => dict.push(""),
                         };

@@ -8,7 +8,9 @@
 
 use std::path::Path;
 use std::time::Instant;
-use tributary::plugin::{wit, ConfigValue, Limits, Pane, PluginHost};
+use tributary::plugin::{
+    wit, Bounds, ConfigValue, KeyColumn, KeyDict, KeyValues, Keys, Limits, Panes, PluginHost,
+};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -34,16 +36,26 @@ fn main() {
             };
             let slots: Vec<u32> = (0..1024).map(|i| i % 700).collect();
             let open: Vec<u32> = (0..700).collect();
-            // What a keyed window stage passes at `finish` (ABI 0.2): each slot's bounds and key.
-            let panes: Vec<Pane> = open
-                .iter()
-                .map(|&slot| Pane {
-                    slot,
-                    start: Some(0),
-                    end: Some(60_000),
-                    key: Some(wit::Value::Str(format!("genre {slot}"))),
-                })
-                .collect();
+            // What a keyed window stage passes at `finish` (ABI 0.4): the slots, their windows' bounds
+            // and keys in columns, every pane a window of its own key.
+            let mut dict = wit::PackedStrings::new();
+            for slot in &open {
+                dict.push(&format!("genre {slot}"));
+            }
+            let panes = Panes {
+                slots: open.clone(),
+                bounds: Some(Bounds {
+                    starts: vec![0; open.len()],
+                    ends: vec![60_000; open.len()],
+                }),
+                keys: Keys::Column(KeyColumn {
+                    values: KeyValues::Str(KeyDict {
+                        dict,
+                        codes: open.clone(),
+                    }),
+                    valid: None,
+                }),
+            };
             let mut checksum = 0.0;
             let started = Instant::now();
             for _ in 0..batches {

@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_abi_version_comes_from_the_wit_and_is_the_newest_the_host_loads() {
-        assert_eq!(abi_version(), crate::plugin::Abi::V0_3.version());
+        assert_eq!(abi_version(), crate::plugin::Abi::V0_4.version());
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! its deadline, and whether the run was asked to stop.
 
 use super::bindings::{
-    aggregate::exports::tributary::plugin::aggregate as agg3, aggregate::AggregatePlugin,
-    transform::exports::tributary::plugin::transform as tr3, transform::TransformPlugin,
-    types as wit, v01, v02, ConfigValue,
+    aggregate::exports::tributary::plugin::aggregate as agg4, aggregate::AggregatePlugin,
+    transform::exports::tributary::plugin::transform as tr4, transform::TransformPlugin,
+    types as wit, v01, v02, v03, ConfigValue,
 };
 use super::columns::FieldSpec;
+use super::panes::Pane;
 use super::{Abi, Plugin, PluginError};
 use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
@@ -158,6 +159,24 @@ impl super::bindings::host::Host for State {
         for line in self.log.line(Instant::now(), level, &message) {
             eprintln!("{line}");
         }
+    }
+}
+
+/// ABI 0.3 plugins import 0.3's `host`, the same functions.
+impl v03::host::Host for State {
+    fn panicked(&mut self, message: String) {
+        super::bindings::host::Host::panicked(self, message)
+    }
+
+    fn log(&mut self, level: v03::host::Level, message: String) {
+        use super::bindings::host::Level;
+        let level = match level {
+            v03::host::Level::Error => Level::Error,
+            v03::host::Level::Warn => Level::Warn,
+            v03::host::Level::Info => Level::Info,
+            v03::host::Level::Debug => Level::Debug,
+        };
+        super::bindings::host::Host::log(self, level, message)
     }
 }
 
@@ -322,6 +341,21 @@ impl From<wit::Spec> for Spec {
     }
 }
 
+impl From<tr4::TransformSpec> for Spec {
+    fn from(s: tr4::TransformSpec) -> Self {
+        Spec {
+            inputs: s.inputs.into_iter().map(Into::into).collect(),
+            outputs: s.outputs.into_iter().map(Into::into).collect(),
+            drops: s.drops,
+        }
+    }
+}
+
+/// 0.3's transform is 0.4's, declared in 0.3's own interface.
+mod tr3 {
+    pub use super::v03::transform::exports::tributary::plugin::transform::*;
+}
+
 impl From<tr3::TransformSpec> for Spec {
     fn from(s: tr3::TransformSpec) -> Self {
         Spec {
@@ -372,7 +406,8 @@ fn same_spec(before: &Spec, after: &Spec, plugin: &Plugin) -> Result<(), PluginE
 enum TransformBindings {
     V0_1(v01::transform::TransformPlugin),
     V0_2(v02::transform::TransformPlugin),
-    V0_3(TransformPlugin),
+    V0_3(v03::transform::TransformPlugin),
+    V0_4(TransformPlugin),
 }
 
 /// Columns of an ABI that had no nulls, as 0.3's nullable columns.
@@ -394,7 +429,7 @@ pub struct TransformInstance {
     recipe: Recipe,
 }
 
-pub use tr3::{Flushed, Transformed};
+pub use tr4::{Flushed, Transformed};
 
 impl TransformInstance {
     pub(super) fn new(
@@ -414,7 +449,10 @@ impl TransformInstance {
                     Abi::V0_2 => TransformBindings::V0_2(
                         v02::transform::TransformPlugin::instantiate(s, &plugin.component, linker)?,
                     ),
-                    Abi::V0_3 => TransformBindings::V0_3(TransformPlugin::instantiate(
+                    Abi::V0_3 => TransformBindings::V0_3(
+                        v03::transform::TransformPlugin::instantiate(s, &plugin.component, linker)?,
+                    ),
+                    Abi::V0_4 => TransformBindings::V0_4(TransformPlugin::instantiate(
                         s,
                         &plugin.component,
                         linker,
@@ -432,6 +470,10 @@ impl TransformInstance {
                     .call_init(s, config)?
                     .map(Spec::from),
                 TransformBindings::V0_3(b) => b
+                    .tributary_plugin_transform()
+                    .call_init(s, config)?
+                    .map(Spec::from),
+                TransformBindings::V0_4(b) => b
                     .tributary_plugin_transform()
                     .call_init(s, config)?
                     .map(Spec::from),
@@ -482,11 +524,20 @@ impl TransformInstance {
                     errors: t.errors,
                 })
             }
-            TransformBindings::V0_3(b) => b.tributary_plugin_transform().call_apply(s, input),
+            TransformBindings::V0_3(b) => {
+                let t = b.tributary_plugin_transform().call_apply(s, input)?;
+                Ok(Transformed {
+                    rows: t.rows,
+                    columns: t.columns,
+                    errors: t.errors,
+                })
+            }
+            TransformBindings::V0_4(b) => b.tributary_plugin_transform().call_apply(s, input),
         })
     }
 
-    /// The rows the plugin adds at the end of input (ABI 0.3); none before 0.3, which had no `finish`.
+    /// The rows the plugin adds at the end of input (since ABI 0.3); none before 0.3, which had no
+    /// `finish`.
     pub fn finish(&mut self) -> Result<Flushed, PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "finish", |s| match b {
@@ -494,7 +545,14 @@ impl TransformInstance {
                 rows: 0,
                 columns: Vec::new(),
             }),
-            TransformBindings::V0_3(b) => b.tributary_plugin_transform().call_finish(s),
+            TransformBindings::V0_3(b) => {
+                let f = b.tributary_plugin_transform().call_finish(s)?;
+                Ok(Flushed {
+                    rows: f.rows,
+                    columns: f.columns,
+                })
+            }
+            TransformBindings::V0_4(b) => b.tributary_plugin_transform().call_finish(s),
         })
     }
 
@@ -512,7 +570,8 @@ impl TransformInstance {
 enum AggregateBindings {
     V0_1(v01::aggregate::AggregatePlugin),
     V0_2(v02::aggregate::AggregatePlugin),
-    V0_3(AggregatePlugin),
+    V0_3(v03::aggregate::AggregatePlugin),
+    V0_4(AggregatePlugin),
 }
 
 /// Calls one aggregate function, whichever the plugin's ABI version: they share every signature but
@@ -532,11 +591,15 @@ macro_rules! every {
                 let $a = b.tributary_plugin_aggregate();
                 $call
             }
+            AggregateBindings::V0_4(b) => {
+                let $a = b.tributary_plugin_aggregate();
+                $call
+            }
         }
     };
 }
 
-pub use agg3::{Finished, Pane};
+pub use agg4::{Bounds, Finished, KeyColumn, KeyDict, KeyValues, Keys, Panes};
 
 pub struct AggregateInstance {
     plugin: Plugin,
@@ -564,7 +627,10 @@ impl AggregateInstance {
                     Abi::V0_2 => AggregateBindings::V0_2(
                         v02::aggregate::AggregatePlugin::instantiate(s, &plugin.component, linker)?,
                     ),
-                    Abi::V0_3 => AggregateBindings::V0_3(AggregatePlugin::instantiate(
+                    Abi::V0_3 => AggregateBindings::V0_3(
+                        v03::aggregate::AggregatePlugin::instantiate(s, &plugin.component, linker)?,
+                    ),
+                    Abi::V0_4 => AggregateBindings::V0_4(AggregatePlugin::instantiate(
                         s,
                         &plugin.component,
                         linker,
@@ -627,14 +693,16 @@ impl AggregateInstance {
         })
     }
 
-    /// The results of `panes`. A 0.1 plugin sees only the slots, and its one row per slot comes back
+    /// The results of `panes`. A 0.4 plugin takes them as they are, in columns; 0.2 and 0.3 plugins
+    /// take a record per pane; a 0.1 plugin sees only the slots, and its one row per slot comes back
     /// as rows `0, 1, …` without nulls, so callers see one shape.
-    pub fn finish(&mut self, panes: &[Pane]) -> Result<Finished, PluginError> {
+    pub fn finish(&mut self, panes: &Panes) -> Result<Finished, PluginError> {
         let b = &self.bindings;
         call(&mut self.store, &self.plugin, "finish", |s| match b {
             AggregateBindings::V0_1(b) => {
-                let slots: Vec<u32> = panes.iter().map(|p| p.slot).collect();
-                let batch = b.tributary_plugin_aggregate().call_finish(s, &slots)?;
+                let batch = b
+                    .tributary_plugin_aggregate()
+                    .call_finish(s, &panes.slots)?;
                 Ok(Finished {
                     rows: (0..batch.rows).collect(),
                     columns: batch
@@ -648,16 +716,25 @@ impl AggregateInstance {
                 })
             }
             AggregateBindings::V0_2(b) => {
-                // 0.2's `pane` and `finished` are 0.3's, declared in 0.2's own interface.
+                // 0.2's and 0.3's `pane` and `finished` are the same shapes, each declared in its
+                // version's own interface.
                 use v02::aggregate::exports::tributary::plugin::aggregate as agg2;
                 let panes: Vec<agg2::Pane> = panes
-                    .iter()
-                    .map(|p| agg2::Pane {
-                        slot: p.slot,
-                        start: p.start,
-                        end: p.end,
-                        key: p.key.clone(),
-                    })
+                    .list()
+                    .into_iter()
+                    .map(
+                        |Pane {
+                             slot,
+                             start,
+                             end,
+                             key,
+                         }| agg2::Pane {
+                            slot,
+                            start,
+                            end,
+                            key,
+                        },
+                    )
                     .collect();
                 let f = b.tributary_plugin_aggregate().call_finish(s, &panes)?;
                 Ok(Finished {
@@ -665,7 +742,32 @@ impl AggregateInstance {
                     columns: f.columns,
                 })
             }
-            AggregateBindings::V0_3(b) => b.tributary_plugin_aggregate().call_finish(s, panes),
+            AggregateBindings::V0_3(b) => {
+                use v03::aggregate::exports::tributary::plugin::aggregate as agg3;
+                let panes: Vec<agg3::Pane> = panes
+                    .list()
+                    .into_iter()
+                    .map(
+                        |Pane {
+                             slot,
+                             start,
+                             end,
+                             key,
+                         }| agg3::Pane {
+                            slot,
+                            start,
+                            end,
+                            key,
+                        },
+                    )
+                    .collect();
+                let f = b.tributary_plugin_aggregate().call_finish(s, &panes)?;
+                Ok(Finished {
+                    rows: f.rows,
+                    columns: f.columns,
+                })
+            }
+            AggregateBindings::V0_4(b) => b.tributary_plugin_aggregate().call_finish(s, panes),
         })
     }
 

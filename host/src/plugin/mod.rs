@@ -5,14 +5,15 @@
 //! component here. Plugins import nothing but the host's `panicked` and `log` (since ABI 0.2): no files,
 //! no network, no clock.
 //!
-//! Three ABI versions load: 0.3, what the SDK builds, and 0.2 and 0.1, so plugins built before keep
-//! working.
+//! Four ABI versions load: 0.4, what the SDK builds, and 0.3, 0.2 and 0.1, so plugins built before
+//! keep working.
 //! The version is read from the name of the interface a component exports (see [`Abi`]).
 
 mod bindings;
 mod cache;
 mod columns;
 mod instance;
+mod panes;
 
 pub use bindings::types as wit;
 pub use bindings::ConfigValue;
@@ -20,8 +21,10 @@ pub use columns::{
     check_outputs, from_wit, from_wit_nullable, to_wit, Converted, FieldSpec, FieldType,
 };
 pub use instance::{
-    AggregateInstance, Finished, Flushed, Limits, Pane, Spec, TransformInstance, Transformed,
+    AggregateInstance, Bounds, Finished, Flushed, KeyColumn, KeyDict, KeyValues, Keys, Limits,
+    Panes, Spec, TransformInstance, Transformed,
 };
+pub use panes::{key_shape, KeyShape, KeyType, Pane};
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -99,6 +102,8 @@ pub enum Abi {
     /// `tributary:plugin@0.3.0`: a transform declares the fields it drops, its outputs may be null, and
     /// it has a `finish` at the end of input.
     V0_3,
+    /// `tributary:plugin@0.4.0`: an aggregate's `finish` takes its panes in columns.
+    V0_4,
 }
 
 impl Abi {
@@ -108,12 +113,13 @@ impl Abi {
             Abi::V0_1 => "0.1.0",
             Abi::V0_2 => "0.2.0",
             Abi::V0_3 => "0.3.0",
+            Abi::V0_4 => "0.4.0",
         }
     }
 }
 
 /// The ABI versions this host loads, for messages.
-pub const SUPPORTED_ABIS: &str = "0.1.0, 0.2.0 and 0.3.0";
+pub const SUPPORTED_ABIS: &str = "0.1.0, 0.2.0, 0.3.0 and 0.4.0";
 
 /// Set by the first stop signal: plugin calls still running a second later are interrupted, so a
 /// plugin that loops cannot hold a run that was asked to stop. Only an atomic store, so a signal
@@ -167,11 +173,17 @@ impl PluginHost {
                 message: format!("cannot start the plugin clock thread: {e}"),
             })?;
         let mut linker = Linker::new(&engine);
-        // The one import of 0.2 and 0.3 plugins, each version's own; 0.1 plugins import nothing.
+        // The one import of 0.2, 0.3 and 0.4 plugins, each version's own; 0.1 plugins import nothing.
         bindings::host::add_to_linker::<instance::State, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
+        .and_then(|_| {
+            bindings::v03::host::add_to_linker::<instance::State, wasmtime::component::HasSelf<_>>(
+                &mut linker,
+                |s| s,
+            )
+        })
         .and_then(|_| {
             bindings::v02::host::add_to_linker::<instance::State, wasmtime::component::HasSelf<_>>(
                 &mut linker,
@@ -368,7 +380,7 @@ fn want(plugin: &Plugin, kind: PluginKind) -> Result<(), PluginError> {
     }
 }
 
-/// What a component is, from the interface it exports: `tributary:plugin/transform@0.3.0` is a 0.3
+/// What a component is, from the interface it exports: `tributary:plugin/transform@0.4.0` is a 0.4
 /// transform. Otherwise, why it cannot be loaded: the versions supported and what it exports instead.
 fn kind_of(engine: &Engine, component: &Component) -> Result<(PluginKind, Abi), String> {
     let ty = component.component_type();
@@ -380,6 +392,7 @@ fn kind_of(engine: &Engine, component: &Component) -> Result<(PluginKind, Abi), 
             _ => continue,
         };
         match name.rsplit('@').next() {
+            Some("0.4.0") => return Ok((kind, Abi::V0_4)),
             Some("0.3.0") => return Ok((kind, Abi::V0_3)),
             Some("0.2.0") => return Ok((kind, Abi::V0_2)),
             Some("0.1.0") => return Ok((kind, Abi::V0_1)),

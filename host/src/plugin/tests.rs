@@ -144,8 +144,8 @@ fn malformed_files_are_errors_never_panics() {
 }
 
 /// A plugin as built against an older ABI, kept in `tests/fixtures`: `sum-abi-0.1.wasm` (from commit
-/// 7d7033c, before 0.2) and `sum-abi-0.2.wasm` (from 0e97345, before 0.3), the same for `scale`. Users'
-/// existing plugins must keep working.
+/// 7d7033c, before 0.2), `sum-abi-0.2.wasm` (from 0e97345, before 0.3) and `sum-abi-0.3.wasm` (from
+/// 335b35a, before 0.4), the same for `scale`. Users' existing plugins must keep working.
 fn old_build(name: &str) -> Vec<u8> {
     std::fs::read(format!(
         "{}/../tests/fixtures/{name}",
@@ -172,33 +172,27 @@ fn floats(b: &Finished, col: usize) -> Vec<f64> {
 }
 
 #[test]
-fn aggregates_built_for_abi_0_1_and_0_2_load_and_give_the_results_of_the_0_3_build() {
+fn aggregates_built_for_abi_0_1_to_0_3_load_and_give_the_results_of_the_0_4_build() {
     let host = host();
     let builds = [
         load_old(&host, "sum-abi-0.1.wasm"),
         load_old(&host, "sum-abi-0.2.wasm"),
+        load_old(&host, "sum-abi-0.3.wasm"),
         host.load("sum", Path::new("/")).unwrap(),
     ];
     let abis: Vec<_> = builds.iter().map(|p| (p.kind, p.abi)).collect();
     assert_eq!(
         abis,
-        [Abi::V0_1, Abi::V0_2, Abi::V0_3].map(|abi| (PluginKind::Aggregate, abi))
+        [Abi::V0_1, Abi::V0_2, Abi::V0_3, Abi::V0_4].map(|abi| (PluginKind::Aggregate, abi))
     );
     let config = [("field".to_string(), ConfigValue::Text("streams".into()))];
-    let panes = [
-        Pane {
-            slot: 1,
-            start: Some(0),
-            end: Some(60_000),
-            key: Some(wit::Value::Str("rock".into())),
-        },
-        Pane {
-            slot: 0,
-            start: None,
-            end: None,
-            key: None,
-        },
-    ];
+    let pane = |slot, key| Pane {
+        slot,
+        start: Some(0),
+        end: Some(60_000),
+        key,
+    };
+    let panes = Panes::from_list(&[pane(1, Some(wit::Value::Str("rock".into()))), pane(0, None)]);
     let mut results = Vec::new();
     for plugin in &builds {
         let mut agg = host.aggregate(plugin, &config, Limits::default()).unwrap();
@@ -215,22 +209,24 @@ fn aggregates_built_for_abi_0_1_and_0_2_load_and_give_the_results_of_the_0_3_bui
         results.push((floats(&f, 0), counts.clone()));
     }
     assert_eq!(results[0].0, [5.0, 6.0]);
-    assert_eq!(results[0], results[1]);
-    assert_eq!(results[0], results[2]);
+    for other in &results[1..] {
+        assert_eq!(&results[0], other);
+    }
 }
 
 #[test]
-fn transforms_built_for_abi_0_1_and_0_2_load_and_give_the_results_of_the_0_3_build() {
+fn transforms_built_for_abi_0_1_to_0_3_load_and_give_the_results_of_the_0_4_build() {
     let host = host();
     let builds = [
         load_old(&host, "scale-abi-0.1.wasm"),
         load_old(&host, "scale-abi-0.2.wasm"),
+        load_old(&host, "scale-abi-0.3.wasm"),
         host.load("scale", Path::new("/")).unwrap(),
     ];
     let abis: Vec<_> = builds.iter().map(|p| (p.kind, p.abi)).collect();
     assert_eq!(
         abis,
-        [Abi::V0_1, Abi::V0_2, Abi::V0_3].map(|abi| (PluginKind::Transform, abi))
+        [Abi::V0_1, Abi::V0_2, Abi::V0_3, Abi::V0_4].map(|abi| (PluginKind::Transform, abi))
     );
     let config = [
         ("field".to_string(), ConfigValue::Text("streams".into())),
@@ -255,17 +251,18 @@ fn transforms_built_for_abi_0_1_and_0_2_load_and_give_the_results_of_the_0_3_bui
         assert_eq!(t.finish().unwrap().rows, 0);
     }
     assert_eq!(results[0], [2.5, 5.0, 7.5]);
-    assert_eq!(results[0], results[1]);
-    assert_eq!(results[0], results[2]);
+    for other in &results[1..] {
+        assert_eq!(&results[0], other);
+    }
 }
 
 #[test]
-fn a_0_3_transform_declares_what_it_drops_writes_nulls_and_adds_rows_at_the_end() {
+fn a_transform_declares_what_it_drops_writes_nulls_and_adds_rows_at_the_end() {
     let host = host();
     let plugin = host
         .load(env!("TRIBUTARY_TEST_PLUGIN_RESHAPE"), Path::new("/"))
         .unwrap();
-    assert_eq!(plugin.abi, Abi::V0_3);
+    assert_eq!(plugin.abi, Abi::V0_4);
     let config = [("drop".to_string(), ConfigValue::Text("year".into()))];
     let mut t = host.transform(&plugin, &config, Limits::default()).unwrap();
     assert_eq!(t.spec.drops, ["genre", "year"]);
@@ -312,7 +309,7 @@ fn a_plugin_of_an_unknown_abi_version_names_the_versions_supported_and_its_own()
         e.contains("it exports `tributary:plugin/aggregate@0.9.0`"),
         "{e}"
     );
-    assert!(e.contains("(0.1.0, 0.2.0 and 0.3.0)"), "{e}");
+    assert!(e.contains("(0.1.0, 0.2.0, 0.3.0 and 0.4.0)"), "{e}");
 }
 
 #[test]
@@ -321,7 +318,7 @@ fn finish_sees_window_bounds_and_keys_and_returns_rows_and_nulls() {
     let plugin = host
         .load(env!("TRIBUTARY_TEST_PLUGIN_PROBE"), Path::new("/"))
         .unwrap();
-    assert_eq!(plugin.abi, Abi::V0_3);
+    assert_eq!(plugin.abi, Abi::V0_4);
     let mut agg = host.aggregate(&plugin, &[], Limits::default()).unwrap();
     let none = wit::Batch {
         rows: 4,
@@ -342,38 +339,92 @@ fn finish_sees_window_bounds_and_keys_and_returns_rows_and_nulls() {
         end: bounds.map(|b| b.1),
         key,
     };
-    let f = agg
-        .finish(&[
-            pane(5, Some((60_000, 120_000)), Some(wit::Value::Int(-4))),
-            pane(9, Some((0, 1)), None),
-            pane(7, None, Some(wit::Value::Str("Jazz".into()))),
-            pane(3, None, None),
-        ])
-        .unwrap();
-    assert_eq!(
-        f.rows,
-        [0, 0, 2, 3, 3],
-        "two rows for slot 5, none for empty 9"
-    );
-    let ints = |c: usize| match &f.columns[c].values {
+    let ints = |f: &Finished, c: usize| match &f.columns[c].values {
         wit::Column::Int(v) => v.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(ints(0)[..2], [60_000, 60_000]);
-    assert_eq!(ints(1)[..2], [120_000, 120_000]);
-    assert_eq!(
-        f.columns[0].valid,
-        Some(vec![true, true, false, false, false])
-    );
-    let wit::Column::Str(keys) = &f.columns[2].values else {
-        panic!()
+    let keys = |f: &Finished| {
+        let wit::Column::Str(keys) = &f.columns[2].values else {
+            panic!()
+        };
+        (0..f.rows.len())
+            .map(|r| keys.dict[keys.codes[r] as usize].clone())
+            .collect::<Vec<_>>()
     };
-    let key = |r: usize| keys.dict[keys.codes[r] as usize].as_str();
-    assert_eq!((key(0), key(2)), ("int:-4", "str:Jazz"));
-    assert_eq!(
-        f.columns[2].valid,
-        Some(vec![true, true, true, false, false])
-    );
+    // Keys of different types (and a null one) cross as a list of values.
+    let f = agg
+        .finish(&Panes::from_list(&[
+            pane(5, Some((60_000, 120_000)), Some(wit::Value::Int(-4))),
+            pane(9, Some((0, 1)), None),
+            pane(7, Some((0, 1)), Some(wit::Value::Str("Jazz".into()))),
+        ]))
+        .unwrap();
+    assert_eq!(f.rows, [0, 0, 2], "two rows for slot 5, none for empty 9");
+    assert_eq!(ints(&f, 0), [60_000, 60_000, 0]);
+    assert_eq!(ints(&f, 1), [120_000, 120_000, 1]);
+    assert_eq!(f.columns[0].valid, None);
+    assert_eq!(keys(&f), ["int:-4", "int:-4", "str:Jazz"]);
+    assert_eq!(ints(&f, 3), [2, 2, 1]);
+    // Global windows; string keys (one null) cross as a dictionary.
+    let f = agg
+        .finish(&Panes::from_list(&[
+            pane(3, None, Some(wit::Value::Str("Jazz".into()))),
+            pane(5, None, None),
+        ]))
+        .unwrap();
+    assert_eq!(f.rows, [0, 0, 1, 1]);
+    assert_eq!(f.columns[0].valid, Some(vec![false; 4]));
+    assert_eq!(f.columns[1].valid, Some(vec![false; 4]));
+    assert_eq!(keys(&f)[..2], ["str:Jazz", "str:Jazz"]);
+    assert_eq!(f.columns[2].valid, Some(vec![true, true, false, false]));
     assert_eq!(f.columns[3].valid, None);
-    assert_eq!(ints(3), [2, 2, 1, 2, 2]);
+    assert_eq!(ints(&f, 3), [2, 2, 2, 2]);
+    // No key at all.
+    let f = agg
+        .finish(&Panes::from_list(&[pane(7, Some((0, 1)), None)]))
+        .unwrap();
+    assert_eq!(f.columns[2].valid, Some(vec![false]));
+    assert_eq!(ints(&f, 3), [1]);
+}
+
+/// The same panes give the same results through every ABI that sees keys: 0.4's columns (a
+/// dictionary, a mix of types, none) and 0.2's and 0.3's record per pane.
+#[test]
+fn every_abi_that_sees_keys_gives_the_same_results_for_the_same_panes() {
+    let host = host();
+    let builds = [
+        load_old(&host, "sum-abi-0.2.wasm"),
+        load_old(&host, "sum-abi-0.3.wasm"),
+        host.load("sum", Path::new("/")).unwrap(),
+    ];
+    let config = [("field".to_string(), ConfigValue::Text("streams".into()))];
+    let pane = |slot, key| Pane {
+        slot,
+        start: None,
+        end: None,
+        key,
+    };
+    let s = |s: &str| Some(wit::Value::Str(s.into()));
+    let lists = [
+        vec![pane(2, s("pop")), pane(0, s("rock")), pane(1, s("pop"))],
+        vec![
+            pane(1, s("7")),
+            pane(0, Some(wit::Value::Int(7))),
+            pane(2, None),
+        ],
+        vec![pane(0, None), pane(2, None)],
+    ];
+    for list in &lists {
+        let mut results = Vec::new();
+        for plugin in &builds {
+            let mut agg = host.aggregate(plugin, &config, Limits::default()).unwrap();
+            agg.add(&[0, 1, 2], &batch()).unwrap();
+            let f = agg.finish(&Panes::from_list(list)).unwrap();
+            results.push((f.rows.clone(), floats(&f, 0)));
+        }
+        assert_eq!(results[0].0.len(), list.len());
+        for other in &results[1..] {
+            assert_eq!(&results[0], other, "{list:?}");
+        }
+    }
 }

@@ -70,8 +70,8 @@ pub trait Aggregate: Sized + 'static {
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc);
     /// Writes the results of one window and key: any number of rows (usually one; none leaves the
     /// window out), each one `out` call per declared output, in order ([`RowWriter::null`] for a null).
-    /// `window` gives the window's bounds and key.
-    fn finish(&self, acc: &Self::Acc, window: &Window, out: &mut RowWriter);
+    /// `window` gives the window's bounds and key (a string key borrowed, see [`crate::Value`]).
+    fn finish(&self, acc: &Self::Acc, window: &Window<'_>, out: &mut RowWriter);
 }
 
 /// What `finish` wrote for a list of slots.
@@ -139,16 +139,27 @@ impl<T: Aggregate> Instance<T> {
     }
 
     /// The results of each slot, given the window and key it holds.
-    pub fn finish_windows(&mut self, panes: &[(u32, Window)]) -> Finished {
-        if let Some(max) = panes.iter().map(|p| p.0).max() {
+    pub fn finish_windows(&mut self, panes: &[(u32, Window<'_>)]) -> Finished {
+        let slots: Vec<u32> = panes.iter().map(|p| p.0).collect();
+        self.finish_each(&slots, |i| panes[i].1)
+    }
+
+    /// The results of `slots`, pane i's window and key given by `window(i)`. The windows are not
+    /// collected first: each borrows its key from wherever `window` reads it.
+    pub fn finish_each<'a>(
+        &mut self,
+        slots: &[u32],
+        window: impl Fn(usize) -> Window<'a>,
+    ) -> Finished {
+        if let Some(&max) = slots.iter().max() {
             self.slot(max);
         }
         let mut out = RowWriter::new(&self.outputs);
-        let mut rows = Vec::with_capacity(panes.len());
-        for (i, (s, window)) in panes.iter().enumerate() {
+        let mut rows = Vec::with_capacity(slots.len());
+        for (i, &s) in slots.iter().enumerate() {
             let before = out.rows();
             self.plugin
-                .finish(&self.slots[*s as usize], window, &mut out);
+                .finish(&self.slots[s as usize], &window(i), &mut out);
             rows.extend(std::iter::repeat_n(i as u32, out.rows() - before));
         }
         let (columns, valid) = out.finish_nullable();
@@ -219,19 +230,25 @@ pub mod glue {
     pub fn merge<T: Aggregate>(slot: Slot<T>, dst: u32, src: u32) {
         with(slot, |i| i.merge(dst, src))
     }
-    pub fn finish<T: Aggregate>(slot: Slot<T>, panes: Vec<iface::Pane>) -> iface::Finished {
-        let panes: Vec<(u32, Window)> = panes
-            .into_iter()
-            .map(|p| {
-                let window = Window {
-                    start: p.start,
-                    end: p.end,
-                    key: p.key.map(convert::value_in),
-                };
-                (p.slot, window)
-            })
-            .collect();
-        let f = with(slot, |i| i.finish_windows(&panes));
+    pub fn finish<T: Aggregate>(slot: Slot<T>, panes: iface::Panes) -> iface::Finished {
+        let iface::Panes {
+            slots,
+            bounds,
+            keys,
+        } = &panes;
+        let key = |i: usize| convert::key_in(keys, i);
+        let f = with(slot, |inst| match bounds {
+            Some(b) => inst.finish_each(slots, |i| Window {
+                start: Some(b.starts[i]),
+                end: Some(b.ends[i]),
+                key: key(i),
+            }),
+            None => inst.finish_each(slots, |i| Window {
+                start: None,
+                end: None,
+                key: key(i),
+            }),
+        });
         iface::Finished {
             rows: f.rows,
             columns: convert::nullable_out(f.columns, f.valid),
@@ -279,7 +296,7 @@ macro_rules! export_aggregate {
                     $crate::aggregate::glue::merge::<$plugin>(&__TRIBUTARY_PLUGIN, dst, src)
                 }
                 fn finish(
-                    panes: Vec<$crate::bindings::iface::Pane>,
+                    panes: $crate::bindings::iface::Panes,
                 ) -> $crate::bindings::iface::Finished {
                     $crate::aggregate::glue::finish::<$plugin>(&__TRIBUTARY_PLUGIN, panes)
                 }

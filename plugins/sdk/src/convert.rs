@@ -3,14 +3,34 @@
 use crate::bindings::types as wit;
 use crate::{Batch, Column, Config, ConfigValue, DictColumn, Field, FieldType, Spec};
 
+/// Pane `i`'s key, borrowed from the call's keys (ABI 0.4): a string key from the packed dictionary.
 #[cfg(feature = "aggregate")]
-pub fn value_in(v: wit::Value) -> crate::Value {
+pub fn key_in(keys: &crate::bindings::iface::Keys, i: usize) -> Option<crate::Value<'_>> {
+    use crate::bindings::iface::{KeyValues, Keys};
     use crate::Value;
-    match v {
-        wit::Value::Boolean(b) => Value::Boolean(b),
-        wit::Value::Int(i) => Value::Int(i),
-        wit::Value::Float(f) => Value::Float(f),
-        wit::Value::Str(s) => Value::Str(s),
+    match keys {
+        Keys::AllNull => None,
+        Keys::Column(c) => {
+            if c.valid.as_ref().is_some_and(|v| !v[i]) {
+                return None;
+            }
+            Some(match &c.values {
+                KeyValues::Boolean(v) => Value::Boolean(v[i]),
+                KeyValues::Int(v) => Value::Int(v[i]),
+                KeyValues::Float(v) => Value::Float(v[i]),
+                KeyValues::Str(d) => {
+                    let code = d.codes[i] as usize;
+                    let (from, to) = (d.dict.offsets[code], d.dict.offsets[code + 1]);
+                    Value::Str(&d.dict.text[from as usize..to as usize])
+                }
+            })
+        }
+        Keys::Mixed(keys) => keys[i].as_ref().map(|k| match k {
+            wit::Value::Boolean(b) => Value::Boolean(*b),
+            wit::Value::Int(n) => Value::Int(*n),
+            wit::Value::Float(f) => Value::Float(*f),
+            wit::Value::Str(s) => Value::Str(s),
+        }),
     }
 }
 

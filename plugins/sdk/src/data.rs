@@ -217,26 +217,28 @@ impl ColumnBuilder {
     }
 }
 
-/// A window key as `finish` sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+/// A window key as `finish` sees it. A string borrows from the call's key dictionary (ABI 0.4 sends
+/// each distinct key once per call): comparing it or looking it up allocates nothing;
+/// `s.to_string()` keeps it past the call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
     Boolean(bool),
     /// An integer key, or a timestamp key in milliseconds since the epoch.
     Int(i64),
     Float(f64),
     /// A string key, or a JSON key as its text.
-    Str(String),
+    Str(&'a str),
 }
 
 /// The window and key whose results `finish` writes.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Window {
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Window<'a> {
     /// Start (inclusive) and end (exclusive) in milliseconds since the epoch; `None` for the global
     /// window, which has no bounds.
     pub start: Option<i64>,
     pub end: Option<i64>,
     /// The key; `None` when the stage has no `key` or the record's key was null.
-    pub key: Option<Value>,
+    pub key: Option<Value<'a>>,
 }
 
 /// Writes output rows: call one method per declared output field, in declared order, for each row.

@@ -2,7 +2,7 @@
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-unknown-unknown`. It implements [`Transform`] or
 //! [`Aggregate`] and names its type in [`export_transform!`] or [`export_aggregate!`]; the SDK does the
-//! rest: the component bindings (generated from `plugins/wit/tributary.wit`, ABI 0.3), holding the
+//! rest: the component bindings (generated from `plugins/wit/tributary.wit`, ABI 0.4), holding the
 //! plugin's state between calls, reading its config table, and telling the host a panic's message.
 //!
 //! A transform maps, filters or repeats rows, may rename or remove fields ([`Spec::drop`]), write

@@ -44,7 +44,8 @@ mod tumbling;
 
 use crate::config::{ByteSize, Duration, OnError, PluginConfig};
 use crate::plugin::{
-    to_wit, wit, AggregateInstance, FieldSpec, Finished, Limits, Pane as PluginPane, PluginError,
+    key_shape, to_wit, wit, AggregateInstance, Bounds, FieldSpec, Finished, KeyColumn, KeyDict,
+    KeyShape, KeyType, KeyValues, Keys as PluginKeys, Limits, Panes as PluginPanes, PluginError,
 };
 use crate::record::{column, Ack, Batch, Column, Key, Value};
 use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageConfig, StageError};
@@ -63,7 +64,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
     /// A bundled aggregate (`average`, `sum`, `max`, `top_k`) or the path to a `.wasm` file, built for
-    /// plugin ABI 0.3 (the SDK's), 0.2 or 0.1.
+    /// plugin ABI 0.4 (the SDK's), 0.3, 0.2 or 0.1.
     pub plugin: Spanned<String>,
     /// The plugin's own settings, e.g. `config = { field = "streams" }`.
     #[serde(default)]
@@ -236,7 +237,7 @@ pub trait Accumulators: Send {
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError>;
     /// Results of the panes: any number of rows per pane (`Finished::rows` says whose), values may be
     /// null.
-    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError>;
+    fn finish(&mut self, panes: &PluginPanes) -> Result<Finished, PluginError>;
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError>;
     fn save(&mut self, slot: u32) -> Result<Vec<u8>, PluginError>;
     fn load(&mut self, slot: u32, state: &[u8]) -> Result<(), PluginError>;
@@ -261,7 +262,7 @@ impl Accumulators for AggregateInstance {
     fn merge(&mut self, dst: u32, src: u32) -> Result<(), PluginError> {
         AggregateInstance::merge(self, dst, src)
     }
-    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+    fn finish(&mut self, panes: &PluginPanes) -> Result<Finished, PluginError> {
         AggregateInstance::finish(self, panes)
     }
     fn free(&mut self, slots: &[u32]) -> Result<(), PluginError> {
@@ -785,10 +786,15 @@ impl<A: Accumulators> Windows<A> {
         Ok(slot)
     }
 
-    /// A pane as the plugin's `finish` sees it.
-    fn plugin_pane(&self, entry: &(i64, i64, KeyId)) -> PluginPane {
+    /// One pane as the plugin's `finish` sees it.
+    fn plugin_pane(&self, entry: &(i64, i64, KeyId)) -> PluginPanes {
         let slot = self.panes[&(entry.1, entry.2)].slot;
-        plugin_pane(&self.settings, &self.keys, slot, entry)
+        plugin_panes(
+            &self.settings,
+            &self.keys,
+            vec![slot],
+            std::slice::from_ref(entry),
+        )
     }
 
     /// Emits every pane due at `watermark`, then drops the panes past their lateness.
@@ -820,7 +826,7 @@ impl<A: Accumulators> Windows<A> {
             // Should that call fail, the state is not used again as it is: the run stops, or the
             // stage rebuilds its state from a snapshot (see `recovery`).
             let mut acks = Vec::new();
-            let panes: Vec<PluginPane> = ready
+            let slots: Vec<u32> = ready
                 .iter()
                 .map(|e| {
                     let pane = self.panes.get_mut(&(e.1, e.2)).expect("a due pane is open");
@@ -828,9 +834,10 @@ impl<A: Accumulators> Windows<A> {
                     if !pane.acks.is_empty() {
                         Ack::merge_into(&mut acks, &std::mem::take(&mut pane.acks));
                     }
-                    plugin_pane(&self.settings, &self.keys, pane.slot, e)
+                    pane.slot
                 })
                 .collect();
+            let panes = plugin_panes(&self.settings, &self.keys, slots, &ready);
             let results = self.acc.finish(&panes)?;
             drop(panes);
             let mut batch = self.results(&ready, results)?;
@@ -999,20 +1006,101 @@ fn string_keys(
     column::strings(&dict, codes)
 }
 
-/// A pane as the plugin's `finish` sees it.
-fn plugin_pane(
+/// The panes as the plugin's `finish` sees them (ABI 0.4): in columns, made from the key ids, so a
+/// string key is copied once per call however many panes (windows) share it, and no pane makes a
+/// string of its own. `slots[i]` is the slot of pane `ready[i]`.
+fn plugin_panes(
     settings: &Settings,
     keys: &KeyTable,
-    slot: u32,
-    &(end, start, key): &(i64, i64, KeyId),
-) -> PluginPane {
-    let bounds = !global::is_global((start, end));
-    PluginPane {
-        slot,
-        start: bounds.then_some(start),
-        end: bounds.then_some(end),
-        key: settings.key.as_ref().and_then(|_| key_value(keys.key(key))),
+    slots: Vec<u32>,
+    ready: &[(i64, i64, KeyId)],
+) -> PluginPanes {
+    // A stage has one kind of window: its panes are all global or all bounded.
+    let bounded = ready
+        .first()
+        .is_some_and(|&(end, start, _)| !global::is_global((start, end)));
+    debug_assert!(ready
+        .iter()
+        .all(|&(end, start, _)| global::is_global((start, end)) != bounded));
+    let bounds = bounded.then(|| Bounds {
+        starts: ready.iter().map(|e| e.1).collect(),
+        ends: ready.iter().map(|e| e.0).collect(),
+    });
+    let keys = match settings.key {
+        None => PluginKeys::AllNull,
+        Some(_) => key_column(keys, ready.iter().map(|e| e.2)),
+    };
+    PluginPanes {
+        slots,
+        bounds,
+        keys,
     }
+}
+
+/// The type of a key in a key column (since ABI 0.2 a timestamp key is its milliseconds and a JSON
+/// key its text); `None` for a null key.
+fn key_type(key: &Key) -> Option<KeyType> {
+    Some(match &key.0 {
+        Value::Null => return None,
+        Value::Bool(_) => KeyType::Boolean,
+        Value::Int(_) | Value::Time(_) => KeyType::Int,
+        Value::Float(_) => KeyType::Float,
+        Value::Str(_) | Value::Json(_) => KeyType::Str,
+    })
+}
+
+/// The panes' keys, one per pane, given by id: one column when the keys are of one type (a string
+/// column's dictionary holds each key once, in order of first use, packed in one string), else a value
+/// per pane.
+fn key_column(keys: &KeyTable, ids: impl Iterator<Item = KeyId> + Clone) -> PluginKeys {
+    let (ty, valid) = match key_shape(ids.clone().map(|id| key_type(keys.key(id)))) {
+        KeyShape::AllNull => return PluginKeys::AllNull,
+        KeyShape::Mixed => {
+            return PluginKeys::Mixed(ids.map(|id| key_value(keys.key(id))).collect())
+        }
+        KeyShape::Column(ty, valid) => (ty, valid),
+    };
+    let values = match ty {
+        KeyType::Boolean => KeyValues::Boolean(
+            ids.map(|id| matches!(keys.key(id).0, Value::Bool(true)))
+                .collect(),
+        ),
+        KeyType::Int => KeyValues::Int(
+            ids.map(|id| match keys.key(id).0 {
+                Value::Int(i) | Value::Time(i) => i,
+                _ => 0,
+            })
+            .collect(),
+        ),
+        KeyType::Float => KeyValues::Float(
+            ids.map(|id| match keys.key(id).0 {
+                Value::Float(f) => f,
+                _ => 0.0,
+            })
+            .collect(),
+        ),
+        KeyType::Str => {
+            let top = ids.clone().max().unwrap_or_default() as usize;
+            let mut code = vec![u32::MAX; top + 1];
+            let mut dict = wit::PackedStrings::new();
+            let codes = ids
+                .map(|id| {
+                    let c = &mut code[id as usize];
+                    if *c == u32::MAX {
+                        *c = match &keys.key(id).0 {
+                            Value::Str(s) => dict.push(s),
+                            Value::Json(j) => dict.push(j),
+                            // A null key's placeholder: `valid` says it is null.
+                            _ => dict.push(""),
+                        };
+                    }
+                    *c
+                })
+                .collect();
+            KeyValues::Str(KeyDict { dict, codes })
+        }
+    };
+    PluginKeys::Column(KeyColumn { values, valid })
 }
 
 /// A free accumulator slot, or a new one.
@@ -1023,8 +1111,8 @@ fn alloc_slot(free_slots: &mut Vec<u32>, next_slot: &mut u32) -> u32 {
     })
 }
 
-/// A key as `finish` sees it (since ABI 0.2): typed, a timestamp as milliseconds, a JSON key as its text;
-/// `None` for a null key.
+/// A key as `finish` sees it in a list of keys of different types (ABI 0.4's `mixed`): typed, a
+/// timestamp as milliseconds, a JSON key as its text; `None` for a null key.
 fn key_value(key: &Key) -> Option<wit::Value> {
     Some(match &key.0 {
         Value::Null => return None,

@@ -97,7 +97,7 @@ impl<A: Accumulators> Windows<A> {
 
     /// The result of one pane from [`Windows::next_due_at_end`].
     pub fn finish_pane(&mut self, due: Due) -> Result<Batch, PluginError> {
-        let results = self.acc.finish(&[self.plugin_pane(&due)])?;
+        let results = self.acc.finish(&self.plugin_pane(&due))?;
         let pane = self.panes.get_mut(&(due.1, due.2)).unwrap();
         pane.fired = true;
         let acks = std::mem::take(&mut pane.acks);

@@ -82,8 +82,8 @@ impl Accumulators for SumCount {
         to.1 += from.1;
         Ok(())
     }
-    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
-        let vals: Vec<(f64, i64)> = panes.iter().map(|p| *self.slot(p.slot)).collect();
+    fn finish(&mut self, panes: &PluginPanes) -> Result<Finished, PluginError> {
+        let vals: Vec<(f64, i64)> = panes.slots.iter().map(|&s| *self.slot(s)).collect();
         Ok(Finished {
             rows: (0..panes.len() as u32).collect(),
             columns: vec![
@@ -940,13 +940,13 @@ fn top_k_state_saved_and_loaded_gives_the_results_of_an_uninterrupted_run() {
 /// trap, it is unusable until restarted.
 struct Tampered {
     inner: SumCount,
-    tamper: fn(&mut Finished, &[PluginPane]),
+    tamper: fn(&mut Finished, &PluginPanes),
     broken: bool,
     restarts: usize,
 }
 
 impl Tampered {
-    fn new(tamper: fn(&mut Finished, &[PluginPane])) -> Self {
+    fn new(tamper: fn(&mut Finished, &PluginPanes)) -> Self {
         Tampered {
             inner: SumCount::new(),
             tamper,
@@ -1001,11 +1001,9 @@ impl Accumulators for Tampered {
         self.usable()?;
         self.inner.merge(dst, src)
     }
-    fn finish(&mut self, panes: &[PluginPane]) -> Result<Finished, PluginError> {
+    fn finish(&mut self, panes: &PluginPanes) -> Result<Finished, PluginError> {
         self.usable()?;
-        if panes
-            .iter()
-            .any(|p| matches!(&p.key, Some(wit::Value::Str(k)) if k == "bad"))
+        if (0..panes.len()).any(|i| matches!(&panes.key(i), Some(wit::Value::Str(k)) if k == "bad"))
         {
             self.trap("finish")?;
         }
@@ -1034,7 +1032,7 @@ impl Accumulators for Tampered {
 
 /// One row per pane whose `sum` is null when the pane's sum is 0, and a second row for pane 0 only:
 /// what a 0.2 plugin using nulls and several rows returns.
-fn nulls_and_extra_rows(f: &mut Finished, _: &[PluginPane]) {
+fn nulls_and_extra_rows(f: &mut Finished, _: &PluginPanes) {
     let wit::Column::Float(sums) = &f.columns[0].values else {
         panic!()
     };

@@ -249,13 +249,36 @@ fn live_run_equals_replay() {
 }
 
 /// (2) `record` writes back exactly what `produce` loaded: partitions, offsets, timestamps, keys, values.
+/// Lines `produce` cannot read are skipped with their line numbers, and the rest is loaded.
 #[test]
 fn record_round_trip() {
     let brokers = service("kafka");
     let dir = scratch("kafka_record_round_trip");
     let capture = capture3(&dir);
     let topic = unique("roundtrip");
-    produce(&brokers, &topic, &capture, &["--partitions", "3"]);
+    let mut with_bad = Vec::new();
+    for (i, line) in std::fs::read(&capture)
+        .unwrap()
+        .split_inclusive(|&b| b == b'\n')
+        .enumerate()
+    {
+        match i {
+            1 => with_bad.extend_from_slice(b"not json\n"),
+            150 => with_bad.extend_from_slice(b"{\"topic\":\"t\",\"value\":\"\xff\"}\n"),
+            _ => {}
+        }
+        with_bad.extend_from_slice(line);
+    }
+    let bad = dir.join("with_bad_lines.jsonl");
+    std::fs::write(&bad, with_bad).unwrap();
+    let err = produce(&brokers, &topic, &bad, &["--partitions", "3"]);
+    assert!(err.contains("produced 299 records"), "{err}");
+    assert!(err.contains("2 unreadable line(s) skipped"), "{err}");
+    assert!(err.contains("with_bad_lines.jsonl:2: "), "{err}");
+    assert!(
+        err.contains("with_bad_lines.jsonl:152: line is not valid UTF-8"),
+        "{err}"
+    );
     let recorded = dir.join("recorded.jsonl");
     let mut cmd = tributary();
     cmd.args([

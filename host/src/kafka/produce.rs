@@ -9,7 +9,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::io::BufRead;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,7 +66,6 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         path: opts.file.to_path_buf(),
         source: e,
     })?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut report = ProduceReport {
         records: 0,
         by_key: 0,
@@ -74,97 +75,83 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
     };
     let started = Instant::now();
     let mut first_ts: Option<i64> = None;
-    // Read as bytes, so that a line that is not UTF-8 is skipped like any unreadable line; one buffer
-    // for every line.
-    let mut line = Vec::with_capacity(1024);
-    let mut decoder = Decoder::default();
-    let mut n = 0;
-    loop {
-        if stop.is_stopped() {
-            break;
-        }
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Error::Read {
-                path: opts.file.to_path_buf(),
-                source: e,
-            })?;
-        if read == 0 {
-            break;
-        }
-        n += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        let parsed = std::str::from_utf8(&line)
-            .map_err(|_| "line is not valid UTF-8".to_string())
-            .map(|l| l.trim_end_matches('\r'));
-        if parsed.as_ref().is_ok_and(|l| l.trim().is_empty()) {
-            continue;
-        }
-        let capture = match parsed.and_then(|l| decoder.record(l)) {
-            Ok(c) => c,
-            Err(reason) => {
+    // One thread reads and decodes the capture while this one produces: each alone keeps a core busy.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Chunk, Error>>(4);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Chunk>();
+    std::thread::scope(|scope| -> Result<(), Error> {
+        std::thread::Builder::new()
+            .name("produce-read".into())
+            .spawn_scoped(scope, || {
+                read_chunks(file, opts.file, stop, full_tx, empty_rx)
+            })
+            .expect("spawning a thread");
+        for chunk in full_rx {
+            let chunk = chunk?;
+            for (line, reason) in &chunk.skipped {
                 report.skipped += 1;
                 if report.skipped <= 10 {
                     eprintln!(
-                        "warning: {}:{}: {reason}; line skipped",
-                        opts.file.display(),
-                        n
+                        "warning: {}:{line}: {reason}; line skipped",
+                        opts.file.display()
                     );
                 }
-                continue;
             }
-        };
-        if opts.speed > 0.0 {
-            let first = *first_ts.get_or_insert(capture.timestamp);
-            let due = Duration::from_secs_f64(
-                (capture.timestamp - first).max(0) as f64 / 1000.0 / opts.speed,
-            );
-            if let Some(mut wait) = due.checked_sub(started.elapsed()) {
-                // Deliver what is queued before sleeping, so consumers see records on time.
-                producer.poll(Duration::ZERO);
-                while !wait.is_zero() && !stop.is_stopped() {
-                    let step = wait.min(Duration::from_millis(50));
-                    producer.poll(step);
-                    wait = wait.saturating_sub(step);
+            for r in &chunk.records {
+                if stop.is_stopped() {
+                    break;
+                }
+                if opts.speed > 0.0 {
+                    let first = *first_ts.get_or_insert(r.timestamp);
+                    let due = Duration::from_secs_f64(
+                        (r.timestamp - first).max(0) as f64 / 1000.0 / opts.speed,
+                    );
+                    if let Some(mut wait) = due.checked_sub(started.elapsed()) {
+                        // Deliver what is queued before sleeping, so consumers see records on time.
+                        producer.poll(Duration::ZERO);
+                        while !wait.is_zero() && !stop.is_stopped() {
+                            let step = wait.min(Duration::from_millis(50));
+                            producer.poll(step);
+                            wait = wait.saturating_sub(step);
+                        }
+                    }
+                }
+                let mut record = BaseRecord::to(opts.topic)
+                    .payload(&chunk.bytes[r.value.clone()])
+                    .timestamp(r.timestamp);
+                if let Some(key) = &r.key {
+                    record = record.key(&chunk.bytes[key.clone()]);
+                }
+                if r.partition >= 0 && (r.partition as usize) < partitions {
+                    record = record.partition(r.partition);
+                } else {
+                    report.by_key += 1;
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            producer.poll(Duration::from_millis(100));
+                        }
+                        Err((e, _)) => {
+                            return Err(Error::Kafka {
+                                what: format!("cannot produce to topic `{}`", opts.topic),
+                                source: e,
+                            })
+                        }
+                    }
+                }
+                report.records += 1;
+                // Serves delivery reports; every record would cost a call per record for nothing.
+                if report.records.is_multiple_of(512) {
+                    producer.poll(Duration::ZERO);
                 }
             }
+            // The reader stops at its next chunk once `stop` is set, or when this end is gone.
+            let _ = empty_tx.send(chunk);
         }
-        let mut record = BaseRecord::to(opts.topic)
-            .payload(capture.value.as_ref())
-            .timestamp(capture.timestamp);
-        if let Some(key) = &capture.key {
-            record = record.key(key.as_ref());
-        }
-        if capture.partition >= 0 && (capture.partition as usize) < partitions {
-            record = record.partition(capture.partition);
-        } else {
-            report.by_key += 1;
-        }
-        let mut record = record;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(100));
-                }
-                Err((e, _)) => {
-                    return Err(Error::Kafka {
-                        what: format!("cannot produce to topic `{}`", opts.topic),
-                        source: e,
-                    })
-                }
-            }
-        }
-        report.records += 1;
-        // Serves delivery reports; every record would cost a call per record for nothing.
-        if report.records.is_multiple_of(512) {
-            producer.poll(Duration::ZERO);
-        }
-    }
+        Ok(())
+    })?;
     producer
         .flush(Duration::from_secs(60))
         .map_err(|e| Error::Kafka {
@@ -183,6 +170,99 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         });
     }
     Ok(report)
+}
+
+/// Capture lines read and decoded, for the producing thread.
+#[derive(Default)]
+struct Chunk {
+    /// The records' keys and values, back to back.
+    bytes: Vec<u8>,
+    records: Vec<Decoded>,
+    /// Lines that could not be read: line number and why.
+    skipped: Vec<(u64, String)>,
+}
+
+struct Decoded {
+    timestamp: i64,
+    partition: i32,
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+}
+
+/// Records per chunk: enough to make the hand-over cheap, few enough to keep both threads busy.
+const CHUNK: usize = 1024;
+
+/// Reads `file` and sends its records a chunk at a time, reusing the chunks that come back, until the
+/// end of the file, `stop`, or the receiver is gone.
+fn read_chunks(
+    file: std::fs::File,
+    path: &Path,
+    stop: &StopFlag,
+    full: SyncSender<Result<Chunk, Error>>,
+    empty: Receiver<Chunk>,
+) {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    // Read as bytes, so that a line that is not UTF-8 is skipped like any unreadable line; one buffer
+    // for every line.
+    let mut line = Vec::with_capacity(1024);
+    let mut decoder = Decoder::default();
+    let mut n = 0u64;
+    loop {
+        let mut chunk = empty.try_recv().unwrap_or_default();
+        chunk.bytes.clear();
+        chunk.records.clear();
+        chunk.skipped.clear();
+        let mut at_end = false;
+        while chunk.records.len() < CHUNK && !stop.is_stopped() {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => {
+                    at_end = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = full.send(Ok(chunk));
+                    let _ = full.send(Err(Error::Read {
+                        path: path.to_path_buf(),
+                        source: e,
+                    }));
+                    return;
+                }
+            }
+            n += 1;
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            let parsed = std::str::from_utf8(&line)
+                .map_err(|_| "line is not valid UTF-8".to_string())
+                .map(|l| l.trim_end_matches('\r'));
+            if parsed.as_ref().is_ok_and(|l| l.trim().is_empty()) {
+                continue;
+            }
+            match parsed.and_then(|l| decoder.record(l)) {
+                Ok(r) => {
+                    let key = r.key.map(|k| {
+                        let at = chunk.bytes.len();
+                        chunk.bytes.extend_from_slice(k.as_bytes());
+                        at..chunk.bytes.len()
+                    });
+                    let at = chunk.bytes.len();
+                    chunk.bytes.extend_from_slice(r.value.as_bytes());
+                    chunk.records.push(Decoded {
+                        timestamp: r.timestamp,
+                        partition: r.partition,
+                        key,
+                        value: at..chunk.bytes.len(),
+                    });
+                }
+                Err(reason) => chunk.skipped.push((n, reason)),
+            }
+        }
+        if full.send(Ok(chunk)).is_err() || at_end || stop.is_stopped() {
+            return;
+        }
+    }
 }
 
 /// Creates the topic; `false` if it already existed (then it is used as it is).

@@ -162,41 +162,30 @@ impl super::bindings::host::Host for State {
     }
 }
 
-/// ABI 0.3 plugins import 0.3's `host`, the same functions.
-impl v03::host::Host for State {
-    fn panicked(&mut self, message: String) {
-        super::bindings::host::Host::panicked(self, message)
-    }
+/// Older ABIs import their own `host` interface (`host@0.3.0`, `host@0.2.0`), with the same functions
+/// as today's: each delegates to it.
+macro_rules! older_host {
+    ($($abi:ident),+) => {$(
+        impl $abi::host::Host for State {
+            fn panicked(&mut self, message: String) {
+                super::bindings::host::Host::panicked(self, message)
+            }
 
-    fn log(&mut self, level: v03::host::Level, message: String) {
-        use super::bindings::host::Level;
-        let level = match level {
-            v03::host::Level::Error => Level::Error,
-            v03::host::Level::Warn => Level::Warn,
-            v03::host::Level::Info => Level::Info,
-            v03::host::Level::Debug => Level::Debug,
-        };
-        super::bindings::host::Host::log(self, level, message)
-    }
+            fn log(&mut self, level: $abi::host::Level, message: String) {
+                use super::bindings::host::Level;
+                let level = match level {
+                    $abi::host::Level::Error => Level::Error,
+                    $abi::host::Level::Warn => Level::Warn,
+                    $abi::host::Level::Info => Level::Info,
+                    $abi::host::Level::Debug => Level::Debug,
+                };
+                super::bindings::host::Host::log(self, level, message)
+            }
+        }
+    )+};
 }
 
-/// ABI 0.2 plugins import 0.2's `host`, the same functions.
-impl v02::host::Host for State {
-    fn panicked(&mut self, message: String) {
-        super::bindings::host::Host::panicked(self, message)
-    }
-
-    fn log(&mut self, level: v02::host::Level, message: String) {
-        use super::bindings::host::Level;
-        let level = match level {
-            v02::host::Level::Error => Level::Error,
-            v02::host::Level::Warn => Level::Warn,
-            v02::host::Level::Info => Level::Info,
-            v02::host::Level::Debug => Level::Debug,
-        };
-        super::bindings::host::Host::log(self, level, message)
-    }
-}
+older_host!(v03, v02);
 
 impl wasmtime::ResourceLimiter for State {
     fn memory_growing(

@@ -330,30 +330,57 @@ impl From<wit::Spec> for Spec {
     }
 }
 
-impl From<tr4::TransformSpec> for Spec {
-    fn from(s: tr4::TransformSpec) -> Self {
-        Spec {
-            inputs: s.inputs.into_iter().map(Into::into).collect(),
-            outputs: s.outputs.into_iter().map(Into::into).collect(),
-            drops: s.drops,
-        }
-    }
-}
-
 /// 0.3's transform is 0.4's, declared in 0.3's own interface.
 mod tr3 {
     pub use super::v03::transform::exports::tributary::plugin::transform::*;
 }
 
-impl From<tr3::TransformSpec> for Spec {
-    fn from(s: tr3::TransformSpec) -> Self {
-        Spec {
-            inputs: s.inputs.into_iter().map(Into::into).collect(),
-            outputs: s.outputs.into_iter().map(Into::into).collect(),
-            drops: s.drops,
-        }
-    }
+/// `finish` of an ABI before 0.4, which takes a record per pane (`$pane`, that ABI's own type).
+macro_rules! finish_by_pane {
+    ($bindings:expr, $store:expr, $panes:expr, $($pane:ident)::+) => {{
+        let list: Vec<_> = $panes
+            .list()
+            .into_iter()
+            .map(
+                |Pane {
+                     slot,
+                     start,
+                     end,
+                     key,
+                 }| $($pane)::+ {
+                    slot,
+                    start,
+                    end,
+                    key,
+                },
+            )
+            .collect();
+        let f = $bindings
+            .tributary_plugin_aggregate()
+            .call_finish($store, &list)?;
+        Ok(Finished {
+            rows: f.rows,
+            columns: f.columns,
+        })
+    }};
 }
+
+/// A transform's spec, from 0.4's or 0.3's declaration of the same record.
+macro_rules! spec_from_transform {
+    ($($spec:ty),+) => {$(
+        impl From<$spec> for Spec {
+            fn from(s: $spec) -> Self {
+                Spec {
+                    inputs: s.inputs.into_iter().map(Into::into).collect(),
+                    outputs: s.outputs.into_iter().map(Into::into).collect(),
+                    drops: s.drops,
+                }
+            }
+        }
+    )+};
+}
+
+spec_from_transform!(tr4::TransformSpec, tr3::TransformSpec);
 
 /// What made an instance, to make it again after a failure: a trap leaves an instance unusable.
 struct Recipe {
@@ -704,58 +731,20 @@ impl AggregateInstance {
                         .collect(),
                 })
             }
-            AggregateBindings::V0_2(b) => {
-                // 0.2's and 0.3's `pane` and `finished` are the same shapes, each declared in its
-                // version's own interface.
-                use v02::aggregate::exports::tributary::plugin::aggregate as agg2;
-                let panes: Vec<agg2::Pane> = panes
-                    .list()
-                    .into_iter()
-                    .map(
-                        |Pane {
-                             slot,
-                             start,
-                             end,
-                             key,
-                         }| agg2::Pane {
-                            slot,
-                            start,
-                            end,
-                            key,
-                        },
-                    )
-                    .collect();
-                let f = b.tributary_plugin_aggregate().call_finish(s, &panes)?;
-                Ok(Finished {
-                    rows: f.rows,
-                    columns: f.columns,
-                })
-            }
-            AggregateBindings::V0_3(b) => {
-                use v03::aggregate::exports::tributary::plugin::aggregate as agg3;
-                let panes: Vec<agg3::Pane> = panes
-                    .list()
-                    .into_iter()
-                    .map(
-                        |Pane {
-                             slot,
-                             start,
-                             end,
-                             key,
-                         }| agg3::Pane {
-                            slot,
-                            start,
-                            end,
-                            key,
-                        },
-                    )
-                    .collect();
-                let f = b.tributary_plugin_aggregate().call_finish(s, &panes)?;
-                Ok(Finished {
-                    rows: f.rows,
-                    columns: f.columns,
-                })
-            }
+            // 0.2's and 0.3's `pane` and `finished` are the same shapes, each declared in its
+            // version's own interface.
+            AggregateBindings::V0_2(b) => finish_by_pane!(
+                b,
+                s,
+                panes,
+                v02::aggregate::exports::tributary::plugin::aggregate::Pane
+            ),
+            AggregateBindings::V0_3(b) => finish_by_pane!(
+                b,
+                s,
+                panes,
+                v03::aggregate::exports::tributary::plugin::aggregate::Pane
+            ),
             AggregateBindings::V0_4(b) => b.tributary_plugin_aggregate().call_finish(s, panes),
         })
     }

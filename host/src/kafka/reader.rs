@@ -299,7 +299,9 @@ impl Reader {
                 let Some(batch) = &mut self.slots[slot].batch else {
                     break;
                 };
-                let mut end = false;
+                // How many records came before the last end event: the end is told to the merge in
+                // its place among them, as it came.
+                let mut end: Option<usize> = None;
                 let n = batch.take(|m| match m {
                     Taken::Record {
                         offset,
@@ -312,16 +314,22 @@ impl Reader {
                         key: key.map(<[u8]>::to_vec),
                         value: value.map(<[u8]>::to_vec),
                     }),
-                    Taken::End => end = true,
+                    Taken::End => end = Some(records.len()),
                     Taken::Error => {}
                 });
-                taken += records.len();
-                for record in records.drain(..) {
+                let count = records.len();
+                taken += count;
+                for (i, record) in records.drain(..).enumerate() {
+                    if end == Some(i) {
+                        self.merge.reached_end(slot, now);
+                    }
                     self.take(slot, record, now);
                 }
-                if end {
+                if let Some(at) = end {
                     self.reporter.alive();
-                    self.merge.reached_end(slot, now);
+                    if at == count {
+                        self.merge.reached_end(slot, now);
+                    }
                     ends += 1;
                 }
                 if n == 0 {

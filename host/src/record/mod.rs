@@ -4,6 +4,7 @@
 mod builder;
 pub mod column;
 
+pub(crate) use builder::same;
 pub use builder::{BatchBuilder, Cell};
 
 use arrow_array::{Array, ArrayRef};

@@ -351,7 +351,7 @@ fn envelope_field(name: &[u8]) -> Option<Envelope> {
         (5, b'v') => (Envelope::Value, b"value"),
         _ => return None,
     };
-    (name == word).then_some(field)
+    crate::record::same(name, word).then_some(field)
 }
 
 /// Exact powers of ten: a significand below 2^53 times or divided by one of these is one correctly

@@ -7,7 +7,7 @@ use crate::kafka::{self, Deliveries, Reporter};
 use crate::record::Batch;
 use crate::sinks::file::write_jsonl;
 use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,16 +56,7 @@ impl Send {
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        kafka::send_waiting(producer, record, Duration::from_millis(10))
     }
 }
 

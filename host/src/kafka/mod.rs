@@ -568,6 +568,30 @@ pub fn flush<C: rdkafka::producer::ProducerContext>(
     }
 }
 
+/// Sends a record; while the producer's queue is full, serves delivery reports for up to `wait` at a
+/// time (which frees room in it) and tries again. Any other error is returned.
+pub fn send_waiting<'a, C, K, P>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'a, K, P, ()>,
+    wait: Duration,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(wait);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// Runs a future to completion on this thread (the admin API returns futures; there is no runtime).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);

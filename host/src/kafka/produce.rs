@@ -5,9 +5,7 @@ use super::{client_config, Deliveries, Error};
 use crate::sources::capture::Decoder;
 use crate::topology::StopFlag;
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use std::io::BufRead;
 use std::ops::Range;
 use std::path::Path;
@@ -126,21 +124,12 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
                 } else {
                     report.by_key += 1;
                 }
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            producer.poll(Duration::from_millis(100));
-                        }
-                        Err((e, _)) => {
-                            return Err(Error::Kafka {
-                                what: format!("cannot produce to topic `{}`", opts.topic),
-                                source: e,
-                            })
-                        }
-                    }
-                }
+                super::send_waiting(&producer, record, Duration::from_millis(100)).map_err(
+                    |e| Error::Kafka {
+                        what: format!("cannot produce to topic `{}`", opts.topic),
+                        source: e,
+                    },
+                )?;
                 report.records += 1;
                 // Serves delivery reports; every record would cost a call per record for nothing.
                 if report.records.is_multiple_of(512) {

@@ -988,22 +988,60 @@ fn string_keys(
     keys: &KeyTable,
     ids: impl Iterator<Item = KeyId> + Clone,
 ) -> Option<arrow_array::ArrayRef> {
-    let top = ids.clone().max()? as usize;
-    let mut code = vec![u32::MAX; top + 1];
+    ids.clone().next()?;
+    let mut first = FirstUse::new(ids.clone());
     let mut dict: Vec<&str> = Vec::new();
     let mut codes = Vec::with_capacity(ids.size_hint().0);
     for id in ids {
-        let c = &mut code[id as usize];
-        if *c == u32::MAX {
+        let (code, new) = first.code(id);
+        if new {
             let Value::Str(s) = &keys.key(id).0 else {
                 return None;
             };
-            *c = dict.len() as u32;
             dict.push(s);
         }
-        codes.push(*c);
+        codes.push(code);
     }
     column::strings(&dict, codes)
+}
+
+/// Codes for key ids in order of first use (the first id seen is 0), for a dictionary of the keys.
+/// Looked up in a table indexed by id when the ids are dense enough, else in a map: a few panes firing
+/// among a million keys must not cost a table of a million entries on every fire.
+struct FirstUse {
+    dense: Vec<u32>,
+    sparse: hashbrown::HashMap<KeyId, u32, foldhash::fast::FixedState>,
+    next: u32,
+}
+
+impl FirstUse {
+    fn new(ids: impl Iterator<Item = KeyId>) -> Self {
+        let (n, top) = ids.fold((0, 0), |(n, top), id| (n + 1, top.max(id as usize)));
+        let dense = if top < 4 * n + 1024 {
+            vec![u32::MAX; top + 1]
+        } else {
+            Vec::new()
+        };
+        FirstUse {
+            dense,
+            sparse: hashbrown::HashMap::default(),
+            next: 0,
+        }
+    }
+
+    /// The id's code, and whether this is its first use.
+    fn code(&mut self, id: KeyId) -> (u32, bool) {
+        let c = match self.dense.get_mut(id as usize) {
+            Some(c) => c,
+            None => self.sparse.entry(id).or_insert(u32::MAX),
+        };
+        if *c != u32::MAX {
+            return (*c, false);
+        }
+        *c = self.next;
+        self.next += 1;
+        (*c, true)
+    }
 }
 
 /// The panes as the plugin's `finish` sees them (ABI 0.4): in columns, made from the key ids, so a
@@ -1080,21 +1118,20 @@ fn key_column(keys: &KeyTable, ids: impl Iterator<Item = KeyId> + Clone) -> Plug
             .collect(),
         ),
         KeyType::Str => {
-            let top = ids.clone().max().unwrap_or_default() as usize;
-            let mut code = vec![u32::MAX; top + 1];
+            let mut first = FirstUse::new(ids.clone());
             let mut dict = wit::PackedStrings::new();
             let codes = ids
                 .map(|id| {
-                    let c = &mut code[id as usize];
-                    if *c == u32::MAX {
-                        *c = match &keys.key(id).0 {
+                    let (code, new) = first.code(id);
+                    if new {
+                        match &keys.key(id).0 {
                             Value::Str(s) => dict.push(s),
                             Value::Json(j) => dict.push(j),
                             // A null key's placeholder: `valid` says it is null.
                             _ => dict.push(""),
                         };
                     }
-                    *c
+                    code
                 })
                 .collect();
             KeyValues::Str(KeyDict { dict, codes })
@@ -1393,6 +1430,7 @@ impl Operator for WindowOperator {
                 .chain(acc.outputs().iter().map(crate::topology::describe_field))
                 .collect(),
             drops: Vec::new(),
+            reads_nothing: false,
         }
     }
 

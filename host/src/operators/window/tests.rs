@@ -1343,6 +1343,23 @@ fn order_sorts_by_window_then_key_value_as_a_sort_by_value_did() {
 }
 
 #[test]
+fn key_codes_follow_first_use_for_dense_and_sparse_ids() {
+    for ids in [
+        vec![3, 1, 3, 0, 1],
+        vec![5, 3_000_000, 5, 70_000, 3_000_000],
+    ] {
+        let mut first = FirstUse::new(ids.iter().copied());
+        assert_eq!(first.dense.is_empty(), ids.contains(&3_000_000), "{ids:?}");
+        let codes: Vec<(u32, bool)> = ids.iter().map(|&id| first.code(id)).collect();
+        assert_eq!(
+            codes,
+            [(0, true), (1, true), (0, false), (2, true), (1, false)],
+            "{ids:?}"
+        );
+    }
+}
+
+#[test]
 fn string_keys_make_the_column_from_values_makes() {
     let mut keys = KeyTable::default();
     let [c, a, b] = ["c", "a", "b"].map(|s| keys.id(Key(Value::Str(s.into()))));

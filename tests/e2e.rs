@@ -771,6 +771,16 @@ fn a_blackhole_sink_counts_and_drops_what_it_takes() {
     let entries: Vec<_> = std::fs::read_dir(dir.join("out")).unwrap().collect();
     assert_eq!(entries.len(), 1, "nothing written but the dead-letter file");
 
+    let mut cmd = tributary();
+    cmd.current_dir(&dir)
+        .args(["validate", "--explain", "p.toml"]);
+    let (code, stdout, stderr) = run(cmd);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("drop (blackhole)\n  inputs:  events\n  outputs: -\n  reads:   nothing"),
+        "{stdout}"
+    );
+
     std::fs::write(&file, format!("{body}path = \"x\"\n")).unwrap();
     let mut cmd = tributary();
     cmd.current_dir(&dir).args(["validate", "p.toml"]);

@@ -264,6 +264,7 @@ impl Operator for Transform {
             reads: describe(&self.spec.inputs),
             writes: describe(&self.spec.outputs),
             drops: self.spec.drops.clone(),
+            reads_nothing: false,
         }
     }
 

@@ -22,6 +22,13 @@ impl StageConfig for BlackholeConfig {
 pub struct BlackholeSink;
 
 impl Sink for BlackholeSink {
+    fn fields(&self) -> crate::topology::Fields {
+        crate::topology::Fields {
+            reads_nothing: true,
+            ..Default::default()
+        }
+    }
+
     fn write(&mut self, _: &Batch, _: &mut Output) -> Result<(), StageError> {
         Ok(())
     }

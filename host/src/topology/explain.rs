@@ -19,6 +19,9 @@ pub struct Fields {
     pub writes: Vec<String>,
     /// Input fields the stage removes from its output (a transform's renames and projections).
     pub drops: Vec<String>,
+    /// The stage reads no field at all (a `blackhole` sink). A sink that lists no `reads` otherwise
+    /// reads every field.
+    pub reads_nothing: bool,
 }
 
 /// `streams (float)`.
@@ -131,6 +134,9 @@ fn render(nodes: &[Node<'_>]) -> String {
                     let _ = writeln!(out, "  drops:   {}", fields(&n.fields.drops));
                 }
             }
+            Role::Sink if n.fields.reads_nothing => {
+                let _ = writeln!(out, "  reads:   nothing (it drops every record)");
+            }
             Role::Sink if n.fields.reads.is_empty() => {
                 let _ = writeln!(out, "  reads:   every field of its input records");
             }
@@ -169,6 +175,7 @@ mod tests {
                     reads: vec!["streams (float)".into()],
                     writes: vec!["streams (float)".into(), "artist (string)".into()],
                     drops: vec!["artist_name".into()],
+                    reads_nothing: false,
                 },
                 plugin_file: Some("/p/my.wasm".into()),
             },
@@ -193,13 +200,26 @@ mod tests {
                 fields: Fields::default(),
                 plugin_file: None,
             },
+            Node {
+                name: "drop",
+                type_name: "blackhole",
+                role: Role::Sink,
+                inputs: vec!["scaled"],
+                outputs: vec![],
+                fields: Fields {
+                    reads_nothing: true,
+                    ..Fields::default()
+                },
+                plugin_file: None,
+            },
         ];
         assert_eq!(
             render(&nodes),
             "events (replay)\n  inputs:  -\n  outputs: scaled\n  writes:  the fields of each record's JSON payload\n\n\
              scaled (transform)\n  plugin:  my.wasm (/p/my.wasm)\n  inputs:  events\n  outputs: a, b\n  reads:   streams (float)\n  writes:  streams (float), artist (string)\n  drops:   artist_name\n\n\
              chart (chart)\n  inputs:  scaled\n  outputs: -\n  reads:   genre, avg\n\n\
-             file (file)\n  inputs:  scaled\n  outputs: -\n  reads:   every field of its input records\n"
+             file (file)\n  inputs:  scaled\n  outputs: -\n  reads:   every field of its input records\n\n\
+             drop (blackhole)\n  inputs:  scaled\n  outputs: -\n  reads:   nothing (it drops every record)\n"
         );
     }
 }

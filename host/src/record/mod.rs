@@ -105,7 +105,16 @@ impl Eq for Key {}
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        std::mem::discriminant(&self.0).hash(h);
+        let tag: u8 = match &self.0 {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Float(_) => 3,
+            Value::Str(_) => STR_TAG,
+            Value::Time(_) => 5,
+            Value::Json(_) => 6,
+        };
+        h.write_u8(tag);
         match &self.0 {
             Value::Null => {}
             Value::Bool(b) => b.hash(h),
@@ -113,6 +122,25 @@ impl Hash for Key {
             Value::Float(x) => x.to_bits().hash(h),
             Value::Str(s) | Value::Json(s) => s.hash(h),
         }
+    }
+}
+
+const STR_TAG: u8 = 4;
+
+/// A string key, borrowed: it hashes and compares as `Key(Value::Str(..))` of the same text does, so a
+/// table of keys is searched without making a key (and its `Arc<str>`) first.
+pub struct StrKey<'a>(pub &'a str);
+
+impl Hash for StrKey<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u8(STR_TAG);
+        self.0.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<Key> for StrKey<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        matches!(&key.0, Value::Str(s) if **s == *self.0)
     }
 }
 

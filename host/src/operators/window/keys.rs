@@ -1,7 +1,7 @@
 //! A window stage's keys as small integers: pane tables then hash and order integers, and a string key
 //! is hashed once per batch (per dictionary entry), not once per record and table.
 
-use crate::record::{Key, Value};
+use crate::record::{Key, StrKey, Value};
 
 pub type KeyId = u32;
 
@@ -39,6 +39,14 @@ impl KeyTable {
         self.ids.insert(key, id);
         self.fresh.push(id);
         id
+    }
+
+    /// The id of the string key `s`; a key is made only the first time.
+    pub fn str_id(&mut self, s: &str) -> KeyId {
+        match self.ids.get(&StrKey(s)) {
+            Some(&id) => id,
+            None => self.id(Key(Value::Str(s.into()))),
+        }
     }
 
     pub fn key(&self, id: KeyId) -> &Key {
@@ -106,5 +114,18 @@ mod tests {
         t.sweep();
         assert_eq!(t.len(), 1);
         assert_eq!(t.key(c), &Key(Value::Int(3)));
+    }
+
+    #[test]
+    fn a_borrowed_string_finds_its_key_and_no_other() {
+        let mut t = KeyTable::default();
+        let a = t.id(Key(Value::Str("a".into())));
+        let json = t.id(Key(Value::Json("a".into())));
+        assert_ne!(a, json);
+        assert_eq!(t.str_id("a"), a, "the string key, not the JSON one");
+        let len = t.len();
+        let b = t.str_id("b");
+        assert_eq!(t.len(), len + 1);
+        assert_eq!(t.id(Key(Value::Str("b".into()))), b);
     }
 }

@@ -464,7 +464,7 @@ impl<A: Accumulators> Windows<A> {
                     .values()
                     .as_string::<i32>()
                     .iter()
-                    .map(|s| self.keys.id(Key(Value::Str(s.unwrap_or_default().into()))))
+                    .map(|s| self.keys.str_id(s.unwrap_or_default()))
                     .collect();
                 (keys, &d.keys().values()[..])
             });

@@ -184,7 +184,7 @@ pub fn write_jsonl(batch: &Batch, out: &mut Vec<u8>) {
             (name, w)
         })
         .collect();
-    let (mut floats, mut ints) = (ryu::Buffer::new(), itoa::Buffer::new());
+    let (mut floats, mut ints) = (zmij::Buffer::new(), itoa::Buffer::new());
     for row in 0..batch.len {
         out.push(b'{');
         for (i, (name, w)) in columns.iter_mut().enumerate() {

@@ -784,7 +784,7 @@ mod tests {
             values.push(f64::from_bits(x >> 2) * if x & 1 == 0 { 1.0 } else { -1.0 });
         }
         for v in values.into_iter().filter(|v| v.is_finite()) {
-            let text = format!("{{\"x\":{}}}", ryu::Buffer::new().format_finite(v));
+            let text = format!("{{\"x\":{}}}", zmij::Buffer::new().format_finite(v));
             let (fast, serde) = both(&text);
             let want = Value::Float(v);
             if let Some(fast) = fast {

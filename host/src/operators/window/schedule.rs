@@ -64,12 +64,15 @@ impl Schedule {
                     Some(b) if b.at > at => match buckets.binary_search_by_key(&at, |b| b.at) {
                         Ok(i) => i,
                         Err(i) => {
-                            buckets.insert(i, Bucket::new(at));
+                            buckets.insert(i, Bucket::new(at, 0));
                             i
                         }
                     },
                     _ => {
-                        buckets.push_back(Bucket::new(at));
+                        // Sized like the newest window so far: consecutive windows hold about as
+                        // many keys, and growing each bucket by doubling showed in profiles.
+                        let room = buckets.back().map_or(0, |b| b.panes.len());
+                        buckets.push_back(Bucket::new(at, room));
                         buckets.len() - 1
                     }
                 };
@@ -154,10 +157,10 @@ impl Schedule {
 }
 
 impl Bucket {
-    fn new(at: i64) -> Self {
+    fn new(at: i64, room: usize) -> Self {
         Bucket {
             at,
-            panes: Vec::new(),
+            panes: Vec::with_capacity(room),
             sorted: true,
         }
     }

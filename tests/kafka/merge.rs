@@ -180,6 +180,35 @@ fn live_equals_replay_at_scale_three_runs_in_a_row() {
     loaded_topic_equals_replay(&dir, &generated(200_000, 3), 3, 3);
 }
 
+/// `produce` through a producer queue far smaller than the capture (`queue.buffering.max.messages =
+/// 500`, against 100,000 records on 3 partitions): sending meets a full queue over and over, and each
+/// time `kafka::send_waiting` serves delivery reports and sends again. The topic must still hold every
+/// record once, in order: read live, it gives the replay's rows (a lost or doubled record would change
+/// a count or a sum).
+#[test]
+fn produce_through_a_full_queue_loses_and_doubles_nothing() {
+    let dir = scratch("kafka_merge_full_queue");
+    let capture = generated(100_000, 3);
+    let brokers = service("kafka");
+    let topic = unique("fullq");
+    let said = produce(
+        &brokers,
+        &topic,
+        &capture,
+        &[
+            "--partitions",
+            "3",
+            "--property",
+            "queue.buffering.max.messages=500",
+        ],
+    );
+    assert!(said.contains("produced 100000 records"), "{said}");
+    let replay = replay_rows(&dir, "replay", &capture);
+    let source = live_source(&brokers, &[&topic], "idle_timeout = \"5s\"");
+    let live = run_in(&dir, "live", &tumbling_pipeline(&source));
+    assert_same(&live, &replay, "produced through a full queue");
+}
+
 /// Partition 2 is loaded 5 s after partitions 0 and 1, while the run reads them: it is read to its end
 /// (empty) the whole time, but not idle for `idle_partition`, so the others' records wait for it, and
 /// the result is the replay's. The summary names the wait.

@@ -156,11 +156,15 @@ fn old_build(name: &str) -> Vec<u8> {
 
 /// Loads the fixture `name` through a file, as a user's plugin is loaded.
 fn load_old(host: &PluginHost, name: &str) -> Plugin {
-    let dir = std::env::temp_dir().join(format!("tributary-old-abi-{}", std::process::id()));
+    // A directory per call: tests run in parallel, and two loading the same fixture would otherwise
+    // remove each other's file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tributary-old-abi-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), old_build(name)).unwrap();
     let plugin = host.load(name, &dir).unwrap();
-    std::fs::remove_file(dir.join(name)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     plugin
 }
 

@@ -557,8 +557,14 @@ impl Scan<'_> {
             // Beyond the exact fast path (17 significant digits, as a float written in full has):
             // the standard library's parse, which rounds correctly, so a float survives a round trip
             // through JSON bit for bit.
+            // A number beyond the range of f64 parses as infinite here; serde_json refuses it, and so
+            // the record is dead-lettered, with its reason, whichever path reads it.
             let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-            return text.parse::<f64>().ok().map(Raw::Float);
+            return text
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Raw::Float);
         }
         let pow = POW10[exp.unsigned_abs() as usize];
         let f = if exp >= 0 {
@@ -830,9 +836,14 @@ mod tests {
             "{\"a\":\"\u{1}\"}",
             r#"{"a":1}x"#,
             r#"[1]"#,
+            // Beyond the range of f64: serde_json refuses it, so the fast path must not read infinity.
+            r#"{"a":1e400}"#,
+            r#"{"a":-1.5e309}"#,
         ] {
             assert!(both(bad).0.is_none(), "{bad}");
         }
+        let refused = decode_payload(r#"{"a":1e400}"#).unwrap_err();
+        assert!(refused.contains("number out of range"), "{refused}");
     }
 
     #[test]

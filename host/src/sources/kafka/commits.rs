@@ -66,14 +66,30 @@ impl KafkaSource {
         let Ok(offsets) = positions_from_json(position) else {
             return false;
         };
+        let offsets = offsets.iter().map(|(t, p, next)| (t.as_str(), *p, *next));
         let metadata = resume::encode_checkpoint(id);
+        let what = format!("the offsets of checkpoint {id}");
+        self.commit_offsets(reader, offsets, &metadata, mode, reporter, &what)
+    }
+
+    /// Commits each (topic, partition, next offset) with `metadata`. A failure is reported, as the
+    /// commit of `what`, and gives `false`: the records are read again after a restart.
+    fn commit_offsets<'a>(
+        &self,
+        reader: &Reader,
+        offsets: impl IntoIterator<Item = (&'a str, i32, i64)>,
+        metadata: &str,
+        mode: CommitMode,
+        reporter: &Reporter,
+        what: &str,
+    ) -> bool {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, next) in offsets {
-            let mut e = tpl.add_partition(&topic, partition);
+            let mut e = tpl.add_partition(topic, partition);
             if e.set_offset(Offset::Offset(next)).is_err() {
                 return false;
             }
-            e.set_metadata(&metadata);
+            e.set_metadata(metadata);
         }
         if tpl.count() == 0 {
             return true;
@@ -84,7 +100,7 @@ impl KafkaSource {
                 reporter.error(
                     &e,
                     &format!(
-                        "committing the offsets of checkpoint {id} for group `{}` failed: {e}",
+                        "committing {what} for group `{}` failed: {e}",
                         self.group_id
                     ),
                 );
@@ -175,28 +191,11 @@ impl KafkaSource {
             }
             String::new()
         });
-        let mut tpl = TopicPartitionList::new();
-        for (slot, next) in points {
+        let offsets = points.into_iter().map(|(slot, next)| {
             let (topic, partition) = reader.slot(slot);
-            let mut e = tpl.add_partition(topic, partition);
-            if e.set_offset(Offset::Offset(next)).is_err() {
-                return false;
-            }
-            e.set_metadata(&metadata);
-        }
-        match reader.consumer().commit(&tpl, mode) {
-            Ok(()) => true,
-            Err(e) => {
-                reporter.error(
-                    &e,
-                    &format!(
-                        "committing offsets of group `{}` failed: {e}",
-                        self.group_id
-                    ),
-                );
-                false
-            }
-        }
+            (topic, partition, next)
+        });
+        self.commit_offsets(reader, offsets, &metadata, mode, reporter, "offsets")
     }
 
     /// How a run with checkpoints ends. At the end of the input, once every stage has flushed and

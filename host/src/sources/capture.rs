@@ -1073,8 +1073,11 @@ mod tests {
         assert_eq!(batch.value("streams", 1), Value::Float(5.5));
     }
 
-    /// A line's record (time, origin, fields) as decoded by `d`, or its dead-letter reason.
-    fn decoded(d: &mut Decoder, line: &str) -> Result<(i64, Origin, Vec<(String, Value)>), String> {
+    /// A decoded line: its time, origin and fields.
+    type Decoded = (i64, Origin, Vec<(String, Value)>);
+
+    /// A line's record as decoded by `d`, or its dead-letter reason.
+    fn decoded(d: &mut Decoder, line: &str) -> Result<Decoded, String> {
         let mut b = BatchBuilder::default();
         d.line(line, &mut b)?;
         let batch = b.take();

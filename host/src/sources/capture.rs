@@ -75,7 +75,9 @@ pub struct Decoder {
     key: Option<Range<usize>>,
     /// The layout of the last line the scanner read in place, to read the lines like it.
     template: Template,
-    /// Where the values of the line being scanned in place are, to learn its template.
+    /// The layout of the last payload the scanner read (Kafka records), likewise.
+    payload_template: Template,
+    /// Where the values of the text being scanned are, to learn its layout.
     holes: Vec<(Range<usize>, Hole)>,
 }
 
@@ -119,6 +121,69 @@ enum Hole {
     },
 }
 
+impl Template {
+    /// Remembers the layout of `text`, whose values the scanner just found at `holes`.
+    fn learn(&mut self, text: &[u8], holes: &[(Range<usize>, Hole)]) {
+        self.text.clear();
+        self.holes.clear();
+        let mut at = 0;
+        for (range, hole) in holes {
+            let start = self.text.len();
+            self.text.extend_from_slice(&text[at..range.start]);
+            self.holes.push((start..self.text.len(), *hole));
+            at = range.end;
+        }
+        let start = self.text.len();
+        self.text.extend_from_slice(&text[at..]);
+        self.tail = start..self.text.len();
+    }
+
+    /// Reads a text laid out like the one learned into `fields` and `key`, and returns its partition,
+    /// offset and timestamp (zero where the layout has none: a payload's); `None` where it differs,
+    /// and the scanner reads it.
+    fn read(
+        &self,
+        line: &[u8],
+        fields: &mut Vec<(Range<usize>, Raw)>,
+        key: &mut Option<Range<usize>>,
+    ) -> Option<(i32, i64, i64)> {
+        if self.holes.is_empty() {
+            return None;
+        }
+        fields.clear();
+        *key = None;
+        let (mut partition, mut offset, mut timestamp) = (0, 0, 0);
+        let mut s = Scan { s: line, i: 0 };
+        for (text, hole) in &self.holes {
+            s.text(&self.text[text.clone()])?;
+            let at = s.i;
+            let name = |back: usize, len: usize| at - back..at - back + len;
+            match *hole {
+                Hole::Partition => partition = i32::try_from(s.int()?).ok()?,
+                Hole::Offset => offset = s.int()?,
+                Hole::Timestamp => timestamp = s.int()?,
+                // Up to the closing quote (`"`, or `\"` inside a capture line's value string), which
+                // the text after it starts with: a string with an escape or a control character stops
+                // before it, and the next comparison fails.
+                Hole::Key => {
+                    s.i += plain_run(&line[at..], Some(b'"'));
+                    *key = Some(at..s.i);
+                }
+                Hole::Str { back, len } => {
+                    s.i += plain_run(&line[at..], Some(b'"'));
+                    fields.push((name(back, len), Raw::Str(at..s.i)));
+                }
+                Hole::Scalar { back, len } => {
+                    let raw = s.scalar()?;
+                    fields.push((name(back, len), raw));
+                }
+            }
+        }
+        s.text(&self.text[self.tail.clone()])?;
+        (s.i == line.len()).then_some((partition, offset, timestamp))
+    }
+}
+
 /// A capture line's record as `produce` needs it: the value still a JSON text.
 #[derive(Debug)]
 pub struct Record<'a> {
@@ -143,13 +208,15 @@ impl Decoder {
     /// Decodes one capture line into `builder`, or says what is wrong with it.
     pub fn line(&mut self, line: &str, builder: &mut BatchBuilder) -> Result<(), String> {
         let bytes = line.as_bytes();
-        if let Some((timestamp, origin)) = self.by_template(bytes) {
-            self.commit(timestamp, origin, builder, line);
+        self.strings.clear();
+        let read = self.template.read(bytes, &mut self.fields, &mut self.key);
+        if let Some((partition, offset, timestamp)) = read {
+            self.commit(timestamp, Origin { partition, offset }, builder, line);
             return Ok(());
         }
         // The payload read where it is, inside the line's `value` string; failing that, unescaped first.
         if let Some((timestamp, origin)) = self.fast_line(bytes, true) {
-            self.learn(bytes);
+            self.template.learn(bytes, &self.holes);
             self.commit(timestamp, origin, builder, line);
             return Ok(());
         }
@@ -202,9 +269,20 @@ impl Decoder {
         origin: Origin,
         builder: &mut BatchBuilder,
     ) -> Result<(), String> {
-        self.fields.clear();
+        let bytes = payload.as_bytes();
         self.strings.clear();
-        if self.scan_payload(payload.as_bytes()).is_some() {
+        if self
+            .payload_template
+            .read(bytes, &mut self.fields, &mut self.key)
+            .is_some()
+        {
+            self.commit(timestamp, origin, builder, payload);
+            return Ok(());
+        }
+        self.fields.clear();
+        self.holes.clear();
+        if self.scan_payload(bytes).is_some() {
+            self.payload_template.learn(bytes, &self.holes);
             self.commit(timestamp, origin, builder, payload);
             return Ok(());
         }
@@ -319,64 +397,6 @@ impl Decoder {
         Some((timestamp?, origin))
     }
 
-    /// Remembers the layout of `line`, just scanned in place, for the lines after it.
-    fn learn(&mut self, line: &[u8]) {
-        let t = &mut self.template;
-        t.text.clear();
-        t.holes.clear();
-        let mut at = 0;
-        for (range, hole) in &self.holes {
-            let start = t.text.len();
-            t.text.extend_from_slice(&line[at..range.start]);
-            t.holes.push((start..t.text.len(), *hole));
-            at = range.end;
-        }
-        let start = t.text.len();
-        t.text.extend_from_slice(&line[at..]);
-        t.tail = start..t.text.len();
-    }
-
-    /// Reads a line laid out like the last one scanned in place (see [`Template`]); `None` where it
-    /// differs, and the scanner reads it.
-    fn by_template(&mut self, line: &[u8]) -> Option<(i64, Origin)> {
-        let t = &self.template;
-        if t.holes.is_empty() {
-            return None;
-        }
-        self.fields.clear();
-        self.strings.clear();
-        self.key = None;
-        let (mut partition, mut offset, mut timestamp) = (0, 0, 0);
-        let mut s = Scan { s: line, i: 0 };
-        for (text, hole) in &t.holes {
-            s.text(&t.text[text.clone()])?;
-            let at = s.i;
-            let name = |back: usize, len: usize| at - back..at - back + len;
-            match *hole {
-                Hole::Partition => partition = i32::try_from(s.int()?).ok()?,
-                Hole::Offset => offset = s.int()?,
-                Hole::Timestamp => timestamp = s.int()?,
-                // Up to the closing quote, which the text after it starts with: a string with an
-                // escape or a control character stops before it, and the next comparison fails.
-                Hole::Key => {
-                    s.i += plain_run(&line[at..], Some(b'"'));
-                    self.key = Some(at..s.i);
-                }
-                Hole::Str { back, len } => {
-                    s.i += plain_run(&line[at..], Some(b'"'));
-                    self.fields.push((name(back, len), Raw::Str(at..s.i)));
-                }
-                Hole::Scalar { back, len } => {
-                    let raw = s.scalar()?;
-                    self.fields.push((name(back, len), raw));
-                }
-            }
-        }
-        s.text(&t.text[t.tail.clone()])?;
-        (s.i == line.len()).then_some(())?;
-        Some((timestamp, Origin { partition, offset }))
-    }
-
     /// Scans a payload where it stands inside a capture line's `value` string, its quotes escaped
     /// (`{\"genre\":\"Rock\",\"streams\":5.71}`), so the line is read once and nothing is copied.
     /// Anything else escaped (a quote or `\u00e9` inside a payload string) returns `None`, and the
@@ -445,16 +465,27 @@ impl Decoder {
         } else {
             loop {
                 let name = s.member()?;
+                let at = s.i;
+                let len = name.len();
                 let raw = match s.peek()? {
-                    b'"' => match s.string()? {
-                        (r, false) => Raw::Str(r),
-                        (r, true) => {
+                    b'"' => {
+                        let (r, escaped) = s.string()?;
+                        let back = r.start - name.start;
+                        self.holes.push((r.clone(), Hole::Str { back, len }));
+                        if escaped {
                             let start = self.strings.len();
                             unescape(&payload[r], &mut self.strings)?;
                             Raw::Unescaped(start..self.strings.len())
+                        } else {
+                            Raw::Str(r)
                         }
-                    },
-                    _ => s.scalar()?,
+                    }
+                    _ => {
+                        let raw = s.scalar()?;
+                        let back = at - name.start;
+                        self.holes.push((at..s.i, Hole::Scalar { back, len }));
+                        raw
+                    }
                 };
                 self.fields.push((name, raw));
                 s.ws();
@@ -1110,17 +1141,69 @@ mod tests {
             check(line);
         }
         // Lines laid out like `base` are read by the template; others are not.
-        let mut d = primed();
-        assert!(d.by_template(alike[1].as_bytes()).is_some());
-        assert!(d.by_template(alike[2].as_bytes()).is_none());
+        let d = primed();
+        let by_template = |line: &str| d.template.read(line.as_bytes(), &mut vec![], &mut None);
+        assert!(by_template(alike[1]).is_some());
+        assert!(by_template(alike[2]).is_none());
         let escaped = base.replace("A B", r"A \\u00e9");
-        assert!(d.by_template(escaped.as_bytes()).is_none());
+        assert!(by_template(&escaped).is_none());
         check(&escaped);
         // Every line one edit away from `base`: a byte replaced, added or removed, anywhere.
         let replacements = [
             "0", "9", " ", "\"", "\\", "x", "}", ",", ":", "-", ".", "e", "\u{1}",
         ];
         for at in 0..=base.len() {
+            for r in replacements {
+                if at < base.len() {
+                    check(&format!("{}{r}{}", &base[..at], &base[at + 1..]));
+                }
+                check(&format!("{}{r}{}", &base[..at], &base[at..]));
+            }
+            if at < base.len() {
+                check(&format!("{}{}", &base[..at], &base[at + 1..]));
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_read_by_template_equal_payloads_read_by_the_scanner() {
+        // Kafka records: a payload alone, read after `base` (by its template where laid out alike) and
+        // with a new decoder (by the scanner).
+        let base =
+            r#"{"track":"A B","genre":"Rock","streams":5.71,"year":1967,"live":true,"n":null}"#;
+        let decode = |d: &mut Decoder, payload: &str| {
+            let mut b = BatchBuilder::default();
+            d.payload(payload, 7, Origin::default(), &mut b)?;
+            let batch = b.take();
+            let fields = batch.columns.iter();
+            Ok::<_, String>(
+                fields
+                    .map(|c| (c.name.to_string(), c.value(0)))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let check = |payload: &str| {
+            let mut primed = Decoder::default();
+            decode(&mut primed, base).unwrap();
+            let by_template = decode(&mut primed, payload);
+            assert_eq!(
+                by_template,
+                decode(&mut Decoder::default(), payload),
+                "{payload}"
+            );
+        };
+        let mut d = Decoder::default();
+        decode(&mut d, base).unwrap();
+        let alike = r#"{"track":"","genre":"Progressive Rock","streams":-1e3,"year":null,"live":false,"n":true}"#;
+        assert!(d
+            .payload_template
+            .read(alike.as_bytes(), &mut vec![], &mut None)
+            .is_some());
+        check(alike);
+        let replacements = [
+            "0", " ", "\"", "\\", "x", "}", ",", ":", "-", ".", "\u{1}", "é",
+        ];
+        for at in (0..=base.len()).filter(|&at| base.is_char_boundary(at)) {
             for r in replacements {
                 if at < base.len() {
                     check(&format!("{}{r}{}", &base[..at], &base[at + 1..]));

@@ -94,27 +94,53 @@ pub struct Replay {
 struct Chunk {
     first_line: u64,
     bytes: Vec<u8>,
+    /// Where each line's `\n` is: found once, by the reading thread as it counts lines.
+    ends: Vec<u32>,
+}
+
+impl Chunk {
+    /// Lines whose ends are not known yet.
+    fn new(first_line: u64, bytes: Vec<u8>) -> Self {
+        let ends = memchr::memchr_iter(b'\n', &bytes)
+            .map(|at| at as u32)
+            .collect();
+        Chunk {
+            first_line,
+            bytes,
+            ends,
+        }
+    }
 }
 
 /// Decodes a chunk's lines; lines that are blank are skipped, lines that cannot be decoded are set aside.
 fn decode(file: &str, chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> Decoded {
     let mut dead = Vec::new();
     let mut records = 0;
-    let mut start = 0;
     let bytes = &chunk.bytes;
-    for (i, end) in memchr::memchr_iter(b'\n', bytes)
-        .chain((bytes.last() != Some(&b'\n') && !bytes.is_empty()).then_some(bytes.len()))
+    // The chunk is checked for UTF-8 as a whole, which is cheaper than line by line; only a chunk with
+    // bytes that are not has its lines checked one by one, to dead-letter just those.
+    let text = std::str::from_utf8(bytes).ok();
+    let last = (bytes.last() != Some(&b'\n') && !bytes.is_empty()).then_some(bytes.len());
+    let mut start = 0;
+    for (i, end) in chunk
+        .ends
+        .iter()
+        .map(|&e| e as usize)
+        .chain(last)
         .enumerate()
     {
-        let raw = &bytes[start..end];
+        let raw = start..end;
         start = end + 1;
         let line_no = chunk.first_line + i as u64;
         // Lines are read as bytes: one that is not UTF-8 is dead-lettered, not the end of the replay.
-        let line = match std::str::from_utf8(raw) {
+        let line = match text.map_or_else(
+            || std::str::from_utf8(&bytes[raw.clone()]),
+            |t| Ok(&t[raw.clone()]),
+        ) {
             Ok(line) => line,
             Err(_) => {
                 records += 1;
-                let shown = String::from_utf8_lossy(raw);
+                let shown = String::from_utf8_lossy(&bytes[raw]);
                 dead.push(DeadLine {
                     at: serde_json::json!({ "file": file, "line": line_no }),
                     text: shown.trim_end().to_string(),
@@ -168,34 +194,40 @@ impl Lines {
         }
     }
 
-    /// The next `lines` lines (fewer at the end of the file) in `buf`, and how many there are; none at
-    /// the end.
-    fn next(&mut self, lines: usize, mut buf: Vec<u8>) -> std::io::Result<(Vec<u8>, u64)> {
+    /// The next `lines` lines (fewer at the end of the file) in `buf`, where each ends, and how many
+    /// there are; none at the end.
+    fn next(
+        &mut self,
+        lines: usize,
+        mut buf: Vec<u8>,
+    ) -> std::io::Result<(Vec<u8>, Vec<u32>, u64)> {
         use std::io::Read;
         buf.clear();
         buf.extend_from_slice(&self.carry);
         self.carry.clear();
         let mut scanned = 0;
-        let mut found = 0;
+        let mut ends = Vec::with_capacity(lines);
         loop {
             for at in memchr::memchr_iter(b'\n', &buf[scanned..]) {
-                found += 1;
-                if found == lines {
+                ends.push((scanned + at) as u32);
+                if ends.len() == lines {
                     let cut = scanned + at + 1;
                     self.carry.extend_from_slice(&buf[cut..]);
                     buf.truncate(cut);
                     self.line_len = (cut / lines).max(1);
-                    return Ok((buf, found as u64));
+                    return Ok((buf, ends, lines as u64));
                 }
             }
             scanned = buf.len();
             if self.at_end {
                 let last = u64::from(buf.last().is_some_and(|&b| b != b'\n'));
-                return Ok((buf, found as u64 + last));
+                let n = ends.len() as u64 + last;
+                return Ok((buf, ends, n));
             }
             // What the missing lines should take, and a little more.
-            let want = ((lines - found) * self.line_len + (self.line_len * lines / 16).max(4096))
-                .min(64 << 20) as u64;
+            let want = ((lines - ends.len()) * self.line_len
+                + (self.line_len * lines / 16).max(4096))
+            .min(64 << 20) as u64;
             if (&mut self.file).take(want).read_to_end(&mut buf)? == 0 {
                 self.at_end = true;
             }
@@ -208,17 +240,17 @@ impl Replay {
         StageError::with(format!("cannot read capture `{}`", self.path.display()), e)
     }
 
-    /// Reads up to `lines` whole lines into `chunk`; `false` at the end of the file.
+    /// Reads up to `lines` whole lines into `bytes`; how many were read.
     fn read_chunk(
         &self,
         reader: &mut impl BufRead,
-        chunk: &mut Chunk,
+        bytes: &mut Vec<u8>,
         lines: usize,
     ) -> Result<u64, StageError> {
         let mut n = 0;
         while n < lines as u64 {
             let read = reader
-                .read_until(b'\n', &mut chunk.bytes)
+                .read_until(b'\n', bytes)
                 .map_err(|e| self.read_error(e))?;
             if read == 0 {
                 break;
@@ -246,7 +278,7 @@ impl Replay {
                 if out.stopping() {
                     break Ok(());
                 }
-                let (bytes, n) = match lines.next(self.batch_size, pool.spare()) {
+                let (bytes, ends, n) = match lines.next(self.batch_size, pool.spare()) {
                     Ok(read) => read,
                     Err(e) => break Err(self.read_error(e)),
                 };
@@ -259,6 +291,7 @@ impl Replay {
                 let chunk = Chunk {
                     first_line: line,
                     bytes,
+                    ends,
                 };
                 line += n;
                 let file = file.clone();
@@ -286,16 +319,14 @@ impl Replay {
             ..Decoded::default()
         };
         while !out.stopping() {
-            let mut chunk = Chunk {
-                first_line: line,
-                bytes: Vec::new(),
-            };
-            if self.read_chunk(&mut reader, &mut chunk, 1)? == 0 {
+            let mut bytes = Vec::new();
+            if self.read_chunk(&mut reader, &mut bytes, 1)? == 0 {
                 break;
             }
             out.stats
                 .bytes_read
-                .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let chunk = Chunk::new(line, bytes);
             line += 1;
             let mut record = decode(&file, chunk, &mut decoder, &mut one);
             let decoded = std::mem::take(&mut record.batch);
@@ -347,12 +378,15 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tributary-lines-{}", std::process::id()));
         std::fs::write(&path, "a\nbb\n\nccc").unwrap();
         let mut lines = Lines::new(std::fs::File::open(&path).unwrap());
-        assert_eq!(lines.next(2, Vec::new()).unwrap(), (b"a\nbb\n".to_vec(), 2));
+        assert_eq!(
+            lines.next(2, Vec::new()).unwrap(),
+            (b"a\nbb\n".to_vec(), vec![1, 4], 2)
+        );
         assert_eq!(
             lines.next(2, b"junk".to_vec()).unwrap(),
-            (b"\nccc".to_vec(), 2)
+            (b"\nccc".to_vec(), vec![0], 2)
         );
-        assert_eq!(lines.next(2, Vec::new()).unwrap(), (Vec::new(), 0));
+        assert_eq!(lines.next(2, Vec::new()).unwrap(), (Vec::new(), vec![], 0));
         std::fs::remove_file(&path).unwrap();
     }
 }

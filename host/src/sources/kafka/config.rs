@@ -50,7 +50,8 @@ pub struct KafkaConfig {
     /// `{ "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512", "sasl.username" = "…" }`.
     /// TLS and SASL `PLAIN`, `SCRAM-SHA-256/512` and `OAUTHBEARER` are built in; `GSSAPI` is not.
     pub properties: Option<Spanned<toml::Table>>,
-    /// Records per batch handed downstream (default 1024), as for `replay`.
+    /// Records per batch handed downstream (default 1024: smaller than `replay`'s, since a live source
+    /// hands a batch on after `linger` anyway, and a consumer holds fetched messages besides).
     #[serde(default = "default_batch_size")]
     pub batch_size: Spanned<usize>,
     /// The longest a record waits for its batch to fill before the batch is handed on. Default

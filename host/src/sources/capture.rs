@@ -1148,21 +1148,31 @@ mod tests {
         let escaped = base.replace("A B", r"A \\u00e9");
         assert!(by_template(&escaped).is_none());
         check(&escaped);
-        // Every line one edit away from `base`: a byte replaced, added or removed, anywhere.
         let replacements = [
             "0", "9", " ", "\"", "\\", "x", "}", ",", ":", "-", ".", "e", "\u{1}",
         ];
-        for at in 0..=base.len() {
+        for line in one_edit_away(base, &replacements) {
+            check(&line);
+        }
+    }
+
+    /// Every text one edit away from `base`: a character replaced by one of `replacements`, one of them
+    /// inserted, or a character removed, anywhere.
+    fn one_edit_away(base: &str, replacements: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        let ends = base.char_indices().map(|(at, c)| (at, at + c.len_utf8()));
+        for (at, next) in ends.chain([(base.len(), base.len())]) {
             for r in replacements {
                 if at < base.len() {
-                    check(&format!("{}{r}{}", &base[..at], &base[at + 1..]));
+                    out.push(format!("{}{r}{}", &base[..at], &base[next..]));
                 }
-                check(&format!("{}{r}{}", &base[..at], &base[at..]));
+                out.push(format!("{}{r}{}", &base[..at], &base[at..]));
             }
             if at < base.len() {
-                check(&format!("{}{}", &base[..at], &base[at + 1..]));
+                out.push(format!("{}{}", &base[..at], &base[next..]));
             }
         }
+        out
     }
 
     #[test]
@@ -1203,16 +1213,8 @@ mod tests {
         let replacements = [
             "0", " ", "\"", "\\", "x", "}", ",", ":", "-", ".", "\u{1}", "é",
         ];
-        for at in (0..=base.len()).filter(|&at| base.is_char_boundary(at)) {
-            for r in replacements {
-                if at < base.len() {
-                    check(&format!("{}{r}{}", &base[..at], &base[at + 1..]));
-                }
-                check(&format!("{}{r}{}", &base[..at], &base[at..]));
-            }
-            if at < base.len() {
-                check(&format!("{}{}", &base[..at], &base[at + 1..]));
-            }
+        for payload in one_edit_away(base, &replacements) {
+            check(&payload);
         }
     }
 

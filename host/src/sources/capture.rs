@@ -63,7 +63,8 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 /// allocates nothing per record. Anything else (nested values, unknown envelope fields, numbers that
 /// need more than one correctly rounded operation, invalid JSON) goes through `serde_json` as before,
 /// so edge cases and error messages are serde_json's, and both paths give the same values: a float is
-/// built exactly as serde_json builds it (`significand × or ÷ 10^k`, k ≤ 22).
+/// built exactly as serde_json builds it (`significand × or ÷ 10^k`, k ≤ 22). A line (or payload) laid
+/// out like the last one the scanner read is read faster still, by its `Template`.
 #[derive(Default)]
 pub struct Decoder {
     /// The payload text unescaped from a capture line.
@@ -81,12 +82,12 @@ pub struct Decoder {
     holes: Vec<(Range<usize>, Hole)>,
 }
 
-/// A capture line's layout: its text with holes where the values are. Lines of one capture are alike
-/// but for their values (the same envelope and payload fields, in the same order, written the same
-/// way), so the next line is read by comparing the text between values with the last one's (a
-/// `memcmp` a run) and reading only the values, where the scanner reads every name and every
-/// separator and looks each name up. A line that differs anywhere is read by the scanner, which
-/// learns its layout for the lines after it.
+/// A capture line's layout (or a Kafka record's payload's): its text with holes where the values are.
+/// Lines of one capture are alike but for their values (the same envelope and payload fields, in the
+/// same order, written the same way), so the next line is read by comparing the text between values
+/// with the last one's (a `memcmp` a run) and reading only the values, where the scanner reads every
+/// name and every separator and looks each name up. A line that differs anywhere is read by the
+/// scanner, which learns its layout for the lines after it.
 ///
 /// What the template reads is what the scanner reads: the same bytes between values (the field names,
 /// the topic, a null key), and each value read by the scanner's own function for it; so a line read
@@ -100,7 +101,7 @@ struct Template {
     tail: Range<usize>,
 }
 
-/// A value of a capture line in its template.
+/// A value in a template.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Hole {
     Partition,
@@ -108,8 +109,8 @@ enum Hole {
     Timestamp,
     /// The key string's contents.
     Key,
-    /// A payload string's contents (between `\"` and `\"`, inside the value string). Its field's name
-    /// starts `back` bytes before it and is `len` bytes long.
+    /// A payload string's contents, between its quotes (`\"` inside a capture line's value string, `"`
+    /// in a payload alone). Its field's name starts `back` bytes before it and is `len` bytes long.
     Str {
         back: usize,
         len: usize,
@@ -333,16 +334,19 @@ impl Decoder {
                     std::mem::replace(&mut topic, true)
                 }
                 Envelope::Partition => {
-                    self.holes.push((at..at, Hole::Partition));
-                    partition.replace(i32::try_from(s.int()?).ok()?).is_some()
+                    let n = i32::try_from(s.int()?).ok()?;
+                    self.holes.push((at..s.i, Hole::Partition));
+                    partition.replace(n).is_some()
                 }
                 Envelope::Offset => {
-                    self.holes.push((at..at, Hole::Offset));
-                    offset.replace(s.int()?).is_some()
+                    let n = s.int()?;
+                    self.holes.push((at..s.i, Hole::Offset));
+                    offset.replace(n).is_some()
                 }
                 Envelope::Timestamp => {
-                    self.holes.push((at..at, Hole::Timestamp));
-                    timestamp.replace(s.int()?).is_some()
+                    let n = s.int()?;
+                    self.holes.push((at..s.i, Hole::Timestamp));
+                    timestamp.replace(n).is_some()
                 }
                 Envelope::Key => {
                     self.key = None;
@@ -370,13 +374,6 @@ impl Decoder {
             };
             if seen {
                 return None;
-            }
-            if let Some((range, Hole::Partition | Hole::Offset | Hole::Timestamp)) =
-                self.holes.last_mut()
-            {
-                if range.start == at {
-                    range.end = s.i;
-                }
             }
             s.ws();
             if !s.more()? {

@@ -98,15 +98,13 @@ struct Chunk {
     first_line: u64,
     bytes: Vec<u8>,
     /// Where each line's `\n` is: found once, by the reading thread as it counts lines.
-    ends: Vec<u32>,
+    ends: Vec<usize>,
 }
 
 impl Chunk {
     /// Lines whose ends are not known yet.
     fn new(first_line: u64, bytes: Vec<u8>) -> Self {
-        let ends = memchr::memchr_iter(b'\n', &bytes)
-            .map(|at| at as u32)
-            .collect();
+        let ends = memchr::memchr_iter(b'\n', &bytes).collect();
         Chunk {
             first_line,
             bytes,
@@ -125,13 +123,7 @@ fn decode(file: &str, chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBu
     let text = std::str::from_utf8(bytes).ok();
     let last = (bytes.last() != Some(&b'\n') && !bytes.is_empty()).then_some(bytes.len());
     let mut start = 0;
-    for (i, end) in chunk
-        .ends
-        .iter()
-        .map(|&e| e as usize)
-        .chain(last)
-        .enumerate()
-    {
+    for (i, end) in chunk.ends.iter().copied().chain(last).enumerate() {
         let raw = start..end;
         start = end + 1;
         let line_no = chunk.first_line + i as u64;
@@ -203,7 +195,7 @@ impl Lines {
         &mut self,
         lines: usize,
         mut buf: Vec<u8>,
-    ) -> std::io::Result<(Vec<u8>, Vec<u32>, u64)> {
+    ) -> std::io::Result<(Vec<u8>, Vec<usize>, u64)> {
         use std::io::Read;
         buf.clear();
         buf.extend_from_slice(&self.carry);
@@ -212,7 +204,7 @@ impl Lines {
         let mut ends = Vec::with_capacity(lines);
         loop {
             for at in memchr::memchr_iter(b'\n', &buf[scanned..]) {
-                ends.push((scanned + at) as u32);
+                ends.push(scanned + at);
                 if ends.len() == lines {
                     let cut = scanned + at + 1;
                     self.carry.extend_from_slice(&buf[cut..]);

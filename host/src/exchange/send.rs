@@ -65,7 +65,7 @@ impl Sink for Send {
         let spec = &self.exchange.spec;
         let topic = self.exchange.topic();
         super::receive::create_topics(&self.exchange).map_err(StageError::msg)?;
-        let mut config = kafka::client_config(&spec.brokers, &spec.properties);
+        let mut config = kafka::producer_config(&spec.brokers, &spec.properties);
         // Idempotence keeps each partition in send order through retries: markers stay behind the
         // records they speak for.
         config
@@ -77,12 +77,15 @@ impl Sink for Send {
             .set("delivery.report.only.error", "true")
             .set("allow.auto.create.topics", "false");
         let context = Deliveries::new(Arc::new(Reporter::new(self.label())));
-        let producer = config.create_with_context(context).map_err(|e| {
-            StageError::with(
-                format!("cannot create the producer for the exchange topic `{topic}`"),
-                e,
-            )
-        })?;
+        let producer: BaseProducer<Deliveries> =
+            config.create_with_context(context).map_err(|e| {
+                StageError::with(
+                    format!("cannot create the producer for the exchange topic `{topic}`"),
+                    e,
+                )
+            })?;
+        // Records queued before the producer has its id wait for it (see the function).
+        kafka::hasten_producer_id(producer.client(), &topic, Duration::from_secs(1));
         self.producer = Some(producer);
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! `tributary produce`: loads a capture into a topic, keeping each record's key and timestamp, and its
 //! partition when the topic has that partition (otherwise the key picks one, as Java clients do).
 
-use super::{client_config, Deliveries, Error};
+use super::{producer_config, Deliveries, Error};
 use crate::sources::capture::Decoder;
 use crate::topology::StopFlag;
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -41,7 +41,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
     super::check_properties(opts.properties)?;
     let reporter = Arc::new(super::Reporter::new("produce"));
     let context = Deliveries::new(reporter);
-    let mut config = client_config(opts.brokers, opts.properties);
+    let mut config = producer_config(opts.brokers, opts.properties);
     // Idempotence keeps each partition in file order through retries, so offsets follow the capture.
     config
         .set("enable.idempotence", "true")
@@ -59,6 +59,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         created = create_topic(opts, n)?;
     }
     let partitions = wait_for_partitions(&producer, opts)?;
+    super::hasten_producer_id(producer.client(), opts.topic, Duration::from_secs(1));
 
     let file = std::fs::File::open(opts.file).map_err(|e| Error::Read {
         path: opts.file.to_path_buf(),
@@ -141,15 +142,13 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         }
         Ok(())
     })?;
-    producer
-        .flush(Duration::from_secs(60))
-        .map_err(|e| Error::Kafka {
-            what: format!(
-                "not every record reached topic `{}` within 60s; is the broker up?",
-                opts.topic
-            ),
-            source: e,
-        })?;
+    super::flush(&producer, Duration::from_secs(60)).map_err(|e| Error::Kafka {
+        what: format!(
+            "not every record reached topic `{}` within 60s; is the broker up?",
+            opts.topic
+        ),
+        source: e,
+    })?;
     if let Some((failed, first)) = producer.context().take_failures() {
         return Err(Error::Delivery {
             topic: opts.topic.to_string(),

@@ -3,10 +3,10 @@
 
 use super::{producer_config, Deliveries, Error};
 use crate::sources::capture::Decoder;
+use crate::sources::lines::{chunk_lines, Lines};
 use crate::topology::StopFlag;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use std::io::BufRead;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -177,7 +177,7 @@ struct Decoded {
     value: Range<usize>,
 }
 
-/// Records per chunk: enough to make the hand-over cheap, few enough to keep both threads busy.
+/// Lines per chunk: enough to make the hand-over cheap, few enough to keep both threads busy.
 const CHUNK: usize = 1024;
 
 /// Reads `file` and sends its records a chunk at a time, reusing the chunks that come back, until the
@@ -189,46 +189,37 @@ fn read_chunks(
     full: SyncSender<Result<Chunk, Error>>,
     empty: Receiver<Chunk>,
 ) {
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    // Read as bytes, so that a line that is not UTF-8 is skipped like any unreadable line; one buffer
-    // for every line.
-    let mut line = Vec::with_capacity(1024);
+    let mut lines = Lines::new(file);
+    let mut raw = Vec::new();
     let mut decoder = Decoder::default();
-    let mut n = 0u64;
-    loop {
+    let mut first_line = 1;
+    while !stop.is_stopped() {
+        let (bytes, ends, n) = match lines.next(CHUNK, std::mem::take(&mut raw)) {
+            Ok(read) => read,
+            Err(e) => {
+                let _ = full.send(Err(Error::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                }));
+                return;
+            }
+        };
+        if n == 0 {
+            return;
+        }
         let mut chunk = empty.try_recv().unwrap_or_default();
         chunk.bytes.clear();
         chunk.records.clear();
         chunk.skipped.clear();
-        let mut at_end = false;
-        while chunk.records.len() < CHUNK && !stop.is_stopped() {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) => {
-                    at_end = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = full.send(Ok(chunk));
-                    let _ = full.send(Err(Error::Read {
-                        path: path.to_path_buf(),
-                        source: e,
-                    }));
-                    return;
-                }
-            }
-            n += 1;
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            let parsed = std::str::from_utf8(&line)
+        for (i, line) in chunk_lines(&bytes, &ends) {
+            // Read as bytes, so that a line that is not UTF-8 is skipped like any unreadable line.
+            let decoded = line
                 .map_err(|_| "line is not valid UTF-8".to_string())
                 .map(|l| l.trim_end_matches('\r'));
-            if parsed.as_ref().is_ok_and(|l| l.trim().is_empty()) {
+            if decoded.as_ref().is_ok_and(|l| l.trim().is_empty()) {
                 continue;
             }
-            match parsed.and_then(|l| decoder.record(l)) {
+            match decoded.and_then(|l| decoder.record(l)) {
                 Ok(r) => {
                     let key = r.key.map(|k| {
                         let at = chunk.bytes.len();
@@ -244,10 +235,12 @@ fn read_chunks(
                         value: at..chunk.bytes.len(),
                     });
                 }
-                Err(reason) => chunk.skipped.push((n, reason)),
+                Err(reason) => chunk.skipped.push((first_line + i as u64, reason)),
             }
         }
-        if full.send(Ok(chunk)).is_err() || at_end || stop.is_stopped() {
+        first_line += n;
+        raw = bytes;
+        if full.send(Ok(chunk)).is_err() {
             return;
         }
     }

@@ -2,5 +2,6 @@
 
 pub mod capture;
 pub mod kafka;
+pub mod lines;
 pub mod pool;
 pub mod replay;

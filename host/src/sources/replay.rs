@@ -5,6 +5,7 @@
 //! number), so the records, and every result downstream, are those of a one-thread replay.
 
 use super::capture::Decoder;
+use super::lines::{chunk_lines, Lines};
 use super::pool::{hand_on, DeadLine, Decoded, Pool, Until};
 use crate::record::BatchBuilder;
 use crate::topology::{BuildContext, BuildError, Built, Output, Source, StageConfig, StageError};
@@ -117,25 +118,14 @@ impl Chunk {
 fn decode(file: &str, chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBuilder) -> Decoded {
     let mut dead = Vec::new();
     let mut records = 0;
-    let bytes = &chunk.bytes;
-    // The chunk is checked for UTF-8 as a whole, which is cheaper than line by line; only a chunk with
-    // bytes that are not has its lines checked one by one, to dead-letter just those.
-    let text = std::str::from_utf8(bytes).ok();
-    let last = (bytes.last() != Some(&b'\n') && !bytes.is_empty()).then_some(bytes.len());
-    let mut start = 0;
-    for (i, end) in chunk.ends.iter().copied().chain(last).enumerate() {
-        let raw = start..end;
-        start = end + 1;
+    for (i, line) in chunk_lines(&chunk.bytes, &chunk.ends) {
         let line_no = chunk.first_line + i as u64;
         // Lines are read as bytes: one that is not UTF-8 is dead-lettered, not the end of the replay.
-        let line = match text.map_or_else(
-            || std::str::from_utf8(&bytes[raw.clone()]),
-            |t| Ok(&t[raw.clone()]),
-        ) {
+        let line = match line {
             Ok(line) => line,
-            Err(_) => {
+            Err(bytes) => {
                 records += 1;
-                let shown = String::from_utf8_lossy(&bytes[raw]);
+                let shown = String::from_utf8_lossy(bytes);
                 dead.push(DeadLine {
                     at: serde_json::json!({ "file": file, "line": line_no }),
                     text: shown.trim_end().to_string(),
@@ -149,7 +139,7 @@ fn decode(file: &str, chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBu
         if line.trim().is_empty() {
             continue;
         }
-        let line = line.trim_end_matches(['\n', '\r']);
+        let line = line.trim_end_matches('\r');
         records += 1;
         if let Err(reason) = decoder.line(line, builder) {
             dead.push(DeadLine {
@@ -166,67 +156,6 @@ fn decode(file: &str, chunk: Chunk, decoder: &mut Decoder, builder: &mut BatchBu
         records,
         dead,
         spare,
-    }
-}
-
-/// Reads a file in blocks and cuts them into chunks of whole lines.
-struct Lines {
-    file: std::fs::File,
-    /// Read but not yet handed out: the start of the next chunk.
-    carry: Vec<u8>,
-    at_end: bool,
-    /// Bytes per line so far, to read about what a chunk needs and carry little over.
-    line_len: usize,
-}
-
-impl Lines {
-    fn new(file: std::fs::File) -> Self {
-        Lines {
-            file,
-            carry: Vec::new(),
-            at_end: false,
-            line_len: 256,
-        }
-    }
-
-    /// The next `lines` lines (fewer at the end of the file) in `buf`, where each ends, and how many
-    /// there are; none at the end.
-    fn next(
-        &mut self,
-        lines: usize,
-        mut buf: Vec<u8>,
-    ) -> std::io::Result<(Vec<u8>, Vec<usize>, u64)> {
-        use std::io::Read;
-        buf.clear();
-        buf.extend_from_slice(&self.carry);
-        self.carry.clear();
-        let mut scanned = 0;
-        let mut ends = Vec::with_capacity(lines);
-        loop {
-            for at in memchr::memchr_iter(b'\n', &buf[scanned..]) {
-                ends.push(scanned + at);
-                if ends.len() == lines {
-                    let cut = scanned + at + 1;
-                    self.carry.extend_from_slice(&buf[cut..]);
-                    buf.truncate(cut);
-                    self.line_len = (cut / lines).max(1);
-                    return Ok((buf, ends, lines as u64));
-                }
-            }
-            scanned = buf.len();
-            if self.at_end {
-                let last = u64::from(buf.last().is_some_and(|&b| b != b'\n'));
-                let n = ends.len() as u64 + last;
-                return Ok((buf, ends, n));
-            }
-            // What the missing lines should take, and a little more.
-            let want = ((lines - ends.len()) * self.line_len
-                + (self.line_len * lines / 16).max(4096))
-            .min(64 << 20) as u64;
-            if (&mut self.file).take(want).read_to_end(&mut buf)? == 0 {
-                self.at_end = true;
-            }
-        }
     }
 }
 
@@ -361,27 +290,5 @@ impl Source for Replay {
         } else {
             self.run_parallel(out)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_are_cut_whole_and_counted_as_decode_numbers_them() {
-        let path = std::env::temp_dir().join(format!("tributary-lines-{}", std::process::id()));
-        std::fs::write(&path, "a\nbb\n\nccc").unwrap();
-        let mut lines = Lines::new(std::fs::File::open(&path).unwrap());
-        assert_eq!(
-            lines.next(2, Vec::new()).unwrap(),
-            (b"a\nbb\n".to_vec(), vec![1, 4], 2)
-        );
-        assert_eq!(
-            lines.next(2, b"junk".to_vec()).unwrap(),
-            (b"\nccc".to_vec(), vec![0], 2)
-        );
-        assert_eq!(lines.next(2, Vec::new()).unwrap(), (Vec::new(), vec![], 0));
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -78,6 +78,8 @@ pub struct Decoder {
     template: Template,
     /// The layout of the last payload the scanner read (Kafka records), likewise.
     payload_template: Template,
+    /// The layout of the last line whose record the scanner read for `produce`, likewise.
+    record_template: Template,
     /// Where the values of the text being scanned are, to learn its layout.
     holes: Vec<(Range<usize>, Hole)>,
 }
@@ -120,6 +122,9 @@ enum Hole {
         back: usize,
         len: usize,
     },
+    /// The contents of a capture line's `value` string, unescaped as read (for `produce`, which sends
+    /// the payload as it is).
+    Value,
 }
 
 impl Template {
@@ -139,14 +144,16 @@ impl Template {
         self.tail = start..self.text.len();
     }
 
-    /// Reads a text laid out like the one learned into `fields` and `key`, and returns its partition,
-    /// offset and timestamp (zero where the layout has none: a payload's); `None` where it differs,
-    /// and the scanner reads it.
+    /// Reads a text laid out like the one learned into `fields`, `key` and `value` (the `value`
+    /// string unescaped, where the layout has it as a hole), and returns its partition, offset and
+    /// timestamp (zero where the layout has none: a payload's); `None` where it differs, and the
+    /// scanner reads it.
     fn read(
         &self,
         line: &[u8],
         fields: &mut Vec<(Range<usize>, Raw)>,
         key: &mut Option<Range<usize>>,
+        value: &mut Vec<u8>,
     ) -> Option<(i32, i64, i64)> {
         if self.holes.is_empty() {
             return None;
@@ -177,6 +184,12 @@ impl Template {
                 Hole::Scalar { back, len } => {
                     let raw = s.scalar()?;
                     fields.push((name(back, len), raw));
+                }
+                // As the scanner reads it; the closing quote it consumes is the next text's first byte.
+                Hole::Value => {
+                    value.clear();
+                    s.unescape_until(Some(b'"'), value)?;
+                    s.i -= 1;
                 }
             }
         }
@@ -210,7 +223,9 @@ impl Decoder {
     pub fn line(&mut self, line: &str, builder: &mut BatchBuilder) -> Result<(), String> {
         let bytes = line.as_bytes();
         self.strings.clear();
-        let read = self.template.read(bytes, &mut self.fields, &mut self.key);
+        let read = self
+            .template
+            .read(bytes, &mut self.fields, &mut self.key, &mut self.payload);
         if let Some((partition, offset, timestamp)) = read {
             self.commit(timestamp, Origin { partition, offset }, builder, line);
             return Ok(());
@@ -241,17 +256,29 @@ impl Decoder {
     }
 
     /// A capture line's record without decoding its payload (what `produce` sends), or what is wrong
-    /// with the line. The common line is read by the scanner; others by serde_json.
+    /// with the line. The common line is read by the template or the scanner; others by serde_json.
     pub fn record<'a>(&'a mut self, line: &'a str) -> Result<Record<'a>, String> {
-        if let Some((timestamp, origin)) = self.fast_line(line.as_bytes(), false) {
-            if let Ok(value) = std::str::from_utf8(&self.payload) {
-                return Ok(Record {
-                    timestamp,
-                    partition: origin.partition,
-                    key: self.key.clone().map(|r| Cow::Borrowed(&line[r])),
-                    value: Cow::Borrowed(value),
-                });
-            }
+        let bytes = line.as_bytes();
+        let mut read = self
+            .record_template
+            .read(bytes, &mut self.fields, &mut self.key, &mut self.payload)
+            .map(|(partition, _, timestamp)| (timestamp, partition));
+        if read.is_none() {
+            read = self.fast_line(bytes, false).map(|(timestamp, origin)| {
+                self.record_template.learn(bytes, &self.holes);
+                (timestamp, origin.partition)
+            });
+        }
+        // Checked, though unescaping UTF-8 text gives UTF-8 (an escape makes a char or fails).
+        if let (Some((timestamp, partition)), Ok(value)) =
+            (read, std::str::from_utf8(&self.payload))
+        {
+            return Ok(Record {
+                timestamp,
+                partition,
+                key: self.key.clone().map(|r| Cow::Borrowed(&line[r])),
+                value: Cow::Borrowed(value),
+            });
         }
         let c = parse_line(line)?;
         Ok(Record {
@@ -274,7 +301,7 @@ impl Decoder {
         self.strings.clear();
         if self
             .payload_template
-            .read(bytes, &mut self.fields, &mut self.key)
+            .read(bytes, &mut self.fields, &mut self.key, &mut self.payload)
             .is_some()
         {
             self.commit(timestamp, origin, builder, payload);
@@ -369,6 +396,7 @@ impl Decoder {
                 Envelope::Value => {
                     self.payload.clear();
                     s.string_into(&mut self.payload)?;
+                    self.holes.push((at + 1..s.i - 1, Hole::Value));
                     std::mem::replace(&mut value, true)
                 }
             };
@@ -810,29 +838,36 @@ impl Scan<'_> {
 /// too short for memchr's setup to pay off, but long enough for a word at a time): in each word, the
 /// lowest byte flagged by the classic has-zero-byte test is exact.
 fn plain_run(s: &[u8], end: Option<u8>) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     let mut i = 0;
     while let Some(word) = s.get(i..i + 8) {
-        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let mut hit =
-            (x.wrapping_sub(ONES * 0x20) & !x & HIGH) | zero(x ^ (ONES * u64::from(b'\\')));
-        if let Some(e) = end {
-            hit |= zero(x ^ (ONES * u64::from(e)));
-        }
+        let hit = specials(word.try_into().expect("8 bytes"), end);
         if hit != 0 {
             return i + (hit.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while let Some(&b) = s.get(i) {
-        if b < 0x20 || b == b'\\' || Some(b) == end {
-            break;
-        }
-        i += 1;
+    i + plain_tail(&s[i..], end)
+}
+
+/// The bytes of `word` that end a plain run, each flagged by its high bit; the lowest flag is exact
+/// (higher ones may be false, after a borrow).
+fn specials(word: [u8; 8], end: Option<u8>) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let x = u64::from_le_bytes(word);
+    let mut hit = (x.wrapping_sub(ONES * 0x20) & !x & HIGH) | zero(x ^ (ONES * u64::from(b'\\')));
+    if let Some(e) = end {
+        hit |= zero(x ^ (ONES * u64::from(e)));
     }
-    i
+    hit
+}
+
+/// [`plain_run`] a byte at a time, for the last bytes of a text.
+fn plain_tail(s: &[u8], end: Option<u8>) -> usize {
+    s.iter()
+        .position(|&b| b < 0x20 || b == b'\\' || Some(b) == end)
+        .unwrap_or(s.len())
 }
 
 /// Appends a JSON string's contents, unescaped, to `out`; `None` for what the slow path must judge
@@ -854,9 +889,28 @@ impl Scan<'_> {
     fn unescape_until(&mut self, end: Option<u8>, out: &mut Vec<u8>) -> Option<()> {
         out.reserve(self.s.len() - self.i);
         loop {
-            let run = plain_run(&self.s[self.i..], end);
-            out.extend_from_slice(&self.s[self.i..self.i + run]);
-            self.i += run;
+            // A word at a time, each copied whole and the copy cut back to its plain bytes: one store
+            // where a `memcpy` call per run would cost more than the payload's short runs.
+            while let Some(word) = self.s.get(self.i..self.i + 8) {
+                let word: [u8; 8] = word.try_into().expect("8 bytes");
+                let hit = specials(word, end);
+                let run = if hit == 0 {
+                    8
+                } else {
+                    (hit.trailing_zeros() / 8) as usize
+                };
+                out.extend_from_slice(&word);
+                out.truncate(out.len() - 8 + run);
+                self.i += run;
+                if hit != 0 {
+                    break;
+                }
+            }
+            if self.s.len() - self.i < 8 {
+                let run = plain_tail(&self.s[self.i..], end);
+                out.extend_from_slice(&self.s[self.i..self.i + run]);
+                self.i += run;
+            }
             let Some(&b) = self.s.get(self.i) else {
                 return end.is_none().then_some(());
             };
@@ -1139,7 +1193,10 @@ mod tests {
         }
         // Lines laid out like `base` are read by the template; others are not.
         let d = primed();
-        let by_template = |line: &str| d.template.read(line.as_bytes(), &mut vec![], &mut None);
+        let by_template = |line: &str| {
+            d.template
+                .read(line.as_bytes(), &mut vec![], &mut None, &mut vec![])
+        };
         assert!(by_template(alike[1]).is_some());
         assert!(by_template(alike[2]).is_none());
         let escaped = base.replace("A B", r"A \\u00e9");
@@ -1204,7 +1261,7 @@ mod tests {
         let alike = r#"{"track":"","genre":"Progressive Rock","streams":-1e3,"year":null,"live":false,"n":true}"#;
         assert!(d
             .payload_template
-            .read(alike.as_bytes(), &mut vec![], &mut None)
+            .read(alike.as_bytes(), &mut vec![], &mut None, &mut vec![])
             .is_some());
         check(alike);
         let replacements = [
@@ -1303,6 +1360,41 @@ mod tests {
         let mut d = Decoder::default();
         assert!(d.fast_line(line.as_bytes(), true).is_some());
         assert_eq!(d.fields.len(), 5);
+    }
+
+    #[test]
+    fn records_read_by_template_equal_records_read_by_the_scanner() {
+        let base = r#"{"topic":"t","partition":1,"offset":41,"timestamp":1717243200000,"key":"track-1","value":"{\"track\":\"A B\",\"streams\":5.71,\"note\":\"\\u00e9\"}"}"#;
+        let record = |d: &mut Decoder, line: &str| {
+            d.record(line).map(|r| {
+                let key = r.key.map(Cow::into_owned);
+                (r.timestamp, r.partition, key, r.value.into_owned())
+            })
+        };
+        let mut primed = Decoder::default();
+        record(&mut primed, base).unwrap();
+        let alike = r#"{"topic":"t","partition":12,"offset":9,"timestamp":-5,"key":"","value":"{\"x\":[1,{\"y\":\"\\\"\"}]}"}"#;
+        assert!(primed
+            .record_template
+            .read(alike.as_bytes(), &mut vec![], &mut None, &mut vec![])
+            .is_some());
+        let replacements = [
+            "0", "9", " ", "\"", "\\", "x", "}", ",", ":", "-", "u", "\u{1}",
+        ];
+        for line in one_edit_away(base, &replacements)
+            .iter()
+            .map(String::as_str)
+            .chain([alike])
+        {
+            // Primed anew each time: a line read by the scanner replaces the template.
+            let mut primed = Decoder::default();
+            record(&mut primed, base).unwrap();
+            assert_eq!(
+                record(&mut primed, line),
+                record(&mut Decoder::default(), line),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -154,7 +154,8 @@ impl<T: Aggregate> Instance<T> {
         if let Some(&max) = slots.iter().max() {
             self.slot(max);
         }
-        let mut out = RowWriter::new(&self.outputs);
+        // Most aggregates write a row per pane.
+        let mut out = RowWriter::with_capacity(&self.outputs, slots.len());
         let mut rows = Vec::with_capacity(slots.len());
         for (i, &s) in slots.iter().enumerate() {
             let before = out.rows();

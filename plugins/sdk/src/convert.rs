@@ -5,6 +5,7 @@ use crate::{Batch, Column, Config, ConfigValue, DictColumn, Field, FieldType, Sp
 
 /// Pane `i`'s key, borrowed from the call's keys (ABI 0.4): a string key from the packed dictionary.
 #[cfg(feature = "aggregate")]
+#[inline]
 pub fn key_in(keys: &crate::bindings::iface::Keys, i: usize) -> Option<crate::Value<'_>> {
     use crate::bindings::iface::{KeyValues, Keys};
     use crate::Value;

@@ -76,6 +76,7 @@ pub struct DictColumn {
 }
 
 impl DictColumn {
+    #[inline]
     pub fn get(&self, row: usize) -> &str {
         &self.dict[self.codes[row] as usize]
     }
@@ -113,34 +114,48 @@ pub struct Batch {
 
 // The host converts every column to the declared type before the call, so a mismatch here is a host bug;
 // panicking traps the plugin and the host reports it, which is the right outcome for a broken contract.
+//
+// The accessors are `#[inline]` with their panics out of line: a plugin reads a cell per row through
+// them, and in a WASM build every call not inlined is a call in the sandbox (wasmtime does not inline).
 impl Batch {
+    #[inline]
     pub fn floats(&self, col: usize) -> &[f64] {
         match &self.columns[col] {
             Column::Float(v) => v,
-            other => panic!("column {col} is not float: {other:?}"),
+            other => not_of_type(col, "float", other),
         }
     }
+    #[inline]
     pub fn ints(&self, col: usize) -> &[i64] {
         match &self.columns[col] {
             Column::Int(v) => v,
-            other => panic!("column {col} is not int: {other:?}"),
+            other => not_of_type(col, "int", other),
         }
     }
+    #[inline]
     pub fn strs(&self, col: usize) -> &DictColumn {
         match &self.columns[col] {
             Column::Str(d) => d,
-            other => panic!("column {col} is not str: {other:?}"),
+            other => not_of_type(col, "str", other),
         }
     }
+    #[inline]
     pub fn booleans(&self, col: usize) -> &[bool] {
         match &self.columns[col] {
             Column::Boolean(v) => v,
-            other => panic!("column {col} is not boolean: {other:?}"),
+            other => not_of_type(col, "boolean", other),
         }
     }
+    #[inline]
     pub fn row(&self, row: usize) -> Row<'_> {
         Row { batch: self, row }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn not_of_type(col: usize, ty: &str, column: &Column) -> ! {
+    panic!("column {col} is not {ty}: {column:?}")
 }
 
 /// One row of a [`Batch`]; columns are addressed by their position in the plugin's `Spec::inputs`.
@@ -151,18 +166,23 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
+    #[inline]
     pub fn index(&self) -> usize {
         self.row
     }
+    #[inline]
     pub fn float(&self, col: usize) -> f64 {
         self.batch.floats(col)[self.row]
     }
+    #[inline]
     pub fn int(&self, col: usize) -> i64 {
         self.batch.ints(col)[self.row]
     }
+    #[inline]
     pub fn str(&self, col: usize) -> &'a str {
         self.batch.strs(col).get(self.row)
     }
+    #[inline]
     pub fn boolean(&self, col: usize) -> bool {
         self.batch.booleans(col)[self.row]
     }
@@ -179,11 +199,21 @@ pub enum ColumnBuilder {
 
 impl ColumnBuilder {
     pub fn new(ty: FieldType) -> Self {
+        Self::with_capacity(ty, 0)
+    }
+    /// A builder with room for `rows` values before it grows.
+    pub fn with_capacity(ty: FieldType, rows: usize) -> Self {
         match ty {
-            FieldType::Float => ColumnBuilder::Float(Vec::new()),
-            FieldType::Int => ColumnBuilder::Int(Vec::new()),
-            FieldType::Str => ColumnBuilder::Str(DictColumn::default(), Default::default()),
-            FieldType::Boolean => ColumnBuilder::Boolean(Vec::new()),
+            FieldType::Float => ColumnBuilder::Float(Vec::with_capacity(rows)),
+            FieldType::Int => ColumnBuilder::Int(Vec::with_capacity(rows)),
+            FieldType::Str => ColumnBuilder::Str(
+                DictColumn {
+                    dict: Vec::new(),
+                    codes: Vec::with_capacity(rows),
+                },
+                Default::default(),
+            ),
+            FieldType::Boolean => ColumnBuilder::Boolean(Vec::with_capacity(rows)),
         }
     }
     pub fn finish(self) -> Column {
@@ -242,26 +272,52 @@ pub struct Window<'a> {
 }
 
 /// Writes output rows: call one method per declared output field, in declared order, for each row.
+//
+// Its methods are `#[inline]` with their panics out of line, as `Batch`'s accessors are: a plugin writes
+// a field per call, and a WASM build pays a sandbox call for each one not inlined.
 pub struct RowWriter {
     columns: Vec<ColumnBuilder>,
     /// Per column, `None` while no value is null (nothing to send), else one flag per row.
     valid: Vec<Option<Vec<bool>>>,
-    next: usize,
+    /// The column the next field goes to.
+    col: usize,
+    /// Rows complete so far.
+    rows: usize,
 }
 
 impl RowWriter {
     pub fn new(outputs: &[Field]) -> Self {
+        Self::with_capacity(outputs, 0)
+    }
+
+    /// A writer with room for `rows` rows before it grows.
+    pub fn with_capacity(outputs: &[Field], rows: usize) -> Self {
         RowWriter {
-            columns: outputs.iter().map(|f| ColumnBuilder::new(f.ty)).collect(),
+            columns: outputs
+                .iter()
+                .map(|f| ColumnBuilder::with_capacity(f.ty, rows))
+                .collect(),
             valid: vec![None; outputs.len()],
-            next: 0,
+            col: 0,
+            rows: 0,
         }
     }
 
+    /// The column of the next field, moving on to the one after it.
+    #[inline]
+    fn advance(&mut self) -> usize {
+        let i = self.col;
+        self.col += 1;
+        if self.col >= self.columns.len() {
+            self.col = 0;
+            self.rows += 1;
+        }
+        i
+    }
+
+    #[inline]
     fn slot(&mut self) -> &mut ColumnBuilder {
-        let n = self.columns.len();
-        let i = self.next % n;
-        self.next += 1;
+        let i = self.advance();
         if let Some(v) = &mut self.valid[i] {
             v.push(true);
         }
@@ -269,22 +325,17 @@ impl RowWriter {
     }
 
     /// Complete rows written so far; a row is complete once every declared field is written.
+    #[inline]
     pub fn rows(&self) -> usize {
-        if !self.next.is_multiple_of(self.columns.len().max(1)) {
-            panic!(
-                "a result row was left incomplete: {} of {} fields written",
-                self.next % self.columns.len(),
-                self.columns.len()
-            );
+        if self.col != 0 {
+            incomplete(self.col, self.columns.len());
         }
-        self.next / self.columns.len().max(1)
+        self.rows
     }
 
     /// A null for the next field (any type).
     pub fn null(&mut self) -> &mut Self {
-        let n = self.columns.len();
-        let i = self.next % n;
-        self.next += 1;
+        let i = self.advance();
         let col = &mut self.columns[i];
         let len = col.len();
         self.valid[i]
@@ -294,19 +345,21 @@ impl RowWriter {
         self
     }
 
+    #[inline]
     pub fn float(&mut self, v: f64) -> &mut Self {
         match self.slot() {
             ColumnBuilder::Float(c) => c.push(v),
             ColumnBuilder::Int(c) => c.push(v as i64),
-            other => panic!("output is {other:?}, wrote a float"),
+            other => wrote_wrong_type(other, "a float"),
         }
         self
     }
+    #[inline]
     pub fn int(&mut self, v: i64) -> &mut Self {
         match self.slot() {
             ColumnBuilder::Int(c) => c.push(v),
             ColumnBuilder::Float(c) => c.push(v as f64),
-            other => panic!("output is {other:?}, wrote an int"),
+            other => wrote_wrong_type(other, "an int"),
         }
         self
     }
@@ -324,14 +377,15 @@ impl RowWriter {
                 };
                 d.codes.push(code);
             }
-            other => panic!("output is {other:?}, wrote a string"),
+            other => wrote_wrong_type(other, "a string"),
         }
         self
     }
+    #[inline]
     pub fn boolean(&mut self, v: bool) -> &mut Self {
         match self.slot() {
             ColumnBuilder::Boolean(c) => c.push(v),
-            other => panic!("output is {other:?}, wrote a boolean"),
+            other => wrote_wrong_type(other, "a boolean"),
         }
         self
     }
@@ -352,6 +406,18 @@ impl RowWriter {
             .collect();
         (columns, self.valid)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn wrote_wrong_type(column: &ColumnBuilder, wrote: &str) -> ! {
+    panic!("output is {column:?}, wrote {wrote}")
+}
+
+#[cold]
+#[inline(never)]
+fn incomplete(written: usize, fields: usize) -> ! {
+    panic!("a result row was left incomplete: {written} of {fields} fields written")
 }
 
 #[cfg(test)]

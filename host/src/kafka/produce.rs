@@ -6,9 +6,14 @@ use crate::sources::capture::Decoder;
 use crate::sources::lines::{chunk_lines, Lines};
 use crate::topology::StopFlag;
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::bindings as rdsys;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::ffi::CString;
 use std::ops::Range;
 use std::path::Path;
+use std::ptr::NonNull;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +44,10 @@ pub struct ProduceReport {
 
 pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceReport, Error> {
     super::check_properties(opts.properties)?;
+    let file = std::fs::File::open(opts.file).map_err(|e| Error::Read {
+        path: opts.file.to_path_buf(),
+        source: e,
+    })?;
     let reporter = Arc::new(super::Reporter::new("produce"));
     let context = Deliveries::new(reporter);
     let mut config = producer_config(opts.brokers, opts.properties);
@@ -58,32 +67,31 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
     if let Some(n) = opts.partitions {
         created = create_topic(opts, n)?;
     }
-    let partitions = wait_for_partitions(&producer, opts)?;
-    super::hasten_producer_id(producer.client(), opts.topic, Duration::from_secs(1));
-
-    let file = std::fs::File::open(opts.file).map_err(|e| Error::Read {
-        path: opts.file.to_path_buf(),
-        source: e,
-    })?;
-    let mut report = ProduceReport {
-        records: 0,
-        by_key: 0,
-        skipped: 0,
-        partitions,
-        created,
-    };
-    let started = Instant::now();
-    let mut first_ts: Option<i64> = None;
     // One thread reads and decodes the capture while this one produces: each alone keeps a core busy.
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Chunk, Error>>(4);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Chunk>();
-    std::thread::scope(|scope| -> Result<(), Error> {
+    let report = std::thread::scope(|scope| -> Result<ProduceReport, Error> {
+        // Made here, so that an early return drops the receiver and the reader, blocked on a full
+        // channel, stops.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Chunk, Error>>(4);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Chunk>();
+        // Reading starts while the topic's metadata and the producer id are fetched.
         std::thread::Builder::new()
             .name("produce-read".into())
             .spawn_scoped(scope, || {
                 read_chunks(file, opts.file, stop, full_tx, empty_rx)
             })
             .expect("spawning a thread");
+        let partitions = wait_for_partitions(&producer, opts)?;
+        super::hasten_producer_id(producer.client(), opts.topic, Duration::from_secs(1));
+        let mut report = ProduceReport {
+            records: 0,
+            by_key: 0,
+            skipped: 0,
+            partitions,
+            created,
+        };
+        let sender = TopicSender::new(&producer, opts.topic)?;
+        let started = Instant::now();
+        let mut first_ts: Option<i64> = None;
         for chunk in full_rx {
             let chunk = chunk?;
             for (line, reason) in &chunk.skipped {
@@ -114,23 +122,28 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
                         }
                     }
                 }
-                let mut record = BaseRecord::to(opts.topic)
-                    .payload(&chunk.bytes[r.value.clone()])
-                    .timestamp(r.timestamp);
-                if let Some(key) = &r.key {
-                    record = record.key(&chunk.bytes[key.clone()]);
-                }
-                if r.partition >= 0 && (r.partition as usize) < partitions {
-                    record = record.partition(r.partition);
+                let partition = if r.partition >= 0 && (r.partition as usize) < partitions {
+                    r.partition
                 } else {
                     report.by_key += 1;
+                    // Placed by the partitioner (`murmur2_random`, by key).
+                    UNASSIGNED
+                };
+                let key = r.key.clone().map(|k| &chunk.bytes[k]);
+                let value = &chunk.bytes[r.value.clone()];
+                loop {
+                    match sender.send(partition, key, value, r.timestamp) {
+                        RDKafkaErrorCode::NoError => break,
+                        // Served delivery reports free room in librdkafka's queue.
+                        RDKafkaErrorCode::QueueFull => producer.poll(Duration::from_millis(1)),
+                        e => {
+                            return Err(Error::Kafka {
+                                what: format!("cannot produce to topic `{}`", opts.topic),
+                                source: KafkaError::MessageProduction(e),
+                            })
+                        }
+                    }
                 }
-                super::send_waiting(&producer, record, Duration::from_millis(100)).map_err(
-                    |e| Error::Kafka {
-                        what: format!("cannot produce to topic `{}`", opts.topic),
-                        source: e,
-                    },
-                )?;
                 report.records += 1;
                 // Serves delivery reports; every record would cost a call per record for nothing.
                 if report.records.is_multiple_of(512) {
@@ -140,7 +153,7 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
             // The reader stops at its next chunk once `stop` is set, or when this end is gone.
             let _ = empty_tx.send(chunk);
         }
-        Ok(())
+        Ok(report)
     })?;
     super::flush(&producer, Duration::from_secs(60)).map_err(|e| Error::Kafka {
         what: format!(
@@ -158,6 +171,85 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
         });
     }
     Ok(report)
+}
+
+/// librdkafka's partition number for "let the partitioner choose".
+const UNASSIGNED: i32 = -1;
+
+/// Sends records to one topic through librdkafka's handle for it. `BaseProducer::send` names the topic
+/// in each record, so each record made a `CString` of the name and librdkafka looked the topic up by
+/// it under a lock.
+struct TopicSender<'p> {
+    producer: &'p BaseProducer<Deliveries>,
+    topic: NonNull<rdsys::rd_kafka_topic_t>,
+}
+
+impl<'p> TopicSender<'p> {
+    fn new(producer: &'p BaseProducer<Deliveries>, topic: &str) -> Result<Self, Error> {
+        let fail = |source| Error::Kafka {
+            what: format!("cannot open topic `{topic}` for producing"),
+            source,
+        };
+        let name = CString::new(topic).map_err(|e| fail(e.into()))?;
+        // SAFETY: the client pointer is valid while `producer` lives, and the handle does not outlive
+        // it (`Drop` below); a null config takes the producer's topic defaults.
+        let handle = unsafe {
+            rdsys::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        let Some(topic) = NonNull::new(handle) else {
+            // SAFETY: reads librdkafka's thread-local last error, set by the failed call above.
+            let code = unsafe { rdsys::rd_kafka_last_error() };
+            return Err(fail(KafkaError::MessageProduction(code.into())));
+        };
+        Ok(TopicSender { producer, topic })
+    }
+
+    /// Queues a copy of one record, as `BaseProducer::send` does (no delivery opaque, no headers).
+    fn send(
+        &self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+    ) -> RDKafkaErrorCode {
+        use rdsys::rd_kafka_vtype_t::*;
+        let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
+        // SAFETY: every argument has the type librdkafka reads for its tag (`rd_kafka_producev`'s
+        // contract); the key and value are copied (`F_COPY`) before the call returns.
+        let err = unsafe {
+            rdsys::rd_kafka_producev(
+                self.producer.client().native_ptr(),
+                RD_KAFKA_VTYPE_RKT,
+                self.topic.as_ptr(),
+                RD_KAFKA_VTYPE_PARTITION,
+                partition,
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rdsys::RD_KAFKA_MSG_F_COPY as std::ffi::c_int,
+                RD_KAFKA_VTYPE_VALUE,
+                value.as_ptr() as *mut std::ffi::c_void,
+                value.len(),
+                RD_KAFKA_VTYPE_KEY,
+                key_ptr as *mut std::ffi::c_void,
+                key_len,
+                RD_KAFKA_VTYPE_TIMESTAMP,
+                timestamp,
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        err.into()
+    }
+}
+
+impl Drop for TopicSender<'_> {
+    fn drop(&mut self) {
+        // SAFETY: made by `rd_kafka_topic_new` and destroyed once; records queued through it keep
+        // their own reference to the topic.
+        unsafe { rdsys::rd_kafka_topic_destroy(self.topic.as_ptr()) };
+    }
 }
 
 /// Capture lines read and decoded, for the producing thread.

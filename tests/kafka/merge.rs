@@ -182,7 +182,7 @@ fn live_equals_replay_at_scale_three_runs_in_a_row() {
 
 /// `produce` through a producer queue far smaller than the capture (`queue.buffering.max.messages =
 /// 500`, against 100,000 records on 3 partitions): sending meets a full queue over and over, and each
-/// time `kafka::send_waiting` serves delivery reports and sends again. The topic must still hold every
+/// time `produce` serves delivery reports and sends again. The topic must still hold every
 /// record once, in order: read live, it gives the replay's rows (a lost or doubled record would change
 /// a count or a sum).
 #[test]

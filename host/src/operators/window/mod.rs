@@ -55,6 +55,7 @@ use crate::topology::{BuildContext, BuildError, Built, Operator, Output, StageCo
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use arrow_array::Array;
+use arrow_buffer::NullBuffer;
 use keys::{KeyId, KeyTable};
 use recovery::Recovery;
 use schedule::Schedule;
@@ -296,8 +297,9 @@ impl<A: Accumulators> Windows<A> {
             .as_ref()
             .and_then(|f| batch.column(f));
         let key_col = self.settings.key.as_ref().and_then(|f| batch.column(f));
-        // String keys: one key per dictionary entry of the batch, so rows only copy a pointer.
-        let dict_keys: Option<(Vec<KeyId>, &[u32])> = key_col
+        // String keys: one key per dictionary entry of the batch, so rows only copy a pointer; which
+        // rows are null is read from the bitmap, not through the array's dynamic `is_valid` per row.
+        let dict_keys: Option<(Vec<KeyId>, &[u32], Option<&NullBuffer>)> = key_col
             .and_then(|c| c.array.as_dictionary_opt::<UInt32Type>())
             .map(|d| {
                 let keys = d
@@ -306,7 +308,7 @@ impl<A: Accumulators> Windows<A> {
                     .iter()
                     .map(|s| self.keys.str_id(s.unwrap_or_default()))
                     .collect();
-                (keys, &d.keys().values()[..])
+                (keys, &d.keys().values()[..], d.nulls())
             });
 
         // Event time, key and lateness, row by row in arrival order: the watermark moves per record, so
@@ -349,8 +351,12 @@ impl<A: Accumulators> Windows<A> {
             }
             let key = match (&self.settings.key, key_col) {
                 (None, _) => self.keys.id(Key(Value::Null)),
-                (Some(_), Some(c)) if dict_keys.is_some() && c.array.is_valid(row) => {
-                    let (keys, codes) = dict_keys.as_ref().expect("checked");
+                (Some(_), Some(_))
+                    if dict_keys
+                        .as_ref()
+                        .is_some_and(|(_, _, nulls)| nulls.is_none_or(|n| n.is_valid(row))) =>
+                {
+                    let (keys, codes, _) = dict_keys.as_ref().expect("checked");
                     keys[codes[row] as usize]
                 }
                 (Some(name), col) => match col.map(|c| c.value(row)) {

@@ -40,6 +40,14 @@ impl Aggregate for Average {
     fn finish(&self, acc: &Self::Acc, _window: &Window, out: &mut RowWriter) {
         out.float(acc.0 / acc.1 as f64).int(acc.1 as i64);
     }
+
+    // The same results as `finish`, a column at a time (see `Aggregate::finish_panes`).
+    fn finish_panes(&self, panes: &Panes<'_, Self::Acc>, out: &mut PaneColumns) -> bool {
+        out.floats(0)
+            .extend(panes.accs().map(|(sum, n)| sum / *n as f64));
+        out.ints(1).extend(panes.accs().map(|(_, n)| *n as i64));
+        true
+    }
 }
 
 export_aggregate!(Average);
@@ -95,5 +103,27 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.contains("unknown config key `fields`"));
+    }
+
+    #[test]
+    fn finish_panes_equals_finish_pane_by_pane() {
+        let mut agg = Instance::new(
+            Average::init(&Config::from_pairs(&[("field", "streams".into())])).unwrap(),
+        );
+        let values = vec![1.5, -2.0, 1e8, 0.1, 7.25, 3.0];
+        agg.add(
+            &[0, 1, 2, 1, 3, 3],
+            &Batch {
+                rows: values.len(),
+                columns: vec![Column::Float(values)],
+            },
+        );
+        agg.merge(2, 3);
+        // Panes in any order, a merged one, and slot 3 left empty by the merge.
+        let slots = [3, 1, 0, 2, 1];
+        let (panes, by_pane) = (agg.finish(&slots), agg.finish_by_pane(&slots));
+        // Debug text, so an empty slot's NaN equals itself.
+        assert_eq!(format!("{panes:?}"), format!("{by_pane:?}"));
+        assert_eq!(panes.rows, [0, 1, 2, 3, 4]);
     }
 }

@@ -117,7 +117,7 @@ pub use transform::{Transform, Transformed};
 #[cfg(feature = "aggregate")]
 pub mod aggregate;
 #[cfg(feature = "aggregate")]
-pub use aggregate::{Aggregate, Finished};
+pub use aggregate::{Aggregate, Finished, PaneColumns, Panes};
 
 /// Bindings generated from the WIT package; plugins normally use the re-exports above instead.
 #[cfg(feature = "transform")]

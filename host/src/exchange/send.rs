@@ -3,12 +3,12 @@
 //! committed only once its records are in the topic.
 
 use super::{partition_of, Exchange, Tag};
-use crate::kafka::{self, Deliveries, Reporter};
+use crate::kafka::{self, Deliveries, Reporter, TopicSender};
 use crate::record::Batch;
 use crate::sinks::file::write_jsonl;
 use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,9 @@ use std::time::Duration;
 /// How long a batch may take to reach the exchange topic before the run stops with an error (its
 /// offsets stay uncommitted, so a restart sends it again).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long to serve delivery reports while librdkafka's queue is full, before trying again.
+const WAIT: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 pub struct SendConfig {
@@ -39,24 +42,6 @@ struct Send {
 impl Send {
     fn label(&self) -> String {
         format!("stage `{}.exchange`", self.exchange.stage)
-    }
-
-    fn send(
-        producer: &BaseProducer<Deliveries>,
-        topic: &str,
-        partition: i32,
-        key: &str,
-        payload: Option<&[u8]>,
-        timestamp: i64,
-    ) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::to(topic)
-            .partition(partition)
-            .key(key)
-            .timestamp(timestamp);
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        kafka::send_waiting(producer, record, Duration::from_millis(10))
     }
 }
 
@@ -105,6 +90,9 @@ impl Sink for Send {
         let fail = |e: KafkaError| {
             StageError::with(format!("cannot write to the exchange topic `{topic}`"), e)
         };
+        // Opened per batch (a lookup of the producer's topic): it borrows the producer.
+        let sender =
+            TopicSender::new(producer, &topic).map_err(|e| StageError::with(self.label(), e))?;
         for (row, line) in lines
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
@@ -127,22 +115,25 @@ impl Sink for Send {
                 index,
             };
             let ts = batch.time[row];
-            Self::send(
-                producer,
-                &topic,
-                partition_of(&key, n),
-                &tag.encode(),
-                Some(line),
-                ts,
-            )
-            .map_err(fail)?;
+            let tag = tag.encode();
+            sender
+                .send_waiting(
+                    partition_of(&key, n),
+                    Some(tag.as_bytes()),
+                    Some(line),
+                    ts,
+                    WAIT,
+                )
+                .map_err(fail)?;
             let e = last.entry(origin.partition).or_insert((origin.offset, ts));
             *e = (e.0.max(origin.offset), ts);
         }
         for (&partition, &(offset, ts)) in &last {
             let tag = Tag::Marker { partition, offset }.encode();
             for r in 0..n {
-                Self::send(producer, &topic, r, &tag, None, ts).map_err(fail)?;
+                sender
+                    .send_waiting(r, Some(tag.as_bytes()), None, ts, WAIT)
+                    .map_err(fail)?;
             }
         }
         kafka::flush(producer, FLUSH_TIMEOUT).map_err(fail)?;

@@ -13,6 +13,9 @@ pub mod interleave;
 pub mod produce;
 pub mod reader;
 pub mod record;
+mod topic;
+
+pub use topic::TopicSender;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -619,30 +622,6 @@ pub fn flush<C: rdkafka::producer::ProducerContext>(
         }
         if Instant::now() >= deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-        }
-    }
-}
-
-/// Sends a record; while the producer's queue is full, serves delivery reports for up to `wait` at a
-/// time (which frees room in it) and tries again. Any other error is returned.
-pub fn send_waiting<'a, C, K, P>(
-    producer: &rdkafka::producer::BaseProducer<C>,
-    mut record: rdkafka::producer::BaseRecord<'a, K, P, ()>,
-    wait: Duration,
-) -> Result<(), KafkaError>
-where
-    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-{
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                producer.poll(wait);
-            }
-            Err((e, _)) => return Err(e),
         }
     }
 }

@@ -1,19 +1,14 @@
 //! `tributary produce`: loads a capture into a topic, keeping each record's key and timestamp, and its
 //! partition when the topic has that partition (otherwise the key picks one, as Java clients do).
 
-use super::{producer_config, Deliveries, Error};
+use super::{producer_config, Deliveries, Error, TopicSender};
 use crate::sources::capture::Decoder;
 use crate::sources::lines::{chunk_lines, Lines};
 use crate::topology::StopFlag;
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::bindings as rdsys;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::types::RDKafkaErrorCode;
-use std::ffi::CString;
 use std::ops::Range;
 use std::path::Path;
-use std::ptr::NonNull;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,19 +126,12 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
                 };
                 let key = r.key.clone().map(|k| &chunk.bytes[k]);
                 let value = &chunk.bytes[r.value.clone()];
-                loop {
-                    match sender.send(partition, key, value, r.timestamp) {
-                        RDKafkaErrorCode::NoError => break,
-                        // Served delivery reports free room in librdkafka's queue.
-                        RDKafkaErrorCode::QueueFull => producer.poll(Duration::from_millis(1)),
-                        e => {
-                            return Err(Error::Kafka {
-                                what: format!("cannot produce to topic `{}`", opts.topic),
-                                source: KafkaError::MessageProduction(e),
-                            })
-                        }
-                    }
-                }
+                sender
+                    .send_waiting(partition, key, Some(value), r.timestamp, WAIT)
+                    .map_err(|source| Error::Kafka {
+                        what: format!("cannot produce to topic `{}`", opts.topic),
+                        source,
+                    })?;
                 report.records += 1;
                 // Serves delivery reports; every record would cost a call per record for nothing.
                 if report.records.is_multiple_of(512) {
@@ -176,81 +164,8 @@ pub fn produce(opts: &ProduceOptions<'_>, stop: &StopFlag) -> Result<ProduceRepo
 /// librdkafka's partition number for "let the partitioner choose".
 const UNASSIGNED: i32 = -1;
 
-/// Sends records to one topic through librdkafka's handle for it. `BaseProducer::send` names the topic
-/// in each record, so each record made a `CString` of the name and librdkafka looked the topic up by
-/// it under a lock.
-struct TopicSender<'p> {
-    producer: &'p BaseProducer<Deliveries>,
-    topic: NonNull<rdsys::rd_kafka_topic_t>,
-}
-
-impl<'p> TopicSender<'p> {
-    fn new(producer: &'p BaseProducer<Deliveries>, topic: &str) -> Result<Self, Error> {
-        let fail = |source| Error::Kafka {
-            what: format!("cannot open topic `{topic}` for producing"),
-            source,
-        };
-        let name = CString::new(topic).map_err(|e| fail(e.into()))?;
-        // SAFETY: the client pointer is valid while `producer` lives, and the handle does not outlive
-        // it (`Drop` below); a null config takes the producer's topic defaults.
-        let handle = unsafe {
-            rdsys::rd_kafka_topic_new(
-                producer.client().native_ptr(),
-                name.as_ptr(),
-                std::ptr::null_mut(),
-            )
-        };
-        let Some(topic) = NonNull::new(handle) else {
-            // SAFETY: reads librdkafka's thread-local last error, set by the failed call above.
-            let code = unsafe { rdsys::rd_kafka_last_error() };
-            return Err(fail(KafkaError::MessageProduction(code.into())));
-        };
-        Ok(TopicSender { producer, topic })
-    }
-
-    /// Queues a copy of one record, as `BaseProducer::send` does (no delivery opaque, no headers).
-    fn send(
-        &self,
-        partition: i32,
-        key: Option<&[u8]>,
-        value: &[u8],
-        timestamp: i64,
-    ) -> RDKafkaErrorCode {
-        use rdsys::rd_kafka_vtype_t::*;
-        let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
-        // SAFETY: every argument has the type librdkafka reads for its tag (`rd_kafka_producev`'s
-        // contract); the key and value are copied (`F_COPY`) before the call returns.
-        let err = unsafe {
-            rdsys::rd_kafka_producev(
-                self.producer.client().native_ptr(),
-                RD_KAFKA_VTYPE_RKT,
-                self.topic.as_ptr(),
-                RD_KAFKA_VTYPE_PARTITION,
-                partition,
-                RD_KAFKA_VTYPE_MSGFLAGS,
-                rdsys::RD_KAFKA_MSG_F_COPY as std::ffi::c_int,
-                RD_KAFKA_VTYPE_VALUE,
-                value.as_ptr() as *mut std::ffi::c_void,
-                value.len(),
-                RD_KAFKA_VTYPE_KEY,
-                key_ptr as *mut std::ffi::c_void,
-                key_len,
-                RD_KAFKA_VTYPE_TIMESTAMP,
-                timestamp,
-                RD_KAFKA_VTYPE_END,
-            )
-        };
-        err.into()
-    }
-}
-
-impl Drop for TopicSender<'_> {
-    fn drop(&mut self) {
-        // SAFETY: made by `rd_kafka_topic_new` and destroyed once; records queued through it keep
-        // their own reference to the topic.
-        unsafe { rdsys::rd_kafka_topic_destroy(self.topic.as_ptr()) };
-    }
-}
+/// How long to serve delivery reports while librdkafka's queue is full, before trying again.
+const WAIT: Duration = Duration::from_millis(1);
 
 /// Capture lines read and decoded, for the producing thread.
 #[derive(Default)]

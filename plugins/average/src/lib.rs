@@ -32,6 +32,16 @@ impl Aggregate for Average {
         Ok(())
     }
 
+    // The same folds as `add`, a batch at a time (see `Aggregate::add_rows`).
+    fn add_rows(&self, accs: &mut [Self::Acc], slots: &[u32], input: &Batch) -> bool {
+        for (&slot, &v) in slots.iter().zip(input.floats(0)) {
+            let acc = &mut accs[slot as usize];
+            acc.0 += v;
+            acc.1 += 1;
+        }
+        true
+    }
+
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc) {
         acc.0 += other.0;
         acc.1 += other.1;
@@ -106,24 +116,19 @@ mod tests {
     }
 
     #[test]
-    fn finish_panes_equals_finish_pane_by_pane() {
-        let mut agg = Instance::new(
-            Average::init(&Config::from_pairs(&[("field", "streams".into())])).unwrap(),
-        );
-        let values = vec![1.5, -2.0, 1e8, 0.1, 7.25, 3.0];
-        agg.add(
-            &[0, 1, 2, 1, 3, 3],
-            &Batch {
-                rows: values.len(),
-                columns: vec![Column::Float(values)],
-            },
-        );
-        agg.merge(2, 3);
+    fn batch_hooks_equal_add_and_finish_by_row_and_pane() {
+        let config = Config::from_pairs(&[("field", "streams".into())]);
+        let batch = Batch {
+            rows: 6,
+            columns: vec![Column::Float(vec![1.5, -2.0, 1e8, 0.1, 7.25, 3.0])],
+        };
         // Panes in any order, a merged one, and slot 3 left empty by the merge.
-        let slots = [3, 1, 0, 2, 1];
-        let (panes, by_pane) = (agg.finish(&slots), agg.finish_by_pane(&slots));
-        // Debug text, so an empty slot's NaN equals itself.
-        assert_eq!(format!("{panes:?}"), format!("{by_pane:?}"));
-        assert_eq!(panes.rows, [0, 1, 2, 3, 4]);
+        tributary_sdk::aggregate::assert_batch_hooks_agree(
+            || Average::init(&config).unwrap(),
+            &batch,
+            &[0, 1, 2, 1, 3, 3],
+            Some((2, 3)),
+            &[3, 1, 0, 2, 1],
+        );
     }
 }

@@ -121,6 +121,19 @@ pub trait Aggregate: Sized + 'static {
         let _ = (panes, out);
         false
     }
+
+    /// Folds a whole batch at once, row i into `accs[slots[i]]` (every slot is in range), for an
+    /// aggregate whose `add` never fails. Returns `false` (the default, which changes nothing) to have
+    /// the SDK call [`Aggregate::add`] once per row instead.
+    ///
+    /// The counterpart of [`Aggregate::finish_panes`] for `add`: worth writing when `add` is a few
+    /// instructions, as `average`'s sum and count (`input.floats(0)` read once, not per row). It cannot
+    /// refuse a row: an aggregate that dead-letters rows keeps `add`. Results must equal `add`'s, which
+    /// stays the reference (in tests, `Instance::add_by_row` folds by `add` alone).
+    fn add_rows(&self, accs: &mut [Self::Acc], slots: &[u32], input: &Batch) -> bool {
+        let _ = (accs, slots, input);
+        false
+    }
 }
 
 /// The panes of one `finish` call, for [`Aggregate::finish_panes`]: pane i's accumulator and window.
@@ -275,6 +288,18 @@ impl<T: Aggregate> Instance<T> {
 
     /// Folds row i into `slots[i]`; returns the rows the plugin refused.
     pub fn add(&mut self, slots: &[u32], input: &Batch) -> Vec<(usize, String)> {
+        if let Some(&max) = slots.iter().max() {
+            self.slot(max);
+        }
+        if self.plugin.add_rows(&mut self.slots, slots, input) {
+            return Vec::new();
+        }
+        self.add_by_row(slots, input)
+    }
+
+    /// Folds row i into `slots[i]` by [`Aggregate::add`] alone, never by [`Aggregate::add_rows`]:
+    /// what the latter must equal, for a plugin's tests. Returns the rows the plugin refused.
+    pub fn add_by_row(&mut self, slots: &[u32], input: &Batch) -> Vec<(usize, String)> {
         let mut errors = Vec::new();
         if let Some(&max) = slots.iter().max() {
             self.slot(max);
@@ -370,6 +395,32 @@ impl<T: Aggregate> Instance<T> {
             }
         }
     }
+}
+
+/// For a plugin's tests: folds `input` into `slots` and reads `panes` on two instances of `make()`,
+/// one through the batch hooks ([`Aggregate::add_rows`], [`Aggregate::finish_panes`]), one row by row
+/// and pane by pane; `merge` (destination, source) is merged on both in between, if given. Panics
+/// with both results if they differ (compared as debug text, so a NaN equals itself).
+pub fn assert_batch_hooks_agree<T: Aggregate>(
+    make: impl Fn() -> T,
+    input: &Batch,
+    slots: &[u32],
+    merge: Option<(u32, u32)>,
+    panes: &[u32],
+) {
+    let (mut hooks, mut by_row) = (Instance::new(make()), Instance::new(make()));
+    let (errors, expected_errors) = (hooks.add(slots, input), by_row.add_by_row(slots, input));
+    assert_eq!(errors, expected_errors, "rows refused");
+    if let Some((dst, src)) = merge {
+        hooks.merge(dst, src);
+        by_row.merge(dst, src);
+    }
+    let (done, expected) = (hooks.finish(panes), by_row.finish_by_pane(panes));
+    assert_eq!(
+        format!("{done:?}"),
+        format!("{expected:?}"),
+        "results through the batch hooks (left) and row by row (right)"
+    );
 }
 
 /// The results of `panes`, one `finish` call per pane.
@@ -555,8 +606,10 @@ macro_rules! export_aggregate {
 mod tests {
     use super::*;
 
-    /// Counts rows; `finish_panes` writes `panes` values of its one output, or says it wrote none.
+    /// Counts rows, by 1 in `add` and by 10 in `add_rows` when `by_batch` (so a test sees which ran);
+    /// `finish_panes` writes `written` values of its one output and answers `answer`.
     struct Count {
+        by_batch: bool,
         written: usize,
         answer: bool,
     }
@@ -565,6 +618,7 @@ mod tests {
         type Acc = u64;
         fn init(_: &Config) -> Result<Self, String> {
             Ok(Count {
+                by_batch: false,
                 written: 0,
                 answer: false,
             })
@@ -575,6 +629,14 @@ mod tests {
         fn add(&self, acc: &mut u64, _: Row<'_>) -> Result<(), String> {
             *acc += 1;
             Ok(())
+        }
+        fn add_rows(&self, accs: &mut [u64], slots: &[u32], _: &Batch) -> bool {
+            if self.by_batch {
+                for &s in slots {
+                    accs[s as usize] += 10;
+                }
+            }
+            self.by_batch
         }
         fn merge(&self, acc: &mut u64, other: &u64) {
             *acc += other;
@@ -594,7 +656,11 @@ mod tests {
     }
 
     fn counted(written: usize, answer: bool) -> Instance<Count> {
-        let mut agg = Instance::new(Count { written, answer });
+        let mut agg = Instance::new(Count {
+            by_batch: false,
+            written,
+            answer,
+        });
         let batch = Batch {
             rows: 3,
             columns: vec![],
@@ -631,6 +697,23 @@ mod tests {
             agg.finish_by_pane(&[2]).columns,
             [Column::Int(vec![-1, -1])]
         );
+    }
+
+    #[test]
+    fn add_rows_folds_the_batch_when_it_says_so_and_add_by_row_never_uses_it() {
+        let batch = Batch {
+            rows: 3,
+            columns: vec![],
+        };
+        let mut agg = Instance::new(Count {
+            by_batch: true,
+            written: 0,
+            answer: false,
+        });
+        assert!(agg.add(&[0, 1, 1], &batch).is_empty());
+        assert!(agg.add_by_row(&[0, 1, 1], &batch).is_empty());
+        assert_eq!(agg.finish_by_pane(&[0]).rows.len(), 11);
+        assert_eq!(agg.finish_by_pane(&[1]).rows.len(), 22);
     }
 
     #[test]

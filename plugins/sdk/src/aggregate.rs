@@ -397,25 +397,20 @@ impl<T: Aggregate> Instance<T> {
     }
 }
 
-/// For a plugin's tests: folds `input` into `slots` and reads `panes` on two instances of `make()`,
-/// one through the batch hooks ([`Aggregate::add_rows`], [`Aggregate::finish_panes`]), one row by row
-/// and pane by pane; `merge` (destination, source) is merged on both in between, if given. Panics
-/// with both results if they differ (compared as debug text, so a NaN equals itself).
-pub fn assert_batch_hooks_agree<T: Aggregate>(
-    make: impl Fn() -> T,
-    input: &Batch,
-    slots: &[u32],
-    merge: Option<(u32, u32)>,
-    panes: &[u32],
-) {
+/// For a plugin's tests: the results of `input` through the batch hooks ([`Aggregate::add_rows`],
+/// [`Aggregate::finish_panes`]) on one instance of `make()`, and row by row and pane by pane on
+/// another; panics with both if they differ (compared as debug text, so a NaN equals itself). The rows
+/// go to four slots in turn, slot 3 is merged into slot 2, and the panes read are slots 3 (empty since
+/// the merge), 1, 0, 2 and 1 again.
+pub fn assert_batch_hooks_agree<T: Aggregate>(make: impl Fn() -> T, input: &Batch) {
+    let slots: Vec<u32> = (0..input.rows as u32).map(|i| i % 4).collect();
+    let panes = [3, 1, 0, 2, 1];
     let (mut hooks, mut by_row) = (Instance::new(make()), Instance::new(make()));
-    let (errors, expected_errors) = (hooks.add(slots, input), by_row.add_by_row(slots, input));
+    let (errors, expected_errors) = (hooks.add(&slots, input), by_row.add_by_row(&slots, input));
     assert_eq!(errors, expected_errors, "rows refused");
-    if let Some((dst, src)) = merge {
-        hooks.merge(dst, src);
-        by_row.merge(dst, src);
-    }
-    let (done, expected) = (hooks.finish(panes), by_row.finish_by_pane(panes));
+    hooks.merge(2, 3);
+    by_row.merge(2, 3);
+    let (done, expected) = (hooks.finish(&panes), by_row.finish_by_pane(&panes));
     assert_eq!(
         format!("{done:?}"),
         format!("{expected:?}"),
@@ -714,6 +709,21 @@ mod tests {
         assert!(agg.add_by_row(&[0, 1, 1], &batch).is_empty());
         assert_eq!(agg.finish_by_pane(&[0]).rows.len(), 11);
         assert_eq!(agg.finish_by_pane(&[1]).rows.len(), 22);
+    }
+
+    #[test]
+    #[should_panic(expected = "results through the batch hooks (left) and row by row (right)")]
+    fn batch_hooks_that_differ_from_add_fail_the_check() {
+        let batch = Batch {
+            rows: 5,
+            columns: vec![],
+        };
+        let make = || Count {
+            by_batch: true,
+            written: 0,
+            answer: false,
+        };
+        assert_batch_hooks_agree(make, &batch);
     }
 
     #[test]

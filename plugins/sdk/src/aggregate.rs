@@ -84,8 +84,8 @@ pub trait Aggregate: Sized + 'static {
     /// panes per column compiles to tight code, where a call of `finish` per pane pays for the call
     /// and for `RowWriter`'s per-field bookkeeping (in a WASM build, whose functions wasmtime compiles
     /// one by one, several times over). Each column must get one value per pane, in pane order: the
-    /// SDK checks, and a mismatch is a panic that names the column. Results equal `finish`'s, which
-    /// stays the reference (and serves the plugin's unit tests and `tributary plugin test`):
+    /// SDK checks, and a mismatch is a panic that names the column. Results must equal `finish`'s,
+    /// which stays the reference: [`assert_batch_hooks_agree`] compares them in a plugin's tests.
     ///
     /// ```
     /// # use tributary_sdk::*;
@@ -129,7 +129,7 @@ pub trait Aggregate: Sized + 'static {
     /// The counterpart of [`Aggregate::finish_panes`] for `add`: worth writing when `add` is a few
     /// instructions, as `average`'s sum and count (`input.floats(0)` read once, not per row). It cannot
     /// refuse a row: an aggregate that dead-letters rows keeps `add`. Results must equal `add`'s, which
-    /// stays the reference (in tests, `Instance::add_by_row` folds by `add` alone).
+    /// stays the reference ([`assert_batch_hooks_agree`] compares them in a plugin's tests).
     fn add_rows(&self, accs: &mut [Self::Acc], slots: &[u32], input: &Batch) -> bool {
         let _ = (accs, slots, input);
         false
@@ -171,18 +171,14 @@ impl<'a, A> Panes<'a, A> {
 
 /// What [`Aggregate::finish_panes`] writes: per declared output, in declared order, one value per pane.
 pub struct PaneColumns {
+    /// Empty until written (`extend` sizes a column once), so a plugin without the hook allocates none.
     columns: Vec<ColumnBuilder>,
-    names: Vec<String>,
 }
 
 impl PaneColumns {
-    fn new(outputs: &[Field], panes: usize) -> Self {
+    fn new(outputs: &[Field]) -> Self {
         PaneColumns {
-            columns: outputs
-                .iter()
-                .map(|f| ColumnBuilder::with_capacity(f.ty, panes))
-                .collect(),
-            names: outputs.iter().map(|f| f.name.clone()).collect(),
+            columns: outputs.iter().map(|f| ColumnBuilder::new(f.ty)).collect(),
         }
     }
 
@@ -217,10 +213,10 @@ impl PaneColumns {
     }
 
     /// The columns, each checked to hold one value per pane.
-    fn finish(self, panes: usize) -> Vec<Column> {
-        for (c, name) in self.columns.iter().zip(&self.names) {
+    fn finish(self, outputs: &[Field], panes: usize) -> Vec<Column> {
+        for (c, field) in self.columns.iter().zip(outputs) {
             if c.len() != panes {
-                wrong_length(name, c.len(), panes);
+                wrong_length(&field.name, c.len(), panes);
             }
         }
         self.columns
@@ -346,12 +342,12 @@ impl<T: Aggregate> Instance<T> {
             slots,
             window: &window,
         };
-        let mut columns = PaneColumns::new(&self.outputs, slots.len());
+        let mut columns = PaneColumns::new(&self.outputs);
         if self.plugin.finish_panes(&panes, &mut columns) {
             let n = slots.len();
             return Finished {
                 rows: (0..n as u32).collect(),
-                columns: columns.finish(n),
+                columns: columns.finish(&self.outputs, n),
                 valid: vec![None; self.outputs.len()],
             };
         }
@@ -741,7 +737,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "wrote floats")]
     fn finish_panes_columns_have_their_declared_types() {
-        let mut out = PaneColumns::new(&[Field::int("n")], 1);
+        let mut out = PaneColumns::new(&[Field::int("n")]);
         out.floats(0);
     }
 }

@@ -155,6 +155,13 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // Messages served per call of `batch::BatchQueue::take`; the reader asks again while its buffer
     // for the partition has room.
     ("consume.callback.max.messages", "1024"),
+    // A fetch request names only the partitions whose local queue has room (see above). When those
+    // are all at their end, the broker holds the request for up to `fetch.wait.max.ms` (500 ms by
+    // default), and a partition left out of it gets nothing until the answer: the source, which merges
+    // partitions by event time, waited that long for it. Measured, 1M records from 3 partitions read to
+    // a blackhole: 1.0-1.2 s with waits of 500 ms in about half the runs, 0.6-0.75 s with 50. An idle
+    // consumer asks each broker up to 20 times a second instead of twice.
+    ("fetch.wait.max.ms", "50"),
 ];
 
 /// A consumer config: [`client_config`] plus [`CONSUMER_DEFAULTS`] where the user set nothing else.

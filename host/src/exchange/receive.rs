@@ -580,6 +580,8 @@ impl Receive {
 
 impl Source for Receive {
     fn run(&mut self, out: &mut Output) -> Result<(), StageError> {
+        // Before any window here sees a batch (see `Progress::exclude`).
+        out.progress().exclude(out.stage());
         create_topics(&self.exchange).map_err(StageError::msg)?;
         let reporter = Arc::new(Reporter::new(self.label()));
         let consumer = self.consumer(reporter)?;

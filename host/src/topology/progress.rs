@@ -29,6 +29,8 @@ struct State {
     written: BTreeMap<String, i64>,
     /// What a source restored from its last commit, per stage.
     restored: BTreeMap<String, i64>,
+    /// Stages that keep no watermark here (see [`Progress::exclude`]).
+    excluded: std::collections::BTreeSet<String>,
 }
 
 impl Progress {
@@ -46,6 +48,9 @@ impl Progress {
     /// Every window of `stage` ending at or before `watermark` has been emitted and written. Never lowers.
     pub fn report(&self, stage: &str, watermark: i64) {
         let mut s = self.lock();
+        if s.excluded.contains(stage) {
+            return;
+        }
         let w = s.written.entry(stage.to_string()).or_insert(watermark);
         *w = (*w).max(watermark);
     }
@@ -56,9 +61,24 @@ impl Progress {
     pub fn restore(&self, watermarks: BTreeMap<String, i64>) {
         let mut s = self.lock();
         for (stage, wm) in watermarks {
+            if s.excluded.contains(&stage) {
+                continue;
+            }
             let w = s.restored.entry(stage).or_insert(wm);
             *w = (*w).min(wm);
         }
+    }
+
+    /// `stage` keeps no watermark here: neither committed nor restored. For a window stage fed by a
+    /// group's exchange (`exchange::receive`): it runs a window per exchange partition, each with its own
+    /// watermark, so one stage-wide value would let a restart take the laggards' windows for emitted;
+    /// and it recovers by its own snapshots, which count each record once. Forgets what was restored
+    /// for it already (earlier versions committed one).
+    pub fn exclude(&self, stage: &str) {
+        let mut s = self.lock();
+        s.written.remove(stage);
+        s.restored.remove(stage);
+        s.excluded.insert(stage.to_string());
     }
 
     /// The watermark restored for `stage`, if a source restored one.
@@ -129,5 +149,18 @@ mod tests {
         stop.stop();
         drop(token);
         assert_eq!(p.snapshot()["b"], 60, "dropped by a stop: not written");
+    }
+
+    #[test]
+    fn an_excluded_stage_is_neither_committed_nor_restored() {
+        let p = Progress::new(StopFlag::default());
+        p.restore(BTreeMap::from([("w".into(), 100), ("v".into(), 5)]));
+        p.exclude("w");
+        assert_eq!(p.restored("w"), None, "restored before the exclusion");
+        p.restore(BTreeMap::from([("w".into(), 100)]));
+        assert_eq!(p.restored("w"), None, "restored after it");
+        p.report("w", 200);
+        drop(p.written("w", 300));
+        assert_eq!(p.snapshot(), BTreeMap::from([("v".into(), 5)]));
     }
 }

@@ -201,6 +201,10 @@ enum Scenario {
     FourthJoins,
     /// The second member is killed (SIGKILL) at 7 s and started again at 14 s.
     SecondKilled,
+    /// Three members wait on the topic, empty, for 4 s before the capture is produced: every source
+    /// partition starts at its end, idle, and stops being so when its first record arrives, at a
+    /// moment that differs by partition and by member.
+    Waiting,
 }
 
 /// Runs the windowed member pipeline in a group while the capture is produced live, as `scenario`
@@ -224,12 +228,34 @@ fn group_run(name: &str, scenario: Scenario) {
     let files: Vec<PathBuf> = (1..=4)
         .map(|i| member_pipeline(&dir, &format!("m{i}"), (&brokers, &topic, &group), true))
         .collect();
-    let mut producer = spawn_producer(&brokers, &topic, &capture);
+    let waiting = matches!(scenario, Scenario::Waiting);
+    if waiting {
+        let empty = dir.join("empty.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        wait_ok(
+            &mut spawn_producer(&brokers, &topic, &empty),
+            "create the topic",
+        );
+        for f in &files {
+            // Not to end before the first record comes.
+            let text = std::fs::read_to_string(f).unwrap();
+            std::fs::write(
+                f,
+                text.replace("idle_timeout = \"3s\"", "idle_timeout = \"8s\""),
+            )
+            .unwrap();
+        }
+    }
+    let mut producer = (!waiting).then(|| spawn_producer(&brokers, &topic, &capture));
     let start = Instant::now();
     let mut members: Vec<Child> = files[..3].iter().map(|f| spawn(f)).collect();
     let mut killed_after = 0;
     match scenario {
         Scenario::Three => {}
+        Scenario::Waiting => {
+            at(start, 4);
+            producer = Some(spawn_producer(&brokers, &topic, &capture));
+        }
         Scenario::FourthJoins => {
             at(start, 8);
             members.push(spawn(&files[3]));
@@ -243,7 +269,7 @@ fn group_run(name: &str, scenario: Scenario) {
             members[1] = spawn(&files[1]);
         }
     }
-    wait_ok(&mut producer, "produce");
+    wait_ok(producer.as_mut().expect("started"), "produce");
     let logs: Vec<String> = members
         .iter_mut()
         .enumerate()
@@ -280,7 +306,7 @@ fn group_run(name: &str, scenario: Scenario) {
         );
     }
     match scenario {
-        Scenario::Three => {}
+        Scenario::Three | Scenario::Waiting => {}
         Scenario::FourthJoins => {
             assert!(
                 all.contains(&format!("group `{group}` moved partition")),
@@ -330,6 +356,13 @@ fn group_run(name: &str, scenario: Scenario) {
 #[test]
 fn three_members_of_a_group_compute_what_one_process_computes() {
     group_run("kafka_group_three", Scenario::Three);
+}
+
+/// Members that wait on an empty topic before records are produced to it: a source partition found
+/// idle at its end lets go only the records of other partitions that were in the topic by then.
+#[test]
+fn members_waiting_on_an_empty_topic_compute_what_one_process_computes() {
+    group_run("kafka_group_waiting", Scenario::Waiting);
 }
 
 /// A fourth member joins mid-run: the rebalance moves partitions (source and exchange) to it, and

@@ -25,7 +25,8 @@
 //! - `W` (see [`receive`]) is a member of the group `<group_id>.W`, which shares the exchange
 //!   partitions. For each one it holds a window instance of its own and merges what arrives by event
 //!   time, ties by source partition, as one process merges the source partitions: a record waits until
-//!   every other source partition has a later record waiting, or a marker saying it has nothing older.
+//!   every other source partition has a later record waiting, a marker saying it has nothing older, or
+//!   is idle (committed at its end for the source's `idle_partition`; see `receive::SourceStatus`).
 //!   A record whose (source partition, offset) was already folded is skipped: that is how records read
 //!   again after a crash or a rebalance count once.
 //! - State moves with exchange partitions: every 5 s, and when one moves away, its window state, the
@@ -57,6 +58,9 @@ pub struct GroupSpec {
     pub partitions: i32,
     /// The source's topic (group mode with window stages reads one).
     pub topic: String,
+    /// The source's `idle_partition`: how long a source partition read to its end must stay there
+    /// before it stops holding back the other partitions' records in the exchange windows too.
+    pub idle_partition: std::time::Duration,
 }
 
 /// One window stage's exchange, shared by its sending and its receiving half.

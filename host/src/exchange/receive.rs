@@ -57,7 +57,8 @@ impl StageConfig for ReceiveConfig {
             spare,
             parts: BTreeMap::new(),
             sources: 0,
-            source_done: Vec::new(),
+            status: SourceStatus::default(),
+            quiet: Vec::new(),
         })))
     }
 
@@ -89,6 +90,41 @@ pub fn create_topics(exchange: &Exchange) -> Result<(), String> {
     Ok(())
 }
 
+/// What the source's group said when last asked (see [`Receive::source_status`]).
+#[derive(Default)]
+struct SourceStatus {
+    /// Per source partition: its end offset when asked. Its records below it were in the topic then.
+    ends: Vec<i64>,
+    /// Per source partition: committed at its end, and that end unchanged for the source's
+    /// `idle_partition`: idle, as a partition at its end is in one process's merge.
+    idle: Vec<bool>,
+}
+
+impl SourceStatus {
+    /// Whether source partition `q`, with nothing waiting here, lets a record of source partition `p`
+    /// at `offset` go. Only if `q` is idle, and only a record that was in the topic when that was
+    /// asked: a record produced after it may have been produced after newer, older-stamped records
+    /// of `q` too, which may not have reached the exchange yet.
+    fn lets_go(&self, q: usize, p: usize, offset: i64) -> bool {
+        self.idle.get(q).copied().unwrap_or(false) && self.ends.get(p).is_some_and(|&e| offset < e)
+    }
+}
+
+/// Since when a source partition found `done` at `end` has been so, given what was found before: the
+/// clock starts again whenever its end moved, since records came.
+fn quiet(
+    before: Option<(i64, Instant)>,
+    end: i64,
+    done: bool,
+    now: Instant,
+) -> Option<(i64, Instant)> {
+    match before {
+        _ if !done => None,
+        Some((at, since)) if at == end => Some((at, since)),
+        _ => Some((end, now)),
+    }
+}
+
 /// A record waiting for its turn.
 struct Rec {
     ts: i64,
@@ -113,6 +149,10 @@ struct Part {
     folded: Vec<Option<(i64, u32)>>,
     /// The next exchange offset to read.
     next: i64,
+    /// The end of this exchange partition when the source's group was last asked how far it is: until
+    /// it is read that far, what the group said may speak of records still on their way here (a source
+    /// partition is committed once its records are in the exchange topic, not once they are read).
+    status_end: i64,
     builder: BatchBuilder,
     decoder: Decoder,
     last_snapshot: Instant,
@@ -131,6 +171,7 @@ impl Part {
             seen: vec![None; sources],
             folded: vec![None; sources],
             next: 0,
+            status_end: i64::MAX,
             builder: BatchBuilder::default(),
             decoder: Decoder::default(),
             last_snapshot: now,
@@ -183,11 +224,11 @@ impl Part {
     }
 
     /// The next record in (event time, source partition) order, if no source partition can still
-    /// send an older one; any, with `all` (the end of input). A source partition that is `done` (read
-    /// to its end and committed there) sends nothing more for now, so it holds nothing back; one that
-    /// is not holds records back however long it is silent: its reader may have died, and the member
-    /// that takes it over sends its records late but in order.
-    fn pop(&mut self, done: &[bool], all: bool) -> Option<(usize, Rec)> {
+    /// send an older one; any, with `all` (the end of input). A source partition that is idle (see
+    /// [`SourceStatus::lets_go`]) holds back nothing that was in the topic when it was found idle; one
+    /// that is not holds records back however long it is silent: its reader may have died, and the
+    /// member that takes it over sends its records late but in order.
+    fn pop(&mut self, status: &SourceStatus, all: bool) -> Option<(usize, Rec)> {
         let (ts, p) = self
             .queues
             .iter()
@@ -195,13 +236,16 @@ impl Part {
             .filter_map(|(p, q)| q.front().map(|r| (r.ts, p)))
             .min()?;
         if !all {
+            let offset = self.queues[p][0].offset;
+            let read_up = self.next >= self.status_end;
             for q in 0..self.queues.len() {
                 if q == p || !self.queues[q].is_empty() {
                     continue;
                 }
                 let floor = self.floor[q];
                 let later = floor > ts || (floor == ts && q > p);
-                if !later && !done.get(q).copied().unwrap_or(true) {
+                let idle = read_up && status.lets_go(q, p, offset);
+                if !later && !idle {
                     return None;
                 }
             }
@@ -210,8 +254,13 @@ impl Part {
     }
 
     /// Folds what may go in, in order, into the window, batch by batch.
-    fn drain(&mut self, out: &mut Output, done: &[bool], all: bool) -> Result<(), StageError> {
-        while let Some((p, rec)) = self.pop(done, all) {
+    fn drain(
+        &mut self,
+        out: &mut Output,
+        status: &SourceStatus,
+        all: bool,
+    ) -> Result<(), StageError> {
+        while let Some((p, rec)) = self.pop(status, all) {
             let text = String::from_utf8_lossy(&rec.payload);
             let origin = Origin {
                 partition: p as i32,
@@ -288,8 +337,10 @@ struct Receive {
     parts: BTreeMap<i32, Part>,
     /// Partitions of the source topic.
     sources: usize,
-    /// Per source partition: read to its end, and committed there, by the source's group.
-    source_done: Vec<bool>,
+    /// What the source's group said when last asked.
+    status: SourceStatus,
+    /// Per source partition: the end it was last found committed at, and since when.
+    quiet: Vec<Option<(i64, Instant)>>,
 }
 
 impl Receive {
@@ -482,19 +533,54 @@ impl Receive {
         Ok(())
     }
 
-    /// Asks the source's group how far it is: which source partitions are committed to their end.
+    /// Asks the source's group how far it is (which source partitions are committed to their end, and
+    /// where each ends), then where each exchange partition held here ends. A partition stays idle
+    /// while it is found at the same end; if the group does not answer, none is (as one process's
+    /// merge stops its idle clocks while no broker answers).
     fn source_status(&mut self, status: &BaseConsumer) {
         let topic = &self.exchange.spec.topic;
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.sources {
             tpl.add_partition(topic, p as i32);
         }
-        let Ok(done) = kafka::done_partitions(status, &tpl, Duration::from_secs(2)) else {
+        let now = Instant::now();
+        let found = kafka::partition_ends(status, &tpl, Duration::from_secs(2));
+        let idle_after = self.exchange.spec.idle_partition;
+        self.status.ends.iter_mut().for_each(|e| *e = i64::MIN);
+        self.status.idle.iter_mut().for_each(|i| *i = false);
+        let Ok(found) = found else {
+            self.quiet.iter_mut().for_each(|q| *q = None);
             return;
         };
-        for ((_, p), d) in done {
-            if let Some(slot) = self.source_done.get_mut(p as usize) {
-                *slot = d;
+        for ((_, p), end, done) in found {
+            let p = p as usize;
+            let Some(slot) = self.quiet.get_mut(p) else {
+                continue;
+            };
+            let Some(end) = end else {
+                *slot = None;
+                continue;
+            };
+            self.status.ends[p] = end;
+            *slot = quiet(*slot, end, done, now);
+            self.status.idle[p] =
+                slot.is_some_and(|(_, since)| now.saturating_duration_since(since) >= idle_after);
+        }
+        // Asked after the source's group: the records it spoke of are below these ends.
+        let mut tpl = TopicPartitionList::new();
+        let exchange = self.exchange.topic();
+        for &r in self.parts.keys() {
+            let _ = tpl.add_partition_offset(&exchange, r, Offset::End);
+        }
+        let ends = status.offsets_for_times(tpl, Duration::from_secs(2));
+        for part in self.parts.values_mut() {
+            part.status_end = i64::MAX;
+        }
+        for e in ends.iter().flat_map(|t| t.elements()) {
+            if let (Some(part), Offset::Offset(end)) =
+                (self.parts.get_mut(&e.partition()), e.offset())
+            {
+                part.status_end = end;
             }
         }
     }
@@ -596,7 +682,11 @@ impl Source for Receive {
             return Ok(());
         }
         self.sources = sources;
-        self.source_done = vec![false; sources];
+        self.status = SourceStatus {
+            ends: vec![i64::MIN; sources],
+            idle: vec![false; sources],
+        };
+        self.quiet = vec![None; sources];
         // Asks the source's group for its commits; never joins it.
         let status: BaseConsumer =
             kafka::consumer_config(&self.exchange.spec.brokers, &self.exchange.spec.properties)
@@ -661,7 +751,7 @@ impl Source for Receive {
             for r in &rs {
                 let part = self.parts.get_mut(r).expect("listed");
                 if !part.finished {
-                    part.drain(out, &self.source_done, false)?;
+                    part.drain(out, &self.status, false)?;
                 }
                 if part.last_snapshot.elapsed() >= SNAPSHOT_INTERVAL {
                     self.save(*r, &producer, &consumer, out)?;
@@ -689,7 +779,7 @@ impl Source for Receive {
                 if part.next < ends[r] {
                     continue;
                 }
-                part.drain(out, &self.source_done, true)?;
+                part.drain(out, &self.status, true)?;
                 part.op.finish(out)?;
                 part.finished = true;
                 if part.skipped > 0 {
@@ -752,14 +842,22 @@ mod tests {
         }
     }
 
-    fn order(part: &mut Part, done: &[bool], all: bool) -> Vec<(i64, usize, i64)> {
-        std::iter::from_fn(|| part.pop(done, all).map(|(p, r)| (r.ts, p, r.offset))).collect()
+    fn order(part: &mut Part, status: &SourceStatus, all: bool) -> Vec<(i64, usize, i64)> {
+        std::iter::from_fn(|| part.pop(status, all).map(|(p, r)| (r.ts, p, r.offset))).collect()
+    }
+
+    /// What the source's group says: `idle` partitions, and where each partition ends.
+    fn said(idle: &[bool], ends: &[i64]) -> SourceStatus {
+        SourceStatus {
+            ends: ends.to_vec(),
+            idle: idle.to_vec(),
+        }
     }
 
     #[test]
     fn records_go_in_event_time_order_once_no_source_partition_can_send_an_older_one() {
         let mut part = Part::new(Box::new(Keep::default()), 3);
-        let not_done = [false; 3];
+        let not_done = said(&[false; 3], &[2, 1, 7]);
         part.take(record(0, 0), 10, 0, b"{}");
         part.take(record(1, 0), 5, 1, b"{}");
         part.take(record(0, 1), 20, 2, b"{}");
@@ -792,9 +890,32 @@ mod tests {
             [],
             "partition 2 at 12 holds 20"
         );
-        // Partition 2 is read to its end by the source's group: it holds nothing back.
-        assert_eq!(order(&mut part, &[false, false, true], false), [(20, 0, 1)]);
+        // Partition 2 is idle, but the source's group was asked before this partition was read as far
+        // as the exchange topic went then: what it said may speak of records not read here yet.
+        let idle = said(&[false, false, true], &[2, 1, 8]);
+        part.next = 5;
+        part.status_end = 6;
+        assert_eq!(order(&mut part, &idle, false), []);
+        // Read that far: partition 2 holds back nothing that was in the source topic when asked.
+        part.next = 6;
+        assert_eq!(
+            order(&mut part, &said(&[false, false, true], &[1, 1, 8]), false),
+            [],
+            "partition 0's offset 1 came after the group was asked"
+        );
+        assert_eq!(order(&mut part, &idle, false), [(20, 0, 1)]);
         assert!(part.queues.iter().all(VecDeque::is_empty));
+    }
+
+    #[test]
+    fn a_partition_is_quiet_from_when_it_was_first_found_done_at_the_same_end() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(quiet(None, 5, true, t0), Some((5, t0)));
+        assert_eq!(quiet(Some((5, t0)), 5, true, t1), Some((5, t0)));
+        // Records came and were handled between two askings: the clock starts again.
+        assert_eq!(quiet(Some((5, t0)), 9, true, t1), Some((9, t1)));
+        assert_eq!(quiet(Some((5, t0)), 9, false, t1), None);
     }
 
     #[test]
@@ -811,11 +932,12 @@ mod tests {
             1,
             b"",
         );
-        assert_eq!(order(&mut part, &[false; 2], false), []);
+        let quiet = SourceStatus::default();
+        assert_eq!(order(&mut part, &quiet, false), []);
         part.take(record(0, 4), 10, 2, b"{}");
-        assert_eq!(order(&mut part, &[false; 2], false), [(10, 0, 4)]);
+        assert_eq!(order(&mut part, &quiet, false), [(10, 0, 4)]);
         assert_eq!(
-            order(&mut part, &[false; 2], true),
+            order(&mut part, &quiet, true),
             [(10, 1, 0)],
             "at the end, all go"
         );
@@ -833,8 +955,9 @@ mod tests {
         assert!(!part.take(record(0, 1), 30, 104, b"{\"x\":3}"));
         assert_eq!(part.skipped, 2);
         part.next = 105;
-        // Partition 0 is done: only partition 1 can hold records back, and it holds 30.
-        let done = [true, false];
+        // Partition 0 is idle: only partition 1 can hold records back, and it holds 30.
+        part.status_end = 105;
+        let done = said(&[true, false], &[2, 1]);
         assert_eq!(order(&mut part, &done, false), [(10, 0, 0), (11, 1, 0)]);
         part.folded = vec![Some((0, 0)), Some((0, 0))];
         // A snapshot now reads again from the oldest record waiting (exchange offset 102).
@@ -853,6 +976,9 @@ mod tests {
         assert!(next.take(record(0, 1), 30, 102, b"{}"));
         assert!(!next.take(record(0, 0), 10, 103, b"{}"));
         assert!(!next.take(record(0, 1), 30, 104, b"{}"));
-        assert_eq!(order(&mut next, &[false; 2], true), [(30, 0, 1)]);
+        assert_eq!(
+            order(&mut next, &SourceStatus::default(), true),
+            [(30, 0, 1)]
+        );
     }
 }

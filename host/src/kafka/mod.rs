@@ -550,13 +550,27 @@ impl rdkafka::producer::ProducerContext for Deliveries {
 pub type TopicPartition = (String, i32);
 
 /// Per partition of `all`, whether the consumer's group is done with it: committed at its end, or
-/// holding no record where nothing was committed. Asks for every end offset at once (one
-/// `fetch_watermarks` per partition took half a second each here).
+/// holding no record where nothing was committed.
 pub fn done_partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     all: &TopicPartitionList,
     timeout: Duration,
 ) -> Result<Vec<(TopicPartition, bool)>, KafkaError> {
+    Ok(partition_ends(consumer, all, timeout)?
+        .into_iter()
+        .map(|(part, _, done)| (part, done))
+        .collect())
+}
+
+/// Per partition of `all`: its end offset, if the broker gave it, and whether the consumer's group is
+/// done with it (see [`done_partitions`]). The commits are asked for first, so a partition found
+/// done had every record below that end handled. Asks for every end offset at once (one
+/// `fetch_watermarks` per partition took half a second each here).
+pub fn partition_ends<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    all: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<Vec<(TopicPartition, Option<i64>, bool)>, KafkaError> {
     let committed = consumer.committed_offsets(all.clone(), timeout)?;
     let parts: Vec<(String, i32, Option<i64>)> = committed
         .elements()
@@ -594,12 +608,13 @@ pub fn done_partitions<C: ConsumerContext>(
         .into_iter()
         .map(|(topic, p, committed)| {
             let key = (topic, p);
-            let done = match (ends.get(&key), committed) {
+            let end = ends.get(&key).copied();
+            let done = match (end, committed) {
                 (None, _) => false,
-                (Some(&end), Some(c)) => c >= end,
-                (Some(&end), None) => starts.get(&key).is_some_and(|&s| s >= end),
+                (Some(end), Some(c)) => c >= end,
+                (Some(end), None) => starts.get(&key).is_some_and(|&s| s >= end),
             };
-            (key, done)
+            (key, end, done)
         })
         .collect())
 }

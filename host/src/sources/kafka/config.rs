@@ -65,7 +65,8 @@ pub struct KafkaConfig {
     /// if a window's watermark has passed it by more than the window allows. `"0s"`: a partition at its
     /// end never holds the others back (lower latency; order only as good as the producers'). A
     /// partition that still has records to read always holds the others back, and no clock runs while
-    /// the brokers are unreachable.
+    /// the brokers are unreachable. In `mode = "group"`, window stages wait the same way for the
+    /// partitions other members read (see the README's *Group mode*).
     pub idle_partition: Option<Spanned<Duration>>,
     /// Without checkpoints (a source that does not resume), how often offsets of handled records are
     /// committed. Default `5s`; they are also committed when the run ends or is stopped. With
@@ -240,6 +241,10 @@ impl StageConfig for KafkaConfig {
                 .as_ref()
                 .map_or(DEFAULT_EXCHANGE_PARTITIONS, |p| *p.get_ref() as i32),
             topic: self.topics.get_ref()[0].clone(),
+            idle_partition: self.idle_partition.as_ref().map_or(
+                StdDuration::from_millis(DEFAULT_IDLE_PARTITION_MS as u64),
+                |d| StdDuration::from_millis(d.get_ref().millis().max(0) as u64),
+            ),
         })
     }
 

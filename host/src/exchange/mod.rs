@@ -18,10 +18,11 @@
 //!  (this process's partitions)  (by hash of the key)  (N partitions)   (this process's exchange partitions)
 //! ```
 //! - `W.exchange` (see [`send`]) writes each record to exchange partition `hash(key) % N`, with its
-//!   source partition and offset as the message key and its event time as the timestamp, and after
-//!   each batch a *marker* per source partition to every exchange partition: "records of source
-//!   partition p up to offset o are sent; the next is not older than t". A batch's offsets are
-//!   committed once its records are in the exchange topic.
+//!   source partition, offset and event time; a batch's records of one source partition for one
+//!   exchange partition go in one message, a [`bundle`]. After each batch it writes a *marker* per
+//!   source partition to every exchange partition: "records of source partition p up to offset o are
+//!   sent; the next is not older than t". A batch's offsets are committed once its records are in the
+//!   exchange topic.
 //! - `W` (see [`receive`]) is a member of the group `<group_id>.W`, which shares the exchange
 //!   partitions. For each one it holds a window instance of its own and merges what arrives by event
 //!   time, ties by source partition, as one process merges the source partitions: a record waits until
@@ -39,6 +40,7 @@
 //!   and commits them with a "finished" mark; it leaves once every exchange partition is finished, so
 //!   the partitions of a member that died are taken over before the group ends.
 
+pub mod bundle;
 pub mod receive;
 pub mod send;
 
@@ -107,10 +109,14 @@ pub fn partition_of(key: &Value, partitions: i32) -> i32 {
     (h % partitions as u64) as i32
 }
 
-/// The key of an exchange message: a record (source partition, offset, index among the rows a
-/// transform made of that record) or a marker (source partition, offset of its last record sent).
+/// The key of an exchange message: a bundle of records of a source partition (see [`bundle`]), a
+/// marker (source partition, offset of its last record sent), or a single record (source partition,
+/// offset, index among the rows a transform made of that record), as earlier versions wrote them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tag {
+    Bundle {
+        partition: i32,
+    },
     Record {
         partition: i32,
         offset: i64,
@@ -125,6 +131,7 @@ pub enum Tag {
 impl Tag {
     pub fn encode(&self) -> String {
         match *self {
+            Tag::Bundle { partition } => format!("b:{partition}"),
             Tag::Record {
                 partition,
                 offset,
@@ -139,6 +146,9 @@ impl Tag {
         let mut parts = text.split(':');
         let kind = parts.next()?;
         let partition = parts.next()?.parse().ok()?;
+        if kind == "b" {
+            return parts.next().is_none().then_some(Tag::Bundle { partition });
+        }
         let offset = parts.next()?.parse().ok()?;
         let tag = match kind {
             "r" => Tag::Record {
@@ -233,6 +243,7 @@ mod tests {
     #[test]
     fn tags_round_trip_and_reject_anything_else() {
         for tag in [
+            Tag::Bundle { partition: 5 },
             Tag::Record {
                 partition: 3,
                 offset: 17,
@@ -245,7 +256,17 @@ mod tests {
         ] {
             assert_eq!(Tag::decode(tag.encode().as_bytes()), Some(tag));
         }
-        for bad in ["", "r:1:2", "m:1", "x:1:2", "r:1:2:3:4", "m:a:2"] {
+        for bad in [
+            "",
+            "r:1:2",
+            "m:1",
+            "x:1:2",
+            "r:1:2:3:4",
+            "m:a:2",
+            "b:",
+            "b:1:2",
+            "b:x",
+        ] {
             assert_eq!(Tag::decode(bad.as_bytes()), None, "{bad}");
         }
     }

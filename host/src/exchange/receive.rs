@@ -1,7 +1,7 @@
 //! `W` in group mode: reads the exchange partitions the group gives this process, and runs the window
 //! stage's logic over each one apart (see [`super`] for the design).
 
-use super::{Exchange, Tag};
+use super::{bundle, Exchange, Tag};
 use crate::kafka::group::{Change, Membership};
 use crate::kafka::reader::KafkaConsumer;
 use crate::kafka::{self, ConsumerReporter, Reporter};
@@ -30,7 +30,7 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Records folded per batch handed to the window.
 const BATCH: usize = 1024;
-/// Messages taken per poll round before folding.
+/// Records taken per poll round before folding (at least one message).
 const POLL_BATCH: usize = 4096;
 /// Commit metadata of an exchange partition whose windows were all emitted at the end of input.
 const FINISHED: &str = "finished";
@@ -132,7 +132,18 @@ struct Rec {
     at: i64,
     offset: i64,
     index: u32,
-    payload: Vec<u8>,
+    /// The record: `range` of the message it came in (a bundle's records share it).
+    text: Arc<str>,
+    range: std::ops::Range<usize>,
+}
+
+/// A message's text, once per message; a record that is not UTF-8 keeps what it can, and fails to
+/// decode (dead-lettered) rather than stopping the stage.
+fn utf8(bytes: &[u8]) -> Arc<str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Arc::from(text),
+        Err(_) => Arc::from(String::from_utf8_lossy(bytes).as_ref()),
+    }
 }
 
 /// One exchange partition this process owns.
@@ -184,6 +195,20 @@ impl Part {
     /// (`true`), unless it was taken before (read again after a rebalance or a crash: skipped); a
     /// marker raises its source partition's floor. Messages of unknown source partitions are ignored.
     fn take(&mut self, tag: Tag, ts: i64, at: i64, payload: &[u8]) -> bool {
+        let text = utf8(payload);
+        let range = 0..text.len();
+        self.take_text(tag, ts, at, &text, range)
+    }
+
+    /// [`Part::take`] of the record at `range` of `text`.
+    fn take_text(
+        &mut self,
+        tag: Tag,
+        ts: i64,
+        at: i64,
+        text: &Arc<str>,
+        range: std::ops::Range<usize>,
+    ) -> bool {
         match tag {
             Tag::Record {
                 partition,
@@ -201,7 +226,8 @@ impl Part {
                     at,
                     offset,
                     index,
-                    payload: payload.to_vec(),
+                    text: text.clone(),
+                    range,
                 });
                 true
             }
@@ -212,6 +238,36 @@ impl Part {
             }
             _ => false,
         }
+    }
+
+    /// Takes the records of a bundle (see [`bundle`]) at exchange offset `at`, as [`Part::take`] takes
+    /// single ones. Returns how many wait for their turn; a line that is not a record goes to `bad`.
+    fn take_bundle(
+        &mut self,
+        partition: i32,
+        at: i64,
+        value: &[u8],
+        mut bad: impl FnMut(&str),
+    ) -> u64 {
+        let text = utf8(value);
+        let base = text.as_ptr() as usize;
+        let mut taken = 0;
+        for entry in bundle::entries(text.as_bytes()) {
+            match entry {
+                Ok(e) => {
+                    let tag = Tag::Record {
+                        partition,
+                        offset: e.offset,
+                        index: e.index,
+                    };
+                    let start = e.record.as_ptr() as usize - base;
+                    let range = start..start + e.record.len();
+                    taken += u64::from(self.take_text(tag, e.time, at, &text, range));
+                }
+                Err(line) => bad(&String::from_utf8_lossy(line)),
+            }
+        }
+        taken
     }
 
     /// Where a new owner reads again: the oldest record still waiting, else the next to read.
@@ -261,17 +317,17 @@ impl Part {
         all: bool,
     ) -> Result<(), StageError> {
         while let Some((p, rec)) = self.pop(status, all) {
-            let text = String::from_utf8_lossy(&rec.payload);
+            let text = &rec.text[rec.range.clone()];
             let origin = Origin {
                 partition: p as i32,
                 offset: rec.offset,
             };
             if let Err(reason) = self
                 .decoder
-                .payload(&text, rec.ts, origin, &mut self.builder)
+                .payload(text, rec.ts, origin, &mut self.builder)
             {
                 out.dead_line(
-                    &text,
+                    text,
                     json!({ "partition": p, "offset": rec.offset }),
                     &format!("exchanged record cannot be read: {reason}"),
                 );
@@ -719,11 +775,13 @@ impl Source for Receive {
             if out.stopping() {
                 return Ok(());
             }
-            // Up to POLL_BATCH messages, then fold: the window gets batches, not single records.
+            // Up to POLL_BATCH records, then fold: the window gets batches, not single records.
             let mut wait = Duration::from_millis(100);
-            for _ in 0..POLL_BATCH {
+            let mut polled = 0;
+            while polled < POLL_BATCH {
                 let message = consumer.poll(wait);
                 wait = Duration::ZERO;
+                polled += 1;
                 self.apply_changes(&consumer, &producer, out, &mut ends)?;
                 let m = match message {
                     Some(Ok(m)) => m,
@@ -735,12 +793,25 @@ impl Source for Receive {
                 };
                 part.next = m.offset() + 1;
                 let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
-                if let Some(tag) = m.key().and_then(Tag::decode) {
-                    let payload = m.payload().unwrap_or_default();
-                    if part.take(tag, ts, m.offset(), payload) {
-                        out.stats.records_in.fetch_add(1, Ordering::Relaxed);
+                let Some(tag) = m.key().and_then(Tag::decode) else {
+                    continue;
+                };
+                let payload = m.payload().unwrap_or_default();
+                let taken = match tag {
+                    Tag::Bundle { partition } => {
+                        let at = m.offset();
+                        part.take_bundle(partition, at, payload, |line| {
+                            out.dead_line(
+                                line,
+                                json!({ "partition": partition, "exchange_offset": at }),
+                                "exchanged record cannot be read: not `offset index time record`",
+                            )
+                        })
                     }
-                }
+                    _ => u64::from(part.take(tag, ts, m.offset(), payload)),
+                };
+                out.stats.records_in.fetch_add(taken, Ordering::Relaxed);
+                polled += taken as usize;
             }
             if last_status.is_none_or(|t| t.elapsed() >= STATUS_INTERVAL) {
                 last_status = Some(Instant::now());
@@ -979,6 +1050,35 @@ mod tests {
         assert_eq!(
             order(&mut next, &SourceStatus::default(), true),
             [(30, 0, 1)]
+        );
+    }
+
+    #[test]
+    fn a_bundle_goes_in_as_its_records_would_one_by_one() {
+        let mut part = Part::new(Box::new(Keep::default()), 2);
+        let mut b = Vec::new();
+        bundle::push(&mut b, 7, 0, 30, br#"{"x":1}"#);
+        bundle::push(&mut b, 7, 1, 30, br#"{"x":2}"#);
+        b.extend_from_slice(b"not a record\n");
+        bundle::push(&mut b, 9, 0, 40, br#"{"x":3}"#);
+        let mut bad = Vec::new();
+        assert_eq!(part.take_bundle(1, 100, &b, |l| bad.push(l.to_string())), 3);
+        assert_eq!(bad, ["not a record"]);
+        // The same bundle read again (a rebalance): every record is skipped.
+        assert_eq!(part.take_bundle(1, 101, &b, |_| {}), 0);
+        assert_eq!(part.skipped, 3);
+        // A snapshot reads the bundle again: its records share its offset.
+        assert_eq!(part.restart_offset(), 100);
+        let got: Vec<_> = std::iter::from_fn(|| part.pop(&SourceStatus::default(), true))
+            .map(|(p, r)| (p, r.offset, r.index, r.ts, r.text[r.range].to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 7, 0, 30, r#"{"x":1}"#.to_string()),
+                (1, 7, 1, 30, r#"{"x":2}"#.to_string()),
+                (1, 9, 0, 40, r#"{"x":3}"#.to_string()),
+            ]
         );
     }
 }

@@ -1,17 +1,27 @@
 //! `W.exchange`: writes the records a window stage reads to its exchange topic, by key (see
-//! [`super`]). A batch is written, then flushed, before `write` returns: its source offsets are
-//! committed only once its records are in the topic.
+//! [`super`]). A batch's source offsets are committed only once its records are in the topic: the
+//! batch's acks (see `record::Ack`) are held until the delivery report of its last message.
+//!
+//! Waiting for each batch before taking the next (a flush per `write`) cost a round trip to the broker
+//! per batch: measured on 1M records from 6 partitions through the default shape's two window stages,
+//! one process in group mode, 3 alternated runs, 5.1 s instead of 3.3 s (4.8 and 3.6 s of CPU).
 
-use super::{partition_of, Exchange, Tag};
-use crate::kafka::{self, Deliveries, Reporter, TopicSender};
-use crate::record::Batch;
+use super::{bundle, partition_of, Exchange, Tag};
+use crate::kafka::{self, Reporter, TopicSender};
+use crate::record::{Ack, Batch};
 use crate::sinks::file::write_jsonl;
-use crate::topology::{BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError};
+use crate::topology::{
+    BuildContext, BuildError, Built, Output, Sink, StageConfig, StageError, StopFlag,
+};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// How long a batch may take to reach the exchange topic before the run stops with an error (its
 /// offsets stay uncommitted, so a restart sends it again).
@@ -19,6 +29,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long to serve delivery reports while librdkafka's queue is full, before trying again.
 const WAIT: Duration = Duration::from_millis(10);
+
+/// Batches on their way at once; `write` waits for the oldest beyond that, which bounds the memory
+/// librdkafka's queue holds when the brokers are slower than the input.
+const MAX_IN_FLIGHT: usize = 16;
 
 #[derive(Debug)]
 pub struct SendConfig {
@@ -36,12 +50,125 @@ impl StageConfig for SendConfig {
 
 struct Send {
     exchange: Arc<Exchange>,
-    producer: Option<BaseProducer<Deliveries>>,
+    producer: Option<ThreadedProducer<Batches>>,
 }
 
 impl Send {
     fn label(&self) -> String {
         format!("stage `{}.exchange`", self.exchange.stage)
+    }
+
+    /// Waits until at most `most` batches are on their way, then reports a failed delivery, if any.
+    fn wait(&self, most: usize) -> Result<(), StageError> {
+        let producer = self.producer.as_ref().expect("opened");
+        let topic = self.exchange.topic();
+        if !producer.context().wait(most, FLUSH_TIMEOUT) {
+            return Err(StageError::msg(format!(
+                "records were not delivered to the exchange topic `{topic}` within {}s; their offsets stay uncommitted, so a restart sends them again",
+                FLUSH_TIMEOUT.as_secs()
+            )));
+        }
+        if let Some((failed, first)) = producer.context().failures() {
+            // What is still queued would only fail in its turn, up to `message.timeout.ms` later.
+            producer.purge(PurgeConfig::default().queue());
+            return Err(StageError::msg(format!(
+                "{failed} records were not delivered to the exchange topic `{topic}` ({first}); their offsets stay uncommitted, so a restart sends them again"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A batch on its way to the exchange topic: its acks, held until its last message is delivered.
+struct InFlight {
+    /// Messages not yet reported delivered, plus one while `write` still sends.
+    left: AtomicUsize,
+    acks: Mutex<Vec<Ack>>,
+    /// The run's: a failed batch stops it.
+    stop: StopFlag,
+}
+
+impl InFlight {
+    /// One message (or the sending itself) is done; after the last, the batch is.
+    fn done_one(&self, context: &Batches) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            drop(std::mem::take(
+                &mut *self.acks.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+            let mut n = context.batches.lock().unwrap_or_else(|p| p.into_inner());
+            *n -= 1;
+            context.changed.notify_all();
+        }
+    }
+
+    /// The batch will never count as done: the run stops before its acks go, so that they count as
+    /// abandoned (uncommitted: a restart reads the batch again) and nothing waits for them. (Held
+    /// forever instead, they kept a rebalance waiting for a commit that could not come.)
+    fn fail(&self) {
+        self.stop.stop();
+        drop(std::mem::take(
+            &mut *self.acks.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+    }
+}
+
+/// The exchange producer's context: releases batches as their messages are delivered, and remembers
+/// failures for the stage to report.
+struct Batches {
+    reporter: Arc<Reporter>,
+    /// Batches on their way.
+    batches: Mutex<usize>,
+    changed: Condvar,
+    failed: Mutex<Option<(u64, String)>>,
+}
+
+impl Batches {
+    fn wait(&self, most: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut n = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > most {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = self
+                .changed
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn failures(&self) -> Option<(u64, String)> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for Batches {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.reporter.error(&error, reason);
+    }
+}
+
+impl ProducerContext for Batches {
+    type DeliveryOpaque = Arc<InFlight>;
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<InFlight>) {
+        match result {
+            Ok(_) => self.reporter.alive(),
+            Err((e, _)) => {
+                // Before `done_one`, so that the batch's acks never count as done.
+                batch.fail();
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                let (n, _) = failed.get_or_insert_with(|| (0, e.to_string()));
+                *n += 1;
+            }
+        }
+        batch.done_one(self);
     }
 }
 
@@ -56,13 +183,16 @@ impl Sink for Send {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Each batch is flushed before `write` returns: waiting to fill a request only adds to that.
+            // A batch is on its way at once: waiting to fill a request only holds its acks longer.
             .set("linger.ms", "0")
-            // A delivery report per record is an event to serve per record; failures are what counts.
-            .set("delivery.report.only.error", "true")
             .set("allow.auto.create.topics", "false");
-        let context = Deliveries::new(Arc::new(Reporter::new(self.label())));
-        let producer: BaseProducer<Deliveries> =
+        let context = Batches {
+            reporter: Arc::new(Reporter::new(self.label())),
+            batches: Mutex::new(0),
+            changed: Condvar::new(),
+            failed: Mutex::new(None),
+        };
+        let producer: ThreadedProducer<Batches> =
             config.create_with_context(context).map_err(|e| {
                 StageError::with(
                     format!("cannot create the producer for the exchange topic `{topic}`"),
@@ -75,10 +205,11 @@ impl Sink for Send {
         Ok(())
     }
 
-    fn write(&mut self, batch: &Batch, _: &mut Output) -> Result<(), StageError> {
+    fn write(&mut self, batch: &Batch, out: &mut Output) -> Result<(), StageError> {
         if batch.len == 0 {
             return Ok(());
         }
+        self.wait(MAX_IN_FLIGHT - 1)?;
         let producer = self.producer.as_ref().expect("opened");
         let topic = self.exchange.topic();
         let n = self.exchange.spec.partitions;
@@ -87,12 +218,33 @@ impl Sink for Send {
         // Per source partition, the last offset and event time sent: the markers.
         let mut last: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
         let mut index = 0u32;
-        let fail = |e: KafkaError| {
-            StageError::with(format!("cannot write to the exchange topic `{topic}`"), e)
-        };
         // Opened per batch (a lookup of the producer's topic): it borrows the producer.
         let sender =
             TopicSender::new(producer, &topic).map_err(|e| StageError::with(self.label(), e))?;
+        let flight = Arc::new(InFlight {
+            left: AtomicUsize::new(1),
+            acks: Mutex::new(batch.acks.clone()),
+            stop: out.stop_flag(),
+        });
+        *producer
+            .context()
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) += 1;
+        let send = |r: i32, tag: Tag, value: Option<&[u8]>, ts: i64| {
+            flight.left.fetch_add(1, Ordering::AcqRel);
+            let tag = tag.encode();
+            sender
+                .send_waiting_with(r, Some(tag.as_bytes()), value, ts, flight.clone(), WAIT)
+                .map_err(|e| {
+                    // Not sent: the batch never counts as done, and the run stops.
+                    flight.fail();
+                    StageError::with(format!("cannot write to the exchange topic `{topic}`"), e)
+                })
+        };
+        // Per (exchange partition, source partition): the bundle being filled, and the event time of
+        // its last record (the message's timestamp).
+        let mut bundles: BTreeMap<(i32, i32), (Vec<u8>, i64)> = BTreeMap::new();
         for (row, line) in lines
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
@@ -109,55 +261,104 @@ impl Sink for Send {
                 Some(k) => batch.value(k, row),
                 None => crate::record::Value::Null,
             };
-            let tag = Tag::Record {
-                partition: origin.partition,
-                offset: origin.offset,
-                index,
-            };
             let ts = batch.time[row];
-            let tag = tag.encode();
-            sender
-                .send_waiting(
-                    partition_of(&key, n),
-                    Some(tag.as_bytes()),
-                    Some(line),
-                    ts,
-                    WAIT,
-                )
-                .map_err(fail)?;
-            let e = last.entry(origin.partition).or_insert((origin.offset, ts));
+            let r = partition_of(&key, n);
+            let p = origin.partition;
+            let (bundle, last_ts) = bundles
+                .entry((r, p))
+                .or_insert_with(|| (Vec::with_capacity(4096), ts));
+            if !bundle.is_empty() && bundle.len() + line.len() > bundle::MAX_BYTES {
+                send(r, Tag::Bundle { partition: p }, Some(bundle), *last_ts)?;
+                bundle.clear();
+            }
+            bundle::push(bundle, origin.offset, index, ts, line);
+            *last_ts = ts;
+            let e = last.entry(p).or_insert((origin.offset, ts));
             *e = (e.0.max(origin.offset), ts);
         }
+        for (&(r, p), (bundle, ts)) in &bundles {
+            send(r, Tag::Bundle { partition: p }, Some(bundle), *ts)?;
+        }
         for (&partition, &(offset, ts)) in &last {
-            let tag = Tag::Marker { partition, offset }.encode();
             for r in 0..n {
-                sender
-                    .send_waiting(r, Some(tag.as_bytes()), None, ts, WAIT)
-                    .map_err(fail)?;
+                send(r, Tag::Marker { partition, offset }, None, ts)?;
             }
         }
-        kafka::flush(producer, FLUSH_TIMEOUT).map_err(fail)?;
-        if let Some((failed, first)) = producer.context().take_failures() {
-            return Err(StageError::msg(format!(
-                "{failed} records were not delivered to the exchange topic `{topic}` ({first}); their offsets stay uncommitted, so a restart sends them again"
-            )));
-        }
+        flight.done_one(producer.context());
         Ok(())
     }
 
+    fn checkpoint(&mut self, _: &mut Output) -> Result<Option<serde_json::Value>, StageError> {
+        self.wait(0)?;
+        Ok(None)
+    }
+
     fn finish(&mut self, _: &mut Output) -> Result<(), StageError> {
-        if let Some(p) = &self.producer {
-            kafka::flush(p, FLUSH_TIMEOUT).map_err(|e| {
-                StageError::with(
-                    format!(
-                        "cannot write to the exchange topic `{}`",
-                        self.exchange.topic()
-                    ),
-                    e,
-                )
-            })?;
+        if self.producer.is_some() {
+            self.wait(0)?;
         }
         self.exchange.finish_input();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn batches() -> Batches {
+        Batches {
+            reporter: Arc::new(Reporter::new("stage `w.exchange`".to_string())),
+            batches: Mutex::new(1),
+            changed: Condvar::new(),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// A batch of two messages, while `write` still sends; and whether its ack was let go.
+    fn in_flight() -> (Arc<InFlight>, Arc<AtomicBool>) {
+        let released = Arc::new(AtomicBool::new(false));
+        let flight = Arc::new(InFlight {
+            left: AtomicUsize::new(3),
+            acks: Mutex::new(vec![Ack::new(Flag(released.clone()))]),
+            stop: StopFlag::default(),
+        });
+        (flight, released)
+    }
+
+    #[test]
+    fn a_batch_is_done_once_its_last_message_is_delivered_and_sending_ended() {
+        let context = batches();
+        let (flight, released) = in_flight();
+        flight.done_one(&context);
+        flight.done_one(&context);
+        assert!(!released.load(Ordering::SeqCst), "write still sends");
+        assert!(!context.wait(0, Duration::from_millis(10)));
+        flight.done_one(&context);
+        assert!(released.load(Ordering::SeqCst));
+        assert!(context.wait(0, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_failed_batch_stops_the_run_before_its_acks_go() {
+        let context = batches();
+        let (flight, released) = in_flight();
+        assert!(!flight.stop.is_stopped());
+        flight.fail();
+        // Dropped while the run is stopped, the source counts them abandoned, not done.
+        assert!(flight.stop.is_stopped() && released.load(Ordering::SeqCst));
+        for _ in 0..3 {
+            flight.done_one(&context);
+        }
+        // It no longer holds `write` up: the failure is what the stage reports.
+        assert!(context.wait(0, Duration::ZERO));
     }
 }

@@ -1,24 +1,53 @@
 //! Producing to one topic through librdkafka's handle for it, shared by `produce` and the exchange.
 
-use super::{Deliveries, Error};
+use super::Error;
 use rdkafka::bindings as rdsys;
+use rdkafka::client::Client;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use std::ffi::CString;
+use rdkafka::util::IntoOpaque;
+use std::ffi::{c_void, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
+
+/// A producer whose events (delivery reports) can be served while its queue is full.
+pub trait Serve {
+    type Context: ProducerContext;
+    fn client(&self) -> &Client<Self::Context>;
+    fn serve(&self, wait: Duration);
+}
+
+impl<C: ProducerContext> Serve for BaseProducer<C> {
+    type Context = C;
+    fn client(&self) -> &Client<C> {
+        Producer::client(self)
+    }
+    fn serve(&self, wait: Duration) {
+        self.poll(wait);
+    }
+}
+
+impl<C: ProducerContext + 'static> Serve for ThreadedProducer<C> {
+    type Context = C;
+    fn client(&self) -> &Client<C> {
+        Producer::client(self)
+    }
+    fn serve(&self, wait: Duration) {
+        self.poll(wait);
+    }
+}
 
 /// Sends records to one topic through librdkafka's handle for it. `BaseProducer::send` names the topic
 /// in each record, so each record made a `CString` of the name and librdkafka looked the topic up by
 /// it under a lock.
-pub struct TopicSender<'p> {
-    producer: &'p BaseProducer<Deliveries>,
+pub struct TopicSender<'p, P: Serve> {
+    producer: &'p P,
     topic: NonNull<rdsys::rd_kafka_topic_t>,
 }
 
-impl<'p> TopicSender<'p> {
-    pub fn new(producer: &'p BaseProducer<Deliveries>, topic: &str) -> Result<Self, Error> {
+impl<'p, P: Serve> TopicSender<'p, P> {
+    pub fn new(producer: &'p P, topic: &str) -> Result<Self, Error> {
         let fail = |source| Error::Kafka {
             what: format!("cannot open topic `{topic}` for producing"),
             source,
@@ -51,24 +80,54 @@ impl<'p> TopicSender<'p> {
         timestamp: i64,
         wait: Duration,
     ) -> Result<(), KafkaError> {
+        self.send_raw(partition, key, value, timestamp, std::ptr::null_mut(), wait)
+    }
+
+    /// [`TopicSender::send_waiting`] with a value the context's delivery report gets back.
+    pub fn send_waiting_with(
+        &self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        opaque: <P::Context as ProducerContext>::DeliveryOpaque,
+        wait: Duration,
+    ) -> Result<(), KafkaError> {
+        let ptr = opaque.into_ptr();
+        let sent = self.send_raw(partition, key, value, timestamp, ptr, wait);
+        if sent.is_err() {
+            // SAFETY: librdkafka took no record, so it keeps no pointer: the value is ours again.
+            drop(unsafe { <P::Context as ProducerContext>::DeliveryOpaque::from_ptr(ptr) });
+        }
+        sent
+    }
+
+    fn send_raw(
+        &self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        opaque: *mut c_void,
+        wait: Duration,
+    ) -> Result<(), KafkaError> {
         loop {
-            match self.send(partition, key, value, timestamp) {
+            match self.send(partition, key, value, timestamp, opaque) {
                 RDKafkaErrorCode::NoError => return Ok(()),
-                RDKafkaErrorCode::QueueFull => {
-                    self.producer.poll(wait);
-                }
+                RDKafkaErrorCode::QueueFull => self.producer.serve(wait),
                 e => return Err(KafkaError::MessageProduction(e)),
             }
         }
     }
 
-    /// Queues a copy of one record, as `BaseProducer::send` does (no delivery opaque, no headers).
+    /// Queues a copy of one record, as `BaseProducer::send` does (no headers).
     fn send(
         &self,
         partition: i32,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         timestamp: i64,
+        opaque: *mut c_void,
     ) -> RDKafkaErrorCode {
         use rdsys::rd_kafka_vtype_t::*;
         let parts = |b: Option<&[u8]>| b.map_or((std::ptr::null(), 0), |b| (b.as_ptr(), b.len()));
@@ -93,6 +152,8 @@ impl<'p> TopicSender<'p> {
                 key_len,
                 RD_KAFKA_VTYPE_TIMESTAMP,
                 timestamp,
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque,
                 RD_KAFKA_VTYPE_END,
             )
         };
@@ -100,7 +161,7 @@ impl<'p> TopicSender<'p> {
     }
 }
 
-impl Drop for TopicSender<'_> {
+impl<P: Serve> Drop for TopicSender<'_, P> {
     fn drop(&mut self) {
         // SAFETY: made by `rd_kafka_topic_new` and destroyed once; records queued through it keep
         // their own reference to the topic.

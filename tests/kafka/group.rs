@@ -6,7 +6,7 @@
 //! record by record against the capture: nothing lost, and nothing read twice where the group promises
 //! it (partitions moved by a rebalance are committed where their old owner stopped).
 
-use super::{unique, wait_with_timeout};
+use super::{line_count, unique, wait_with_timeout, OwnBroker};
 use crate::common::{generate, scratch, service, tributary};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -193,6 +193,22 @@ fn rows(files: &[PathBuf], name: &str) -> Vec<String> {
     all
 }
 
+/// Up to five processes per test: one such test at a time on a 2-core machine.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Creates `topic` with 6 partitions and no record.
+fn create_topic(brokers: &str, topic: &str, dir: &Path) {
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    wait_ok(
+        &mut spawn_producer(brokers, topic, &empty),
+        "create the topic",
+    );
+}
+
 /// What happens to the members during a run, by seconds after the producer starts.
 enum Scenario {
     /// Three members from the start to the end.
@@ -211,9 +227,7 @@ enum Scenario {
 /// says, and checks the members' outputs together against one process replaying the capture: every
 /// record written, and every 1-minute and whole-input average per genre, field for field.
 fn group_run(name: &str, scenario: Scenario) {
-    // Up to five processes each: one run at a time on a 2-core machine.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = turn();
     let brokers = service("kafka");
     let dir = scratch(name);
     let capture = numbered_capture(&dir);
@@ -230,12 +244,7 @@ fn group_run(name: &str, scenario: Scenario) {
         .collect();
     let waiting = matches!(scenario, Scenario::Waiting);
     if waiting {
-        let empty = dir.join("empty.jsonl");
-        std::fs::write(&empty, "").unwrap();
-        wait_ok(
-            &mut spawn_producer(&brokers, &topic, &empty),
-            "create the topic",
-        );
+        create_topic(&brokers, &topic, &dir);
         for f in &files {
             // Not to end before the first record comes.
             let text = std::fs::read_to_string(f).unwrap();
@@ -440,4 +449,162 @@ fn group_mode_validates_its_window_stages_and_refuses_a_fallback() {
         err.contains("`fallback` replays the whole capture in every process"),
         "{err}"
     );
+}
+
+/// The records `topic` holds, in total over its partitions.
+fn topic_size(brokers: &str, topic: &str) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..PARTITIONS as i32)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (high - low) as u64
+        })
+        .sum()
+}
+
+/// A member whose exchange cannot reach the broker: the broker is stopped for 30 s mid-run, longer
+/// than the member's `message.timeout.ms` (3 s). The run stops with an error, leaving the batches
+/// that did not reach the exchange uncommitted; started again until it ends well, its runs' windows
+/// together equal one process replaying what the topic holds, and no record was late.
+#[test]
+fn a_member_whose_exchange_fails_stops_and_is_restarted_without_a_difference() {
+    let _turn = turn();
+    let dir = scratch("kafka_group_outage");
+    let broker = OwnBroker::start(&dir);
+    let brokers = broker.brokers.clone();
+    let capture = numbered_capture(&dir);
+    let (topic, group) = (unique("outage"), unique("g"));
+    create_topic(&brokers, &topic, &dir);
+    let file = member_pipeline(&dir, "m", (&brokers, &topic, &group), true);
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("idle_timeout = \"3s\"", "idle_timeout = \"8s\"")
+        .replace(
+            "\"heartbeat.interval.ms\" = \"1000\" }",
+            "\"heartbeat.interval.ms\" = \"1000\", \"message.timeout.ms\" = \"3000\" }",
+        );
+    assert!(text.contains("message.timeout.ms"), "{text}");
+    std::fs::write(&file, text).unwrap();
+    let out = file.parent().unwrap().join("out");
+    // Each run writes its files anew: keep them.
+    let keep = |run: usize| {
+        let to = dir.join(format!("run{run}"));
+        std::fs::create_dir_all(&to).unwrap();
+        for name in ["avg_1m", "avg", "dead_letter"] {
+            let from = out.join(format!("{name}.jsonl"));
+            if from.exists() {
+                std::fs::copy(&from, to.join(format!("{name}.jsonl"))).unwrap();
+            }
+        }
+        to
+    };
+
+    let mut member = spawn(&file);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut producer = spawn_producer(&brokers, &topic, &capture);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while line_count(&out.join("avg_1m.jsonl")) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no window was emitted within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        producer.try_wait().unwrap().is_none(),
+        "the producer finished before the outage; make it slower"
+    );
+    broker.services("stop");
+    std::thread::sleep(Duration::from_secs(30));
+    broker.services("start");
+    wait_ok(&mut producer, "produce");
+    let (code, _, err) = wait_with_timeout(&mut member, Duration::from_secs(180));
+    assert!(
+        code != 0 && err.contains("were not delivered to the exchange topic"),
+        "the first run did not stop on the failed exchange (exit {code}):\n{err}"
+    );
+    let mut runs = vec![keep(1)];
+    let mut logs = vec![err];
+    for run in 2..=4 {
+        let (code, _, err) = wait_with_timeout(&mut spawn(&file), Duration::from_secs(180));
+        runs.push(keep(run));
+        logs.push(err);
+        if code == 0 {
+            break;
+        }
+        assert!(
+            run < 4,
+            "three runs after the outage failed:\n{}",
+            logs.join("\n")
+        );
+    }
+    let all = logs.join("\n");
+
+    // The broker may write a producer's batch twice across its restart (see `merge`): compare with
+    // what the topic holds.
+    let size = topic_size(&brokers, &topic);
+    assert!(size >= RECORDS as u64, "the topic holds {size} records");
+    let recorded = dir.join("recorded.jsonl");
+    let mut cmd = tributary();
+    cmd.args(["record", "--brokers", &brokers, "--topic", &topic])
+        .args([
+            "--max-records",
+            &size.to_string(),
+            "--duration",
+            "60s",
+            "--out",
+        ])
+        .arg(&recorded);
+    let (code, _, err) = crate::common::run(cmd);
+    assert_eq!(code, 0, "record failed:\n{err}");
+    let source = format!(
+        "[stages.events]\ntype = \"replay\"\npath = \"{}\"\n",
+        recorded.display()
+    );
+    let single = write_pipeline(&dir, "single", &source, true);
+    crate::common::run_pipeline(single.parent().unwrap(), &single);
+
+    // A run that wrote nothing to a file left no copy of it.
+    let read = |path: PathBuf| match path.exists() {
+        true => crate::common::read_jsonl(&path),
+        false => Vec::new(),
+    };
+    for run in &runs {
+        let dead = read(run.join("dead_letter.jsonl"));
+        assert!(
+            dead.iter()
+                .all(|d| !d["reason"].as_str().unwrap_or("").starts_with("late")),
+            "{}: records dead-lettered as late\n{all}",
+            run.display()
+        );
+    }
+    for name in ["avg_1m", "avg"] {
+        let want: std::collections::BTreeSet<String> = rows(std::slice::from_ref(&single), name)
+            .into_iter()
+            .collect();
+        let got: std::collections::BTreeSet<String> = runs
+            .iter()
+            .flat_map(|r| read(r.join(format!("{name}.jsonl"))))
+            .map(|v| v.to_string())
+            .collect();
+        assert!(
+            want.len() > if name == "avg" { 70 } else { 10_000 },
+            "{name}: {}",
+            want.len()
+        );
+        assert!(
+            want == got,
+            "{name}: {} results missing, e.g. {:?}; {} not in the single run, e.g. {:?}\n{all}",
+            want.difference(&got).count(),
+            want.difference(&got).take(3).collect::<Vec<_>>(),
+            got.difference(&want).count(),
+            got.difference(&want).take(3).collect::<Vec<_>>()
+        );
+    }
 }

@@ -683,3 +683,55 @@ fn a_tls_or_sasl_mismatch_says_so() {
         );
     }
 }
+
+/// A broker of this test's own (`scripts/services` with its own directory and ports), so that stopping
+/// it disturbs no other test. Stopped when dropped.
+struct OwnBroker {
+    dir: PathBuf,
+    brokers: String,
+}
+
+impl OwnBroker {
+    fn start(dir: &Path) -> OwnBroker {
+        let mut broker = OwnBroker {
+            dir: dir.join("services"),
+            brokers: String::new(),
+        };
+        broker.services("start");
+        let env = std::process::Command::new(repo().join("scripts/services"))
+            .arg("env")
+            .env("TRIBUTARY_SERVICES_DIR", &broker.dir)
+            .output()
+            .unwrap();
+        let env = String::from_utf8_lossy(&env.stdout).into_owned();
+        let brokers = env
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("export TRIBUTARY_TEST_KAFKA=")
+                    .map(|v| v.trim_matches(['\'', '"']).to_string())
+            })
+            .unwrap_or_else(|| {
+                panic!("scripts/services env printed no TRIBUTARY_TEST_KAFKA:\n{env}")
+            });
+        broker.brokers = brokers;
+        broker
+    }
+
+    fn services(&self, cmd: &str) {
+        let status = std::process::Command::new(repo().join("scripts/services"))
+            .args([cmd, "kafka"])
+            .env("TRIBUTARY_SERVICES_DIR", &self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/services {cmd} kafka failed");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("scripts/services"))
+            .args(["stop", "kafka"])
+            .env("TRIBUTARY_SERVICES_DIR", &self.dir)
+            .status();
+    }
+}

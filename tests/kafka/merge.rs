@@ -431,58 +431,6 @@ fn add_partitions(brokers: &str, topic: &str, total: usize) {
     }
 }
 
-/// A broker of this test's own (`scripts/services` with its own directory and ports), so that stopping
-/// it disturbs no other test. Stopped when dropped.
-struct OwnBroker {
-    dir: PathBuf,
-    brokers: String,
-}
-
-impl OwnBroker {
-    fn start(dir: &Path) -> OwnBroker {
-        let mut broker = OwnBroker {
-            dir: dir.join("services"),
-            brokers: String::new(),
-        };
-        broker.services("start");
-        let env = std::process::Command::new(repo().join("scripts/services"))
-            .arg("env")
-            .env("TRIBUTARY_SERVICES_DIR", &broker.dir)
-            .output()
-            .unwrap();
-        let env = String::from_utf8_lossy(&env.stdout).into_owned();
-        let brokers = env
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("export TRIBUTARY_TEST_KAFKA=")
-                    .map(|v| v.trim_matches(['\'', '"']).to_string())
-            })
-            .unwrap_or_else(|| {
-                panic!("scripts/services env printed no TRIBUTARY_TEST_KAFKA:\n{env}")
-            });
-        broker.brokers = brokers;
-        broker
-    }
-
-    fn services(&self, cmd: &str) {
-        let status = std::process::Command::new(repo().join("scripts/services"))
-            .args([cmd, "kafka"])
-            .env("TRIBUTARY_SERVICES_DIR", &self.dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/services {cmd} kafka failed");
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(repo().join("scripts/services"))
-            .args(["stop", "kafka"])
-            .env("TRIBUTARY_SERVICES_DIR", &self.dir)
-            .status();
-    }
-}
-
 /// The broker is stopped and started again while records are produced and read. The source says it lost
 /// the broker and got it back; no idle clock ran in between, so no partition was passed over, and the
 /// result equals the replay of what the topic holds, as `record` writes it. (That is the capture plus,

@@ -717,6 +717,32 @@ impl OwnBroker {
         broker
     }
 
+    /// Once `rows` has a line (a window was emitted, within `within`) and while `producer` still
+    /// runs, stops the broker for `down` and starts it again.
+    fn outage_after_first_row(
+        &self,
+        rows: &Path,
+        producer: &mut Child,
+        within: Duration,
+        down: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        while line_count(rows) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no window was emitted within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            producer.try_wait().unwrap().is_none(),
+            "the producer finished before the outage; make it slower"
+        );
+        self.services("stop");
+        std::thread::sleep(down);
+        self.services("start");
+    }
+
     fn services(&self, cmd: &str) {
         let status = std::process::Command::new(repo().join("scripts/services"))
             .args([cmd, "kafka"])

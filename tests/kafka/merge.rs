@@ -472,21 +472,12 @@ fn a_broker_restart_mid_run_changes_nothing() {
         .parent()
         .unwrap()
         .join("out/avg_streams_per_genre_1m.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while line_count(&rows) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no window was emitted within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        producer.try_wait().unwrap().is_none(),
-        "the producer finished before the outage; make it slower"
+    broker.outage_after_first_row(
+        &rows,
+        &mut producer,
+        Duration::from_secs(30),
+        Duration::from_secs(22),
     );
-    broker.services("stop");
-    std::thread::sleep(Duration::from_secs(22));
-    broker.services("start");
     let (p_code, _, p_err) = wait_with_timeout(&mut producer, Duration::from_secs(120));
     assert_eq!(p_code, 0, "produce failed:\n{p_err}");
     assert!(p_err.contains("produced 100000 records"), "{p_err}");

@@ -13,7 +13,7 @@
 
 use super::StopFlag;
 use crate::record::Ack;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Watermarks per window stage, shared by every stage of one run.
@@ -30,7 +30,7 @@ struct State {
     /// What a source restored from its last commit, per stage.
     restored: BTreeMap<String, i64>,
     /// Stages that keep no watermark here (see [`Progress::exclude`]).
-    excluded: std::collections::BTreeSet<String>,
+    excluded: BTreeSet<String>,
 }
 
 impl Progress {

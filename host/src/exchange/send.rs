@@ -58,7 +58,8 @@ impl Send {
         format!("stage `{}.exchange`", self.exchange.stage)
     }
 
-    /// Waits until at most `most` batches are on their way, then reports a failed delivery, if any.
+    /// Waits until at most `most` batches are on their way, or a delivery failed, then reports the
+    /// failure, if any.
     fn wait(&self, most: usize) -> Result<(), StageError> {
         let producer = self.producer.as_ref().expect("opened");
         let topic = self.exchange.topic();
@@ -69,8 +70,9 @@ impl Send {
             )));
         }
         if let Some((failed, first)) = producer.context().failures() {
-            // What is still queued would only fail in its turn, up to `message.timeout.ms` later.
-            producer.purge(PurgeConfig::default().queue());
+            // The run stops: what is still queued or on its way would only fail in its turn, up to
+            // `message.timeout.ms` after it was queued, and the failure is reported once it has.
+            producer.purge(PurgeConfig::default().queue().inflight());
             return Err(StageError::msg(format!(
                 "{failed} records were not delivered to the exchange topic `{topic}` ({first}); their offsets stay uncommitted, so a restart sends them again"
             )));
@@ -123,10 +125,13 @@ struct Batches {
 }
 
 impl Batches {
+    /// Waits until at most `most` batches are on their way or a delivery failed (which ends the run:
+    /// nothing after it needs waiting for); false if neither came within `timeout`.
     fn wait(&self, most: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut n = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > most {
+        // A failure notifies `changed` too (`failed`).
+        while *n > most && self.failures().is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -138,6 +143,20 @@ impl Batches {
                 .0;
         }
         true
+    }
+
+    /// A message of `batch` was not delivered.
+    fn failed(&self, batch: &InFlight, error: &KafkaError) {
+        // Before `done_one`, so that the batch's acks never count as done.
+        batch.fail();
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, _) = failed.get_or_insert_with(|| (0, error.to_string()));
+        *n += 1;
+        drop(failed);
+        // Ends `wait` at once, not when the batch's last message is reported. Under its lock, so
+        // that a `wait` between its check and its sleep cannot miss it.
+        let _batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
     }
 
     fn failures(&self) -> Option<(u64, String)> {
@@ -160,13 +179,7 @@ impl ProducerContext for Batches {
     fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<InFlight>) {
         match result {
             Ok(_) => self.reporter.alive(),
-            Err((e, _)) => {
-                // Before `done_one`, so that the batch's acks never count as done.
-                batch.fail();
-                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                let (n, _) = failed.get_or_insert_with(|| (0, e.to_string()));
-                *n += 1;
-            }
+            Err((e, _)) => self.failed(&batch, e),
         }
         batch.done_one(self);
     }
@@ -305,6 +318,7 @@ impl Sink for Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
     use std::sync::atomic::AtomicBool;
 
     struct Flag(Arc<AtomicBool>);
@@ -360,5 +374,27 @@ mod tests {
         }
         // It no longer holds `write` up: the failure is what the stage reports.
         assert!(context.wait(0, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_failed_delivery_ends_the_wait_for_the_batches_still_on_their_way() {
+        let context = Arc::new(batches());
+        *context.batches.lock().unwrap() = 3;
+        assert!(!context.wait(0, Duration::from_millis(10)));
+        let (flight, _) = in_flight();
+        let reporter = {
+            let context = context.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+                context.failed(&flight, &timed_out);
+            })
+        };
+        // Three batches still count as on their way (each of the others' messages would fail in its
+        // turn): the wait ends with the first failure, not after up to `message.timeout.ms`.
+        assert!(context.wait(0, Duration::from_secs(10)));
+        assert_eq!(*context.batches.lock().unwrap(), 3);
+        assert!(context.failures().is_some_and(|(n, _)| n == 1));
+        reporter.join().unwrap();
     }
 }

@@ -39,7 +39,7 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> HashMa
 /// failed then.)
 #[test]
 fn dead_letters_are_on_disk_before_their_offsets_are_committed() {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let dir = scratch("kafka_durable_dead_letters");
     let mut bad: BTreeSet<(i64, i64)> = BTreeSet::new();
     let per_partition = 20_000 / 3;
@@ -119,7 +119,7 @@ fn dead_letters_are_on_disk_before_their_offsets_are_committed() {
 /// dead-letter file of the first instead of erasing them, so together they hold every record once.
 #[test]
 fn a_resumed_run_appends_to_what_the_first_run_wrote() {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let dir = scratch("kafka_resume_appends");
     let capture = rewrite(&generated(3_000, 3), &dir, "bad.jsonl", |i, l| {
         if i % 10 == 5 {

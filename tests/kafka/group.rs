@@ -7,7 +7,7 @@
 //! it (partitions moved by a rebalance are committed where their old owner stopped).
 
 use super::{unique, wait_with_timeout, OwnBroker};
-use crate::common::{generate, scratch, service, tributary};
+use crate::common::{generate, scratch, tributary};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -228,7 +228,7 @@ enum Scenario {
 /// record written, and every 1-minute and whole-input average per genre, field for field.
 fn group_run(name: &str, scenario: Scenario) {
     let _turn = turn();
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let dir = scratch(name);
     let capture = numbered_capture(&dir);
     let source = format!(

@@ -17,12 +17,96 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// A name of this run's own (topics, groups): `test-NAME-PID-NANOS`, the PID this test process's, which
+/// is how [`kafka_brokers`] knows the topics of earlier runs.
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
+    format!("test-{name}-{}-{nanos}", std::process::id())
+}
+
+/// The broker of the suite (`common::service`). The first call also deletes the topics that earlier
+/// runs of the suite left on it: each test uses topics of its own (exchange and changelog topics
+/// included, named after its group) on a broker that outlives the run, so they only piled up, about
+/// 330 MB a run (40 GB had filled a disk).
+fn kafka_brokers() -> String {
+    static PRUNED: std::sync::Once = std::sync::Once::new();
+    let brokers = service("kafka");
+    PRUNED.call_once(|| {
+        if let Err(e) = delete_topics_of_ended_runs(&brokers) {
+            eprintln!("warning: the topics of earlier test runs stay on {brokers}: {e}");
+        }
+    });
+    brokers
+}
+
+/// Deletes the topics named by [`unique`] (the part before a `.`, for exchange and changelog topics)
+/// whose process is gone. A run still going (its process alive) keeps its topics.
+fn delete_topics_of_ended_runs(brokers: &str) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "0");
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let ended: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|name| run_of(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()))
+        .collect();
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let names: Vec<&str> = ended.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = tributary::kafka::block_on(admin.delete_topics(&names, &options))
+        .map_err(|e| e.to_string())?;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    eprintln!(
+        "kafka tests: topics of earlier runs deleted from {brokers}: {}{}",
+        names.len() - failed,
+        if failed > 0 {
+            format!(" ({failed} could not be)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// The PID in a name [`unique`] made, if `name` is one (or begins with one before a `.`).
+fn run_of(name: &str) -> Option<u32> {
+    let base = name.split('.').next()?.strip_prefix("test-")?;
+    let mut parts = base.rsplitn(3, '-');
+    let (nanos, pid, _) = (parts.next()?, parts.next()?, parts.next()?);
+    nanos.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+#[test]
+fn the_topics_of_a_test_run_are_told_by_their_names() {
+    let pid = std::process::id();
+    assert_eq!(run_of(&unique("topic-a")), Some(pid));
+    assert_eq!(run_of(&format!("{}.w.exchange", unique("g"))), Some(pid));
+    for other in [
+        "music_streaming_events",
+        "test-x",
+        "test-x-12",
+        "x-12-34",
+        "bench-1-2-3",
+        "test-a-b-c",
+    ] {
+        assert_eq!(run_of(other), None, "{other}");
+    }
 }
 
 /// The fixture's 299 records spread over 3 partitions (partition = index % 3): same keys, payloads and
@@ -209,7 +293,7 @@ fn spawn_pipeline(file: &Path) -> Child {
 /// console table, the same per-window rows (bit for bit), and no late record.
 #[test]
 fn live_run_equals_replay() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_live_equals_replay");
     let capture = capture3(&dir);
     let topic = unique("events");
@@ -252,7 +336,7 @@ fn live_run_equals_replay() {
 /// Lines `produce` cannot read are skipped with their line numbers, and the rest is loaded.
 #[test]
 fn record_round_trip() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_record_round_trip");
     let capture = capture3(&dir);
     let topic = unique("roundtrip");
@@ -354,7 +438,7 @@ fn falls_back_to_the_capture_without_a_broker() {
 /// rest, and the per-window counts of both runs add up to the replay's (a lost or doubled record shows).
 #[test]
 fn max_records_then_restart_neither_loses_nor_doubles() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_max_records_restart");
     let capture = capture3(&dir);
     let topic = unique("restart");
@@ -399,7 +483,7 @@ fn max_records_then_restart_neither_loses_nor_doubles() {
 /// upserting its rows over the first run's gives exactly the replay's results.
 #[test]
 fn sigterm_then_restart_recomputes_open_windows() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_sigterm_restart");
     let capture = capture3(&dir);
     let (head, tail) = split_capture(&dir, &capture, 150);
@@ -470,7 +554,7 @@ fn sigterm_then_restart_recomputes_open_windows() {
 /// producer is still producing; the final rows equal the replay's.
 #[test]
 fn windows_are_emitted_while_records_arrive() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_live_windows");
     let capture = capture3(&dir);
     let topic = unique("paced");
@@ -543,7 +627,7 @@ fn window_key(row: &Value) -> (String, String) {
 /// exactly one row per (window, genre), equal to the replay's: an appending sink counts nothing twice.
 #[test]
 fn sigterm_then_restart_does_not_emit_a_window_twice() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_sigterm_no_double_window");
     let capture = capture3(&dir);
     // 150 records span minutes 0 and 1 and half of minute 2; with batches of 50 the last batch holds
@@ -661,7 +745,7 @@ fn stage_in(stderr: &str, stage: &str) -> u64 {
 /// for a loaded broker that is slow to drop the handshake).
 #[test]
 fn a_tls_or_sasl_mismatch_says_so() {
-    let brokers = service("kafka");
+    let brokers = kafka_brokers();
     let dir = scratch("kafka_security_mismatch");
     let fixture = common::fixture("music_streaming_events.jsonl");
     // librdkafka words a refused TLS handshake either way, depending on when the broker drops it.

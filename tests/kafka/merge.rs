@@ -128,7 +128,7 @@ fn longest_wait(stderr: &str) -> Option<(f64, String)> {
 /// Loads `capture` into a new topic of `partitions` partitions, reads it live once it is all there,
 /// and checks the result against the replay's.
 fn loaded_topic_equals_replay(dir: &Path, capture: &Path, partitions: usize, runs: usize) {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let topic = unique("topic");
     let said = produce(
         &brokers,
@@ -148,7 +148,7 @@ fn loaded_topic_equals_replay(dir: &Path, capture: &Path, partitions: usize, run
 /// Reads a 3-partition topic live while partitions 0 and 1 of a 100k capture are loaded, then, 5 s
 /// later, partition 2. Returns the run's outputs, the capture and the topic.
 fn partition_2_loaded_late(dir: &Path, source_extra: &str) -> (RunOutput, PathBuf, String) {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let capture = generated(100_000, 3);
     let first = rewrite(&capture, dir, "p01.jsonl", |_, l| partition_of(l) != 2);
     let last = rewrite(&capture, dir, "p2.jsonl", |_, l| partition_of(l) == 2);
@@ -189,7 +189,7 @@ fn live_equals_replay_at_scale_three_runs_in_a_row() {
 fn produce_through_a_full_queue_loses_and_doubles_nothing() {
     let dir = scratch("kafka_merge_full_queue");
     let capture = generated(100_000, 3);
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let topic = unique("fullq");
     let said = produce(
         &brokers,
@@ -289,7 +289,7 @@ fn a_partition_ten_times_larger_than_the_others() {
 /// Two topics of two partitions each, read by one source: merged by timestamp as one stream.
 #[test]
 fn several_topics_merge_into_one_stream() {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let dir = scratch("kafka_merge_topics");
     let (a, b) = (unique("topic-a"), unique("topic-b"));
     let capture = rewrite(&generated(100_000, 1), &dir, "two.jsonl", |i, l| {
@@ -372,7 +372,7 @@ impl Watched {
 /// it from its beginning, and merges it like the others, so the result equals the replay of everything.
 #[test]
 fn a_partition_added_while_running_is_merged_like_the_others() {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let dir = scratch("kafka_merge_added_partition");
     let capture = generated(100_000, 1);
     // The first half on two partitions, the second half on three.

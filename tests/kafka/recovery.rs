@@ -198,7 +198,7 @@ struct Setup {
 
 /// Loads a 100k-record topic and computes the uninterrupted run's results.
 fn setup(name: &str) -> Setup {
-    let brokers = service("kafka");
+    let brokers = super::kafka_brokers();
     let uri = service("mongodb");
     let dir = scratch(name);
     let topic = unique("recovery");
